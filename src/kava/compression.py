@@ -1,0 +1,107 @@
+"""Teacher KV-cache compression (method.md §4): keep M of the N_C CoT entries per layer and KV head.
+
+All functions work on tensors stacked over layers, ``[L, B, H, S, ...]``, so batch, layers and
+heads are handled in single tensor operations. Callers run them under ``torch.no_grad``: the
+compressed cache is a stop-gradient target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+NEG_INF = float("-inf")
+
+
+def importance_scores(attentions: torch.Tensor, answer_mask: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
+    """I_i = mean over answer query rows j of a_{j,i}; max over the query heads of each KV head.
+
+    attentions: [L, B, Hq, S, S] softmax probabilities (rows = queries); answer_mask: [B, S] bool.
+    Returns [L, B, H_kv, S]. Transformers maps query head q to KV head q // (Hq / H_kv), so a
+    reshape to [.., H_kv, G, ..] groups exactly the heads that share a KV head.
+    """
+    L, B, Hq, S, _ = attentions.shape
+    w = answer_mask.to(attentions.dtype)
+    imp = torch.einsum("lbhjs,bj->lbhs", attentions, w) / w.sum(-1).clamp(min=1).view(1, B, 1, 1)
+    return imp.view(L, B, n_kv_heads, Hq // n_kv_heads, S).amax(dim=3)
+
+
+def redundancy_scores(keys: torch.Tensor, cot_mask: torch.Tensor) -> torch.Tensor:
+    """R_i = softmax_i( −(1/N_C) Σ_{j≠i} cos(k_i, k_j) ) over the CoT keys of each head.
+
+    keys: [L, B, H, S, d]; cot_mask: [B, S] bool. Non-CoT positions get 0.
+    """
+    kn = torch.nn.functional.normalize(keys.float(), dim=-1)
+    sim = kn @ kn.transpose(-1, -2)  # [L, B, H, S, S]
+    m = cot_mask.to(sim.dtype).view(1, cot_mask.shape[0], 1, 1, -1)
+    n_c = cot_mask.sum(-1).clamp(min=1).to(sim.dtype).view(1, -1, 1, 1)
+    off_diag = (sim * m).sum(-1) - sim.diagonal(dim1=-2, dim2=-1) * m.squeeze(-2)
+    logits = (-off_diag / n_c).masked_fill(~cot_mask.view(1, cot_mask.shape[0], 1, -1), NEG_INF)
+    return torch.softmax(logits, dim=-1).nan_to_num(0.0)  # an example with N_C = 0 gives all zeros
+
+
+@dataclass
+class Selection:
+    indices: torch.Tensor  # [L, B, H, M] kept positions, ascending; invalid slots hold 0
+    slot_mask: torch.Tensor  # [B, M] True where slot m is matched with a real CoT entry
+
+
+def eviction_scores(
+    eviction: str,
+    cot_mask: torch.Tensor,
+    n_layers: int,
+    n_kv_heads: int,
+    *,
+    importance: torch.Tensor | None = None,
+    redundancy: torch.Tensor | None = None,
+    lam: float = 0.1,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Per-entry keep score [L, B, H, S] for each eviction variant (higher = keep)."""
+    B, S = cot_mask.shape
+    shape = (n_layers, B, n_kv_heads, S)
+    if eviction in ("rkv", "importance", "redundancy"):
+        lam = {"importance": 1.0, "redundancy": 0.0}.get(eviction, lam)
+        score = torch.zeros(shape, device=cot_mask.device)
+        if lam > 0:
+            score = score + lam * importance
+        if lam < 1:
+            score = score + (1 - lam) * redundancy
+        return score
+    if eviction == "crop":
+        pos = torch.arange(S, device=cot_mask.device, dtype=torch.float)
+        return (-pos).expand(shape)
+    if eviction == "random":
+        return torch.rand(shape, generator=generator, device="cpu").to(cot_mask.device)
+    raise ValueError(f"unknown eviction {eviction!r}")
+
+
+def select_entries(scores: torch.Tensor, cot_mask: torch.Tensor, m: int) -> Selection:
+    """Top-M CoT entries per (layer, example, head), sorted by position; never a padded one.
+
+    Slot k is matched with the k-th kept entry in time order. When N_C < M, the first N_C
+    slots are matched and the rest are masked out of the KV loss.
+    """
+    L, B, H, S = scores.shape
+    valid = cot_mask.view(1, B, 1, S).expand_as(scores)
+    scores = scores.float().masked_fill(~valid, NEG_INF)
+    k = min(m, S)
+    top_vals, top_idx = scores.topk(k, dim=-1)
+    kept = torch.isfinite(top_vals)
+    # Sort kept indices by position; push unkept ones (when N_C < M) past the end.
+    order_key = torch.where(kept, top_idx, top_idx.new_full((), S))
+    sorted_idx, _ = order_key.sort(dim=-1)
+    n_keep = cot_mask.sum(-1).clamp(max=m)  # [B]
+    slot_mask = torch.arange(m, device=scores.device).view(1, m) < n_keep.view(B, 1)
+    if k < m:
+        sorted_idx = torch.cat([sorted_idx, sorted_idx.new_full((L, B, H, m - k), S)], dim=-1)
+    indices = torch.where(sorted_idx >= S, torch.zeros_like(sorted_idx), sorted_idx)
+    return Selection(indices=indices, slot_mask=slot_mask)
+
+
+def gather_entries(x: torch.Tensor, sel: Selection) -> torch.Tensor:
+    """x: [L, B, H, S, d] → [L, B, H, M, d] at the selected positions; masked slots are zeros."""
+    idx = sel.indices.unsqueeze(-1).expand(*sel.indices.shape, x.shape[-1])
+    out = x.gather(3, idx)
+    return out * sel.slot_mask.view(1, *sel.slot_mask.shape[:1], 1, -1, 1).to(out.dtype)

@@ -1,0 +1,172 @@
+"""The method's configuration: every knob of ``method.md`` as one dataclass, plus named presets.
+
+The config is saved next to each checkpoint (``kava_config.json``) so a trained model always
+carries the exact method it was trained with; evaluation reads the inference mode from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+EVICTIONS = ("rkv", "importance", "redundancy", "crop", "random")
+LOSSES = ("smooth_l1", "l1", "mse")
+LATENT_MODES = ("jacobi", "sequential")
+KEY_SPACES = ("post_rope", "pre_rope")
+FINETUNE = ("lora", "full")
+SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class ConfigError(ValueError):
+    """An invalid option; the message names the option and the offending value."""
+
+
+@dataclass
+class KavaConfig:
+    """Method knobs (method.md §2–§5). Defaults are the paper's KaVa setting."""
+
+    method: str = "kava"
+    # §3 student latents
+    num_latents: int = 24  # M
+    num_iterations: int = 3  # T (0 = pause tokens)
+    latent_mode: Literal["jacobi", "sequential"] = "jacobi"
+    use_projection: bool = True
+    projection_dim: int | None = None  # d_p, defaults to the hidden size
+    # §2 sequences
+    teacher_drop_last_step: bool = True
+    teacher_uses_cot: bool = True  # False only for the No-CoT baseline
+    answer_prompt: str = "The answer is:"
+    use_chat_template: bool = False
+    # §4 compression
+    eviction: Literal["rkv", "importance", "redundancy", "crop", "random"] = "rkv"
+    eviction_lambda: float = 0.1
+    kv_key_space: Literal["post_rope", "pre_rope"] = "post_rope"
+    # §5 losses
+    student_ce: bool = True
+    teacher_ce: bool = True
+    alpha_codi: float = 10.0
+    alpha_kv: float = 1.0
+    codi_loss: Literal["smooth_l1", "l1", "mse"] = "smooth_l1"
+    kv_loss: Literal["smooth_l1", "l1", "mse"] = "smooth_l1"
+    kv_layerwise_std: bool = True
+    # fine-tuning
+    finetune: Literal["lora", "full"] = "lora"
+    lora_r: int = 128
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    seed: int = 0  # only the `random` eviction draws from it
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the config
+
+    def __post_init__(self) -> None:
+        self.lora_targets = tuple(self.lora_targets)
+        self.validate()
+
+    # ---- derived behaviour -------------------------------------------------------------
+    @property
+    def uses_student(self) -> bool:
+        """Whether the latent student runs in training (any student term has weight)."""
+        return self.student_ce or self.alpha_codi > 0 or self.alpha_kv > 0
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.teacher_ce or self.alpha_codi > 0 or self.alpha_kv > 0
+
+    @property
+    def inference_mode(self) -> Literal["latent", "cot", "direct"]:
+        """How a model trained with this config answers: latents, a written CoT, or directly."""
+        if self.uses_student:
+            return "latent"
+        return "cot" if self.teacher_uses_cot else "direct"
+
+    @property
+    def lora_enabled(self) -> bool:
+        return self.finetune == "lora"
+
+    # ---- validation and (de)serialisation ----------------------------------------------
+    def validate(self) -> None:
+        def choice(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"option '{name}': {value!r} is not one of {', '.join(allowed)}")
+
+        if not isinstance(self.num_latents, int) or self.num_latents < 1:
+            raise ConfigError(f"option 'num_latents' (M) must be an integer >= 1, got {self.num_latents!r}")
+        if not isinstance(self.num_iterations, int) or self.num_iterations < 0:
+            raise ConfigError(f"option 'num_iterations' (T) must be an integer >= 0, got {self.num_iterations!r}")
+        if not 0.0 <= float(self.eviction_lambda) <= 1.0:
+            raise ConfigError(f"option 'eviction_lambda' (λ) must lie in [0, 1], got {self.eviction_lambda!r}")
+        choice("eviction", EVICTIONS)
+        choice("codi_loss", LOSSES)
+        choice("kv_loss", LOSSES)
+        choice("latent_mode", LATENT_MODES)
+        choice("kv_key_space", KEY_SPACES)
+        choice("finetune", FINETUNE)
+        for name in ("alpha_codi", "alpha_kv"):
+            if float(getattr(self, name)) < 0:
+                raise ConfigError(f"option '{name}' must be >= 0, got {getattr(self, name)!r}")
+        if self.projection_dim is not None and self.projection_dim < 1:
+            raise ConfigError(f"option 'projection_dim' must be >= 1, got {self.projection_dim!r}")
+        if not self.answer_prompt.strip():
+            raise ConfigError("option 'answer_prompt' is empty")
+        if self.lora_r < 1:
+            raise ConfigError(f"option 'lora_r' must be >= 1, got {self.lora_r!r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"option 'lora_dropout' must lie in [0, 1), got {self.lora_dropout!r}")
+        if not (self.uses_student or self.uses_teacher):
+            raise ConfigError("the configuration trains nothing: enable student_ce, teacher_ce or a distillation weight")
+        if self.uses_student and not self.student_ce and self.alpha_kv == 0 and self.alpha_codi == 0:
+            raise ConfigError("student enabled without any student loss")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lora_targets"] = list(self.lora_targets)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "KavaConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "KavaConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from e
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "KavaConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# Each preset is a row of the results table, trained in the same framework (method.md §5).
+PRESETS: dict[str, dict[str, Any]] = {
+    "kava": {},
+    "pccot": {"alpha_kv": 0.0},
+    "codi": {"alpha_kv": 0.0, "latent_mode": "sequential", "num_latents": 6},
+    "cot": {"student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0, "teacher_drop_last_step": False},
+    "nocot": {"student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0, "teacher_uses_cot": False},
+    "pause": {"num_iterations": 0, "teacher_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0},
+}
+
+
+def preset(name: str, **overrides: Any) -> KavaConfig:
+    """The named method preset, with optional knob overrides applied on top."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown method preset {name!r}; choose one of {', '.join(PRESETS)}")
+    known = {f.name for f in dataclasses.fields(KavaConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+    return KavaConfig(**{"method": name, **PRESETS[name], **overrides})

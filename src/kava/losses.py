@@ -1,0 +1,99 @@
+"""The four loss terms of method.md §5, each also reported per example.
+
+Per-example values make padding invariance testable: cross-entropies are per-example token means
+(then averaged over the batch); the distillation terms return per-example sums and counts
+before the batch-level std normalisation the method prescribes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+STD_EPS = 1e-6
+
+
+def elementwise(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if kind == "smooth_l1":
+        return F.smooth_l1_loss(pred, target, reduction="none", beta=1.0)
+    if kind == "l1":
+        return (pred - target).abs()
+    if kind == "mse":
+        return (pred - target).pow(2)
+    raise ValueError(f"unknown loss {kind!r}")
+
+
+def token_ce(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Per-example mean cross-entropy of the tokens flagged in target_mask ([B, S]) → [B].
+
+    The logit at position p predicts token p+1, so targets are shifted by one.
+    """
+    logits, targets, mask = logits[:, :-1], input_ids[:, 1:], target_mask[:, 1:].float()
+    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+    return (nll * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def masked_std_per_layer(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Population std over all but the first (layer) dim of x, counting entries where mask is set."""
+    m = mask.to(x.dtype).expand_as(x)
+    dims = tuple(range(1, x.dim()))
+    n = m.sum(dim=dims).clamp(min=1)
+    mean = (x * m).sum(dim=dims) / n
+    centred = (x - mean.view(-1, *([1] * (x.dim() - 1)))) * m
+    return (centred.pow(2).sum(dim=dims) / n).sqrt()
+
+
+@dataclass
+class DistillTerm:
+    value: torch.Tensor  # scalar loss term
+    per_example: torch.Tensor  # [B, L] un-normalised per-example sums (or means, for CODI)
+
+
+def codi_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str) -> DistillTerm:
+    """Hidden-state distillation at the distillation position, every layer.
+
+    student, teacher: [L, B, D]. Layer l's term is mean_{b,d} ℓ / std_l(teacher over b, d);
+    the result is the mean over layers.
+    """
+    teacher = teacher.detach()
+    err = elementwise(kind, student.float(), teacher.float()).mean(-1)  # [L, B]
+    std = teacher.float().flatten(1).std(dim=1, unbiased=False).clamp(min=STD_EPS)  # [L]
+    value = (err.mean(-1) / std).mean()
+    return DistillTerm(value=value, per_example=err.transpose(0, 1))
+
+
+def kv_loss(
+    ks: torch.Tensor,
+    vs: torch.Tensor,
+    kt: torch.Tensor,
+    vt: torch.Tensor,
+    slot_mask: torch.Tensor,
+    kind: str,
+    layerwise_std: bool,
+) -> DistillTerm:
+    """KV distillation between the student latent cache and the compressed teacher cache.
+
+    ks, vs, kt, vt: [L, B, H, M, d]; slot_mask: [B, M]. For each layer the elementwise loss is
+    averaged over valid (batch, head, slot, dim) entries; K and V terms are averaged (the
+    paper's 1/2) and so are the layers. With layerwise_std each layer's K (V) term is divided by
+    the std of the teacher's compressed K (V) in that layer.
+    """
+    kt, vt = kt.detach(), vt.detach()
+    L, B, H, M, d = ks.shape
+    m = slot_mask.view(1, B, 1, M, 1).to(torch.float32)
+    count = (m.sum() * H * d).clamp(min=1)
+
+    def term(s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        e = elementwise(kind, s.float(), t.float()) * m  # [L, B, H, M, d]
+        per_ex = e.sum(dim=(2, 3, 4)).transpose(0, 1)  # [B, L]
+        layer = e.sum(dim=(1, 2, 3, 4)) / count  # [L]
+        if layerwise_std:
+            layer = layer / masked_std_per_layer(t.float(), m).clamp(min=STD_EPS)
+        return layer, per_ex
+
+    k_layer, k_ex = term(ks, kt)
+    v_layer, v_ex = term(vs, vt)
+    value = (0.5 * (k_layer + v_layer)).mean()
+    return DistillTerm(value=value, per_example=0.5 * (k_ex + v_ex))

@@ -1,0 +1,287 @@
+"""`KavaModel`: a causal LM wrapped for KaVa training and inference.
+
+It holds the base model (with LoRA adapters, or fully trainable), the latent projection φ, the
+trainable rows of the new special tokens and the method config. ``forward`` runs the teacher
+and student passes of one batch and returns every loss term (method.md §5); ``save_pretrained``
+/ ``from_pretrained`` store and restore exactly what was trained, in safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from kava import compression
+from kava.config import SUPPORTED_ARCHITECTURES, ConfigError, KavaConfig
+from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
+from kava.losses import codi_loss, kv_loss, token_ce
+from kava.model.latent import LatentState, cache_of, run_latents
+from kava.model.projection import LatentProjection
+from kava.model.rope import unrotate_keys
+from kava.model.tokens import ExtendedEmbedding, add_special_tokens
+
+CONFIG_FILE = "kava_config.json"
+EXTRA_FILE = "kava_extra.safetensors"  # projection + new-token rows
+FULL_FILE = "model.safetensors"  # full fine-tuning: all weights
+BASE_FILE = "base_model.json"  # where the base model came from
+
+
+def check_architecture(config) -> None:
+    if getattr(config, "model_type", None) not in SUPPORTED_ARCHITECTURES:
+        raise ConfigError(
+            f"unsupported architecture {getattr(config, 'model_type', None)!r}: kava supports "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)} (Llama / Qwen2 causal LMs)"
+        )
+    if getattr(config, "_attn_implementation", "eager") != "eager":
+        raise ConfigError(
+            "the base model must be loaded with attn_implementation='eager': KaVa's eviction needs "
+            f"attention probabilities, which {config._attn_implementation!r} does not return"
+        )
+
+
+class KavaModel(nn.Module):
+    def __init__(self, lm, tokenizer, config: KavaConfig, base_source: dict[str, Any] | None = None):
+        super().__init__()
+        check_architecture(lm.config)
+        self.config = config
+        self.tokenizer = tokenizer
+        self.base_source = base_source or {}
+        first_new = add_special_tokens(tokenizer)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.builder = SequenceBuilder(tokenizer, config)
+        self.latent_token_id: int = tokenizer.convert_tokens_to_ids(LATENT)
+        hidden = lm.config.hidden_size
+        self.n_layers: int = lm.config.num_hidden_layers
+        self.n_kv_heads: int = lm.config.num_key_value_heads
+
+        if config.lora_enabled:
+            from peft import LoraConfig, get_peft_model
+
+            for p in lm.parameters():
+                p.requires_grad_(False)
+            lora = LoraConfig(
+                r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                target_modules=list(config.lora_targets),
+                task_type="CAUSAL_LM",
+            )
+            self.peft = get_peft_model(lm, lora)
+            self.lm = self.peft.base_model.model  # the causal LM with LoRA layers injected
+        else:
+            self.peft = None
+            self.lm = lm
+        self.embedding = ExtendedEmbedding(self.lm.get_input_embeddings(), first_new, seed=config.seed)
+        if config.lora_enabled:
+            self.embedding.base.weight.requires_grad_(False)
+        self.projection = LatentProjection(hidden, config.projection_dim) if config.use_projection else None
+        if self.projection is not None:
+            self.projection.to(device=lm.device, dtype=lm.dtype)
+
+    # ---- building blocks shared by training and inference ------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.embedding.new_rows.device
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.embedding(ids)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        return h if self.projection is None else self.projection(h)
+
+    def decode(self, embeds, attention_mask, position_ids, cache, *, hidden_states=False, attentions=False):
+        """One decoder pass without the LM head (latent passes never need logits)."""
+        return self.lm.get_decoder()(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            use_cache=True,
+            output_hidden_states=hidden_states,
+            output_attentions=attentions,
+        )
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm.get_output_embeddings()(hidden)
+
+    def latents(self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor) -> LatentState:
+        return run_latents(self, prefix_ids, prefix_mask)
+
+    # ---- training forward --------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor], return_internals: bool = False) -> dict[str, Any]:
+        """Every loss term of one batch; ``loss`` is their weighted total (method.md §5).
+
+        With ``return_internals`` also returns per-example terms and the tensors behind them
+        (compressed teacher KV, student latent KV, distillation hidden states) for inspection.
+        """
+        cfg = self.config
+        out: dict[str, Any] = {}
+        internals: dict[str, Any] = {}
+        total = torch.zeros((), device=self.device)
+        teacher = self._teacher(batch, internals) if cfg.uses_teacher else None
+        if teacher is not None and cfg.teacher_ce:
+            out["ce_teacher"] = internals["ce_teacher"].mean()
+            total = total + out["ce_teacher"]
+        if cfg.uses_student:
+            self._student(batch, teacher, internals)
+            if cfg.student_ce:
+                out["ce_student"] = internals["ce_student"].mean()
+                total = total + out["ce_student"]
+            if cfg.alpha_codi > 0:
+                term = codi_loss(internals["student_distill_hidden"], teacher["distill_hidden"], cfg.codi_loss)
+                out["codi"] = term.value
+                internals["codi_per_example"] = term.per_example
+                total = total + cfg.alpha_codi * term.value
+            if cfg.alpha_kv > 0:
+                ks, vs = internals["student_k"], internals["student_v"]
+                term = kv_loss(ks, vs, teacher["k"], teacher["v"], teacher["slot_mask"], cfg.kv_loss, cfg.kv_layerwise_std)
+                out["kv"] = term.value
+                internals["kv_per_example"] = term.per_example
+                total = total + cfg.alpha_kv * term.value
+        out["loss"] = total
+        if return_internals:
+            out["internals"] = internals
+        return out
+
+    def _teacher(self, batch: dict[str, torch.Tensor], internals: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Teacher pass: CE with gradient; compressed KV and distillation states as stop-grad targets."""
+        cfg = self.config
+        mask = batch["t_attention_mask"]
+        pos = positions_from_mask(mask)
+        need_kv = cfg.alpha_kv > 0 and cfg.uses_student
+        need_attn = need_kv and cfg.eviction in ("rkv", "importance") and (cfg.eviction == "importance" or cfg.eviction_lambda > 0)
+        need_hidden = cfg.alpha_codi > 0 and cfg.uses_student
+        res = self.decode(
+            self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden, attentions=need_attn
+        )
+        internals["ce_teacher"] = token_ce(self.logits(res.last_hidden_state), batch["t_input_ids"], batch["t_ce_mask"])
+        targets: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            if need_hidden:
+                idx = batch["t_distill_index"].view(1, -1, 1, 1).expand(self.n_layers, -1, 1, res.hidden_states[1].shape[-1])
+                h = torch.stack(res.hidden_states[1:]).detach()  # [L, B, S, D]
+                targets["distill_hidden"] = h.gather(2, idx).squeeze(2)
+                internals["teacher_distill_hidden"] = targets["distill_hidden"]
+            if need_kv:
+                targets.update(self._compress(res, batch, pos))
+                internals.update(teacher_k=targets["k"], teacher_v=targets["v"], slot_mask=targets["slot_mask"],
+                                 kept_indices=targets["indices"])
+        return targets
+
+    def _compress(self, res, batch, pos) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        cot = batch["t_cot_mask"]
+        keys = torch.stack([layer.keys for layer in res.cache.layers]).detach()  # [L, B, H, S, d]
+        values = torch.stack([layer.values for layer in res.cache.layers]).detach()
+        if cfg.kv_key_space == "pre_rope":
+            keys = unrotate_keys(keys, pos, self.lm.get_decoder().rotary_emb)
+        importance = redundancy = None
+        if res.attentions is not None:
+            attn = torch.stack(res.attentions).detach()
+            importance = compression.importance_scores(attn, batch["t_answer_mask"].bool(), self.n_kv_heads)
+        if cfg.eviction == "rkv" and cfg.eviction_lambda < 1 or cfg.eviction == "redundancy":
+            redundancy = compression.redundancy_scores(keys, cot)
+        gen = torch.Generator().manual_seed(cfg.seed) if cfg.eviction == "random" else None
+        scores = compression.eviction_scores(
+            cfg.eviction, cot, self.n_layers, self.n_kv_heads,
+            importance=importance, redundancy=redundancy, lam=cfg.eviction_lambda, generator=gen,
+        )
+        sel = compression.select_entries(scores, cot, cfg.num_latents)
+        return {
+            "k": compression.gather_entries(keys, sel),
+            "v": compression.gather_entries(values, sel),
+            "slot_mask": sel.slot_mask,
+            "indices": sel.indices,
+        }
+
+    def _student(self, batch, teacher, internals: dict[str, Any]) -> None:
+        cfg = self.config
+        state = self.latents(batch["s_prefix_ids"], batch["s_prefix_mask"])
+        ans_ids, ans_mask = batch["s_answer_ids"], batch["s_answer_mask"]
+        mask = torch.cat([state.attention_mask, ans_mask], dim=1)
+        pos = positions_from_mask(ans_mask, state.next_position)
+        res = self.decode(self.embed(ans_ids), mask, pos, cache_of(state.kv), hidden_states=cfg.alpha_codi > 0)
+        internals["ce_student"] = token_ce(self.logits(res.last_hidden_state), ans_ids, batch["s_ce_mask"])
+        internals["student_latents"] = state.latents
+        if cfg.alpha_codi > 0:
+            idx = batch["s_distill_index"].view(1, -1, 1, 1).expand(self.n_layers, -1, 1, res.hidden_states[1].shape[-1])
+            internals["student_distill_hidden"] = torch.stack(res.hidden_states[1:]).gather(2, idx).squeeze(2)
+        ks = torch.stack([k for k, _ in state.latent_kv])  # [L, B, H, M, d]
+        vs = torch.stack([v for _, v in state.latent_kv])
+        if cfg.kv_key_space == "pre_rope":
+            M = cfg.num_latents
+            lat_pos = (state.next_position - M).view(-1, 1) + torch.arange(M, device=ks.device).view(1, M)
+            ks = unrotate_keys(ks, lat_pos, self.lm.get_decoder().rotary_emb)
+        internals["student_k"], internals["student_v"] = ks, vs
+
+    # ---- trainable state ---------------------------------------------------------------
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """Everything that was trained, by name: adapter (or all weights), projection, new rows."""
+        return {n: p.detach() for n, p in self.named_parameters() if p.requires_grad}
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config, tokenizer, adapter and extras (safetensors). Callers make it atomic."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.config.save(d / CONFIG_FILE)
+        (d / BASE_FILE).write_text(json.dumps(self.base_source, indent=2) + "\n")
+        self.tokenizer.save_pretrained(d)
+        extra = {"new_rows": self.embedding.new_rows.detach().contiguous()}
+        if self.projection is not None:
+            extra.update({f"projection.{k}": v.contiguous() for k, v in self.projection.state_dict().items()})
+        save_file(extra, str(d / EXTRA_FILE))
+        if self.peft is not None:
+            self.peft.save_pretrained(str(d), safe_serialization=True)
+        else:
+            state = {k: v.contiguous() for k, v in self.lm.state_dict().items()}
+            # Tied embeddings share storage; safetensors refuses shared tensors, so drop the alias.
+            if getattr(self.lm.config, "tie_word_embeddings", False):
+                state.pop("lm_head.weight", None)
+            save_file(state, str(d / FULL_FILE))
+
+    def load_trained(self, directory: str | Path) -> None:
+        """Load the trained parts saved by ``save_pretrained`` into this (freshly built) model."""
+        d = Path(directory)
+        extra = load_file(str(d / EXTRA_FILE), device=str(self.device))
+        with torch.no_grad():
+            self.embedding.new_rows.copy_(extra["new_rows"])
+        if self.projection is not None:
+            self.projection.load_state_dict({k[len("projection."):]: v for k, v in extra.items() if k.startswith("projection.")})
+        if self.peft is not None:
+            from peft.utils import set_peft_model_state_dict
+
+            adapter = load_file(str(d / "adapter_model.safetensors"), device=str(self.device))
+            result = set_peft_model_state_dict(self.peft, adapter)
+            if result.unexpected_keys:
+                raise ValueError(f"{d}: adapter has unexpected keys {result.unexpected_keys[:3]}")
+        else:
+            state = load_file(str(d / FULL_FILE), device=str(self.device))
+            missing, unexpected = self.lm.load_state_dict(state, strict=False)
+            missing = [k for k in missing if k != "lm_head.weight"]
+            if missing or unexpected:
+                raise ValueError(f"{d}: weights do not match the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu", dtype=torch.float32,
+                        base_model=None) -> "KavaModel":
+        """Rebuild a saved model: base model from its recorded source (or the one given), then trained parts."""
+        from kava.model.loading import load_base_model
+        from transformers import AutoTokenizer
+
+        d = Path(directory)
+        if not (d / CONFIG_FILE).exists():
+            raise FileNotFoundError(f"{d}: not a kava checkpoint ({CONFIG_FILE} missing)")
+        config = KavaConfig.load(d / CONFIG_FILE)
+        source = json.loads((d / BASE_FILE).read_text()) if (d / BASE_FILE).exists() else {}
+        if base_model is None:
+            base_model, _ = load_base_model(source, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(d))
+        model = cls(base_model.to(device), tokenizer, config, base_source=source)
+        model.load_trained(d)
+        return model.to(device)

