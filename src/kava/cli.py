@@ -1,0 +1,33 @@
+"""The ``kava`` command: a thin dispatcher over the Python API.
+
+Each subcommand lives next to the code it drives and exposes ``add_arguments(parser)`` and
+``run(args) -> int``; this file only wires them up, importing lazily so ``kava --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "train": ("kava.training.cli", "fine-tune a model with a KaVa method preset from a YAML config"),
+    "eval": ("kava.evaluation.cli", "evaluate a trained model on a dataset (accuracy and cost)"),
+    "demo": ("kava.demo.cli", "train and compare KaVa, CoT and No-CoT on a synthetic task, on CPU"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kava", description="Latent reasoning via compressed KV-cache distillation")
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {}
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        modules[name] = importlib.import_module(module)
+        modules[name].add_arguments(p)
+    args = parser.parse_args(argv)
+    return int(modules[args.command].run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
