@@ -1,0 +1,93 @@
+"""A local word-level tokenizer and a tiny Llama config for the from-scratch CPU demo.
+
+Why word-level with one token per digit: the demo model is tiny, so every word of the synthetic
+task is a single token (short sequences, nothing to learn about spelling), while numbers are
+spelled digit by digit so the model can do arithmetic on any value with just ten number tokens.
+
+Spaces follow the Metaspace scheme: a space becomes ``▁`` glued to the next word (``▁has``) or
+stands alone before a digit or punctuation mark (``▁`` ``4`` ``2``). Because no space is ever
+added or dropped, encoding is a pure function of the text, segments encoded separately
+concatenate to the ids of the joined text (whenever they meet at a space, digit or punctuation
+mark), and
+``decode`` gives the text back verbatim — ``"19"``, not ``"1 9"``.
+
+Words outside the vocabulary map to ``<unk>`` rather than raising, like any word-level tokenizer.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import LlamaConfig, PreTrainedTokenizerFast
+
+from kava.demo.task import vocabulary
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)  # the first four ids, in this order
+SPACE = "▁"
+DIGITS = tuple("0123456789")
+PUNCTUATION = tuple("<>=+-*/.,?:")
+DEFAULT_ANSWER_PROMPT = "The answer is:"
+MAX_POSITIONS = 512
+
+
+def _vocab(words: Iterable[str]) -> dict[str, int]:
+    """Special tokens first (fixed ids), then space, digits, punctuation, and each word bare and after a space."""
+    words = sorted(set(words))
+    tokens = [PAD, BOS, EOS, UNK, SPACE, *DIGITS, *PUNCTUATION, *words, *(SPACE + w for w in words)]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+def build_tokenizer(answer_prompt: str = DEFAULT_ANSWER_PROMPT) -> PreTrainedTokenizerFast:
+    """The demo tokenizer: every word the task generator can emit plus the words of ``answer_prompt``.
+
+    With ``add_special_tokens=True`` it prepends ``<s>`` (as Llama does), so callers that detect
+    the leading special ids find the bos token; it never appends ``</s>``.
+    """
+    words = {*vocabulary(), *re.findall(r"[A-Za-z]+", answer_prompt)}
+    tok = Tokenizer(models.WordLevel(_vocab(words), unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="never"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Punctuation(behavior="isolated"),
+        ]
+    )
+    tok.decoder = decoders.Metaspace(replacement=SPACE, prepend_scheme="never")
+    tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, BOS_ID)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        clean_up_tokenization_spaces=False,  # decoding is already verbatim; cleanup would alter it
+        model_max_length=MAX_POSITIONS,
+    )
+
+
+def tiny_llama_config(vocab_size: int, **overrides) -> LlamaConfig:
+    """A ~1M-parameter Llama (4 layers, width 128, grouped-query attention) that trains on a CPU.
+
+    GQA (4 query heads sharing 2 KV heads) keeps the demo exercising the same KV-cache shapes as
+    real Llama-family models. ``vocab_size`` should be ``len(tokenizer)`` after kava adds its
+    special tokens; the special ids are those of `build_tokenizer`. Any field can be overridden,
+    e.g. ``attn_implementation="sdpa"``.
+    """
+    fields = dict(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=True,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID,
+        attn_implementation="eager",
+    )
+    return LlamaConfig(**(fields | overrides))
