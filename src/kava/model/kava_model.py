@@ -280,6 +280,9 @@ class KavaModel(nn.Module):
         config = KavaConfig.load(d / CONFIG_FILE)
         source = json.loads((d / BASE_FILE).read_text()) if (d / BASE_FILE).exists() else {}
         if base_model is None:
+            if config.lora_enabled and source.get("kind") == "config":
+                raise ValueError(f"{d}: a LoRA checkpoint on a randomly initialised base cannot be rebuilt "
+                                 "(its base weights were never saved); pass base_model=")
             base_model, _ = load_base_model(source, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(d))
         model = cls(base_model.to(device), tokenizer, config, base_source=source)

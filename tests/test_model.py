@@ -1,0 +1,243 @@
+"""KavaModel: padding invariance, gradient flow, latent iterations, GQA shapes, save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from kava.config import preset
+from kava.data.sequences import positions_from_mask
+from kava.model.kava_model import KavaModel
+from kava.model.loading import load_base_model
+from kava.model.rope import unrotate_keys
+
+from conftest import make_tokenizer, tiny_model
+
+ATOL = 1e-5
+
+
+def build(name="kava", arch="llama", seed=0, **over) -> KavaModel:
+    over = {"num_latents": 3, "lora_r": 4, "lora_dropout": 0.0, **over}
+    model = KavaModel(tiny_model(arch, seed=seed), make_tokenizer(), preset(name, **over))
+    # LoRA's B starts at zero; perturb it so the adapter actually changes the forward.
+    torch.manual_seed(seed + 1)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.05)
+    return model.eval()
+
+
+def example_view(internals: dict, b: int) -> dict[str, torch.Tensor]:
+    """Everything about example b that must not depend on its batch mates."""
+    out = {}
+    for key in ("ce_teacher", "ce_student"):
+        if key in internals:
+            out[key] = internals[key][b]
+    for key in ("codi_per_example", "kv_per_example"):
+        if key in internals:
+            out[key] = internals[key][b]
+    if "teacher_k" in internals:
+        mask = internals["slot_mask"][b]
+        out["slot_mask"] = mask
+        out["teacher_k"] = internals["teacher_k"][:, b][:, :, mask]
+        out["teacher_v"] = internals["teacher_v"][:, b][:, :, mask]
+        out["kept"] = internals["kept_indices"][:, b][:, :, mask]
+    for key in ("student_k", "student_v"):
+        if key in internals:
+            out[key] = internals[key][:, b]
+    if "student_distill_hidden" in internals:
+        out["student_distill_hidden"] = internals["student_distill_hidden"][:, b]
+        out["teacher_distill_hidden"] = internals["teacher_distill_hidden"][:, b]
+    return out
+
+
+@pytest.mark.parametrize("name", ["kava", "pccot", "codi"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_padding_invariance(name, arch, records):
+    model = build(name, arch)
+    with torch.no_grad():
+        batched = model(model.builder.training_batch(records), return_internals=True)["internals"]
+        for b, r in enumerate(records):
+            alone = model(model.builder.training_batch([r]), return_internals=True)["internals"]
+            mine, ref = example_view(batched, b), example_view(alone, 0)
+            assert mine.keys() == ref.keys()
+            for key in ref:
+                if ref[key].dtype == torch.bool or ref[key].dtype == torch.long:
+                    assert torch.equal(mine[key], ref[key]), (name, b, key)
+                else:
+                    torch.testing.assert_close(mine[key], ref[key], atol=ATOL, rtol=1e-5, msg=f"{name} ex {b} {key}")
+
+
+def test_short_cot_masks_latent_slots(records):
+    model = build("kava", num_latents=6)
+    internals = model(model.builder.training_batch(records), return_internals=True)["internals"]
+    # CoT lengths after dropping the last step differ; slots beyond N_C are masked.
+    n_c = model.builder.training_batch(records)["t_cot_mask"].sum(-1)
+    assert internals["slot_mask"].sum(-1).tolist() == n_c.clamp(max=6).tolist()
+
+
+def test_shapes_under_gqa(records):
+    model = build("kava", num_latents=4)
+    assert model.n_kv_heads == 2 and model.lm.config.num_attention_heads == 4
+    internals = model(model.builder.training_batch(records), return_internals=True)["internals"]
+    L, B, H, M, d = 2, len(records), 2, 4, 16
+    for key in ("teacher_k", "teacher_v", "student_k", "student_v"):
+        assert internals[key].shape == (L, B, H, M, d), key
+    assert internals["kept_indices"].shape == (L, B, H, M)
+    assert internals["student_distill_hidden"].shape == (L, B, 64)
+
+
+def test_gradient_flow(records):
+    # M > T + 1: with T >= M - 1 Jacobi has converged and the placeholders no longer matter.
+    model = build("kava", num_latents=6)
+    model.train()
+    out = model(model.builder.training_batch(records), return_internals=True)
+    internals = out["internals"]
+    for key in ("teacher_k", "teacher_v", "teacher_distill_hidden"):
+        assert not internals[key].requires_grad, key
+    assert internals["ce_teacher"].requires_grad
+    out["loss"].backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in grads) and any("projection" in n for n in grads)
+    for n, g in grads.items():
+        if "lora_" in n or "projection" in n:
+            assert g is not None and g.abs().sum() > 0, n
+    # <bot>, <eot> and <latent> rows all learn (the latent row via the init pass of Jacobi).
+    rows = model.embedding.new_rows.grad
+    assert rows is not None and (rows.abs().sum(-1) > 0).all()
+    base = [p for n, p in model.named_parameters() if "lora_" not in n and "projection" not in n and "new_rows" not in n]
+    assert base and all(not p.requires_grad and p.grad is None for p in base)
+
+
+def test_teacher_ce_alone_has_gradient(records):
+    model = build("cot")
+    model.train()
+    model(model.builder.training_batch(records))["loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def test_t0_is_pause_tokens(records):
+    """T = 0: the answer is read from a cache over `Q <bot> <latent>×M`, exactly as plain tokens."""
+    model = build("pause", num_latents=3)
+    r = records[0]
+    b = model.builder
+    with torch.no_grad():
+        internals = model(b.training_batch([r]), return_internals=True)["internals"]
+        ids = b.question_ids(r.question) + [b.bot_id] + [b.latent_id] * 3 + [b.eot_id] + b.prompt_ids + b.answer_ids(r.answer)
+        ids_t = torch.tensor([ids])
+        logits = model.logits(model.decode(model.embed(ids_t), torch.ones_like(ids_t), None, DynamicCache()).last_hidden_state)
+        n_ans = len(b.prompt_ids) + len(b.answer_ids(r.answer))
+        nll = torch.nn.functional.cross_entropy(logits[0, -n_ans - 1 : -1], ids_t[0, -n_ans:])
+    torch.testing.assert_close(internals["ce_student"][0], nll, atol=ATOL, rtol=1e-5)
+
+
+@pytest.mark.parametrize("T", [4, 6])
+def test_jacobi_to_fixed_point_equals_sequential(T, records):
+    """Without φ, T ≥ M Jacobi iterations reach the latents of sequential generation."""
+    jac = build("kava", num_latents=4, num_iterations=T, use_projection=False)
+    seq = build("codi", num_latents=4, use_projection=False)
+    seq.load_state_dict(jac.state_dict())
+    prefix = jac.builder.student_prefix([r.question for r in records])
+    with torch.no_grad():
+        a = jac.latents(prefix["s_prefix_ids"], prefix["s_prefix_mask"])
+        s = seq.latents(prefix["s_prefix_ids"], prefix["s_prefix_mask"])
+    torch.testing.assert_close(a.latents, s.latents, atol=ATOL, rtol=1e-5)
+    for (ka, va), (ks, vs) in zip(a.latent_kv, s.latent_kv):
+        torch.testing.assert_close(ka, ks, atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(va, vs, atol=ATOL, rtol=1e-5)
+    assert torch.equal(a.next_position, s.next_position)
+
+
+def test_jacobi_short_of_fixed_point_differs(records):
+    jac = build("kava", num_latents=4, num_iterations=2, use_projection=False)
+    seq = build("codi", num_latents=4, use_projection=False)
+    seq.load_state_dict(jac.state_dict())
+    prefix = jac.builder.student_prefix([r.question for r in records])
+    with torch.no_grad():
+        a = jac.latents(prefix["s_prefix_ids"], prefix["s_prefix_mask"]).latents
+        s = seq.latents(prefix["s_prefix_ids"], prefix["s_prefix_mask"]).latents
+    torch.testing.assert_close(a[:, :2], s[:, :2], atol=ATOL, rtol=1e-5)  # inputs of pass T: first T slots exact
+    assert (a[:, 2:] - s[:, 2:]).abs().max() > 1e-3
+
+
+def test_unrotate_recovers_pre_rope_keys():
+    lm = tiny_model("llama")
+    rotary = lm.get_decoder().rotary_emb
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    k = torch.randn(2, 2, 5, 16)
+    pos = torch.tensor([[0, 1, 2, 3, 4], [7, 8, 9, 10, 11]])
+    cos, sin = rotary(k, pos)
+    _, k_rot = apply_rotary_pos_emb(k, k, cos, sin)
+    torch.testing.assert_close(unrotate_keys(k_rot, pos, rotary), k, atol=1e-5, rtol=1e-5)
+
+
+def test_pre_rope_key_space_runs_and_is_position_free(records):
+    model = build("kava", kv_key_space="pre_rope")
+    internals = model(model.builder.training_batch(records), return_internals=True)["internals"]
+    assert torch.isfinite(internals["student_k"]).all() and torch.isfinite(internals["teacher_k"]).all()
+    post = build("kava")
+    post_int = post(post.builder.training_batch(records), return_internals=True)["internals"]
+    assert not torch.allclose(internals["student_k"], post_int["student_k"])
+
+
+@pytest.mark.parametrize("name", ["kava", "pccot", "codi", "cot", "nocot", "pause"])
+def test_every_preset_runs_and_reports_its_terms(name, records):
+    model = build(name)
+    out = model(model.builder.training_batch(records))
+    expected = {
+        "kava": {"ce_teacher", "ce_student", "codi", "kv"},
+        "pccot": {"ce_teacher", "ce_student", "codi"},
+        "codi": {"ce_teacher", "ce_student", "codi"},
+        "cot": {"ce_teacher"},
+        "nocot": {"ce_teacher"},
+        "pause": {"ce_student"},
+    }[name]
+    assert set(out) == expected | {"loss"}
+    assert all(torch.isfinite(v) for v in out.values())
+    cfg = model.config
+    total = sum(out[k] * w for k, w in
+                [("ce_teacher", 1), ("ce_student", 1), ("codi", cfg.alpha_codi), ("kv", cfg.alpha_kv)] if k in out)
+    torch.testing.assert_close(out["loss"], total)
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_save_and_load_round_trip(tmp_path, records, finetune):
+    base_dir = tmp_path / "base"
+    tiny_model("llama").save_pretrained(base_dir)
+    make_tokenizer().save_pretrained(base_dir)
+    lm, tok = load_base_model({"kind": "local", "path": str(base_dir)})
+    model = KavaModel(lm, tok, preset("kava", num_latents=3, lora_r=4, lora_dropout=0.0, finetune=finetune),
+                      base_source={"kind": "local", "path": str(base_dir)}).eval()
+    with torch.no_grad():
+        model.embedding.new_rows.add_(0.5)
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    model.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "kava_extra.safetensors").exists()
+    loaded = KavaModel.from_pretrained(tmp_path / "ckpt").eval()
+    assert loaded.config == model.config
+    batch = model.builder.training_batch(records)
+    with torch.no_grad():
+        a, b = model(batch), loaded(loaded.builder.training_batch(records))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=ATOL, rtol=1e-5)
+
+
+def test_positions_from_mask_left_and_right_padding():
+    left = torch.tensor([[0, 0, 1, 1, 1]])
+    right = torch.tensor([[1, 1, 1, 0, 0]])
+    assert positions_from_mask(left)[0, 2:].tolist() == [0, 1, 2]
+    assert positions_from_mask(right)[0, :3].tolist() == [0, 1, 2]
+    assert positions_from_mask(right, torch.tensor([5]))[0, :3].tolist() == [5, 6, 7]
+
+
+def test_lora_checkpoint_on_random_base_is_refused(tmp_path):
+    model = build("kava")
+    model.base_source = {"kind": "config", "config": model.lm.config.to_dict()}
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="base weights"):
+        KavaModel.from_pretrained(tmp_path)

@@ -1,0 +1,74 @@
+"""Teacher and student sequences and their per-example indices under padding (method.md §2)."""
+
+from __future__ import annotations
+
+import torch
+
+from kava.config import preset
+from kava.model.kava_model import KavaModel
+
+from conftest import make_tokenizer, tiny_model
+
+
+def _model(name="kava", **over):
+    return KavaModel(tiny_model(), make_tokenizer(), preset(name, num_latents=3, lora_r=2, **over))
+
+
+def test_teacher_layout_and_indices(records):
+    m = _model()
+    b = m.builder
+    batch = b.training_batch(records)
+    for i, r in enumerate(records):
+        ids = batch["t_input_ids"][i]
+        q = b.question_ids(r.question)
+        c = b.cot_ids(r.steps, drop_last=True)
+        a = b.answer_ids(r.answer)
+        n = len(q) + len(c) + len(b.prompt_ids) + len(a)
+        assert ids[:n].tolist() == q + c + b.prompt_ids + a
+        assert batch["t_attention_mask"][i].sum() == n
+        assert ids[batch["t_cot_mask"][i]].tolist() == c
+        assert ids[batch["t_answer_mask"][i]].tolist() == b.prompt_ids + a
+        assert ids[batch["t_ce_mask"][i]].tolist() == c + b.prompt_ids + a
+        d = batch["t_distill_index"][i]
+        assert ids[d] == b.prompt_ids[-1] and ids[d + 1] == a[0]
+        # The last step is dropped from the teacher's CoT by default.
+        assert b.tok.decode(c).strip() == " ".join(r.steps[:-1])
+
+
+def test_full_cot_for_cot_baseline_and_none_for_nocot(records):
+    cot = _model("cot").builder
+    r = records[0]
+    assert cot.tok.decode(cot.cot_ids(r.steps, drop_last=False)).strip() == " ".join(r.steps)
+    nocot = _model("nocot").builder.training_batch(records)
+    assert not nocot["t_cot_mask"].any()
+
+
+def test_student_layout_left_padded_prefix_and_same_answer_ids(records):
+    m = _model()
+    b = m.builder
+    batch = b.training_batch(records)
+    Lp = batch["s_prefix_ids"].shape[1]
+    for i, r in enumerate(records):
+        n = int(batch["s_prefix_mask"][i].sum())
+        assert batch["s_prefix_mask"][i, Lp - n:].all() and not batch["s_prefix_mask"][i, : Lp - n].any()
+        assert batch["s_prefix_ids"][i, Lp - n:].tolist() == b.question_ids(r.question) + [b.bot_id]
+        seg = batch["s_answer_ids"][i][batch["s_answer_mask"][i].bool()].tolist()
+        assert seg == [b.eot_id] + b.prompt_ids + b.answer_ids(r.answer)
+        # The student's answer tokens are exactly the teacher's: same first-digit position.
+        t_ans = batch["t_input_ids"][i][batch["t_answer_mask"][i]].tolist()
+        assert seg[1:] == t_ans
+        d = batch["s_distill_index"][i]
+        assert batch["s_answer_ids"][i, d] == b.prompt_ids[-1]
+    assert batch["s_ce_mask"][:, 0].sum() == 0
+
+
+def test_special_tokens_added_once_and_trainable_rows():
+    tok = make_tokenizer()
+    n = len(tok)
+    m = KavaModel(tiny_model(), tok, preset("kava", lora_r=2))
+    assert len(tok) == n + 3 and m.embedding.first_new_id == n
+    assert m.embedding.new_rows.requires_grad and not m.embedding.base.weight.requires_grad
+    ids = torch.tensor([[0, n, n + 1, n + 2]])
+    e = m.embed(ids)
+    torch.testing.assert_close(e[0, 1:], m.embedding.new_rows)
+    torch.testing.assert_close(e[0, 0], m.embedding.base.weight[0])
