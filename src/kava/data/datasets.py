@@ -1,0 +1,526 @@
+"""One registry for every dataset kava trains or evaluates on, read from local files first.
+
+`load_dataset` turns a registered name (``gsm8k-aug``, ``svamp``, …) or a file path into
+`Record`s. Local copies come first so that tests, benchmarks and air-gapped machines need no
+hub access; the hub (through the optional ``datasets`` package) is used only when the local file
+is missing. A name always means that dataset: when neither source is available the loader raises
+`DatasetNotFoundError` instead of substituting a look-alike, because silently training on, or
+reporting accuracy for, the wrong data is worse than stopping.
+
+Gold answers are stored in canonical form (``"2,125"`` -> ``"2125"``, ``43.0`` -> ``"43"``;
+see `kava.data.answers.canonical_gold`), and a row whose gold answer is not a number is a format
+error: an unreadable gold answer would count every prediction for it as wrong.
+
+Records are validated without requiring steps (evaluation sets have no chain of thought, and
+iCoT's GSM8k-AUG test split has 18 rows with an empty one); training code that needs steps calls
+``record.validate(need_steps=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kava.data.answers import canonical_gold
+from kava.data.convert import gsm8k_record, to_aug, to_aug_nl
+from kava.data.records import Record, RecordError
+
+__all__ = [
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DatasetFormatError",
+    "LoadedDataset",
+    "DatasetSpec",
+    "REGISTRY",
+    "dataset_names",
+    "data_dir_candidates",
+    "load_dataset",
+]
+
+ENV_DATA_DIR = "KAVA_DATA_DIR"
+
+
+class DatasetError(Exception):
+    """Base class for dataset problems."""
+
+
+class DatasetNotFoundError(DatasetError, FileNotFoundError):
+    """Neither the local file nor the hub could provide the dataset; the message says how to get it."""
+
+
+class DatasetFormatError(DatasetError, ValueError):
+    """A row or file that cannot be read; the message starts with ``file:line`` (or ``hub-id row N``)."""
+
+
+@dataclass
+class LoadedDataset:
+    """Records plus where they came from and what was left out, so reports can state both."""
+
+    name: str
+    split: str | None
+    source: str
+    records: list[Record]
+    skip_reasons: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skip_reasons)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    def __getitem__(self, index: int) -> Record:
+        return self.records[index]
+
+
+# --------------------------------------------------------------------------- row parsers
+# Each parser turns one raw row (a text line or a decoded JSON object) into a Record and raises
+# ValueError with a short reason; the caller prefixes the location.
+
+_STEP_GAP = re.compile(r"(?<=>>)\s+(?=<<)")
+
+def _split_cot(cot: str) -> tuple[str, ...]:
+    """CODI/iCoT keep the CoT as one string ``"<<a>> <<b>>"``; steps are split between ``>>`` and ``<<``.
+
+    Only whitespace between ``>>`` and ``<<`` separates steps, so a natural-language CoT string
+    stays one step rather than being cut at arbitrary spaces.
+    """
+    cot = cot.strip()
+    return tuple(_STEP_GAP.split(cot)) if cot else ()
+
+
+def _text(row: Mapping[str, Any], key: str) -> str:
+    if key not in row:
+        raise ValueError(f"missing field '{key}'")
+    value = row[key]
+    if not isinstance(value, str):
+        raise ValueError(f"field '{key}' must be text, got {type(value).__name__}")
+    return value
+
+
+def _gold(row: Mapping[str, Any], key: str) -> str:
+    if key not in row:
+        raise ValueError(f"missing field '{key}'")
+    try:
+        return canonical_gold(row[key])
+    except ValueError as exc:
+        raise ValueError(f"field '{key}': {exc}") from exc
+
+
+def _parse_icot(line: str) -> Record:
+    """iCoT text line: ``question||<<e1>> <<e2>> #### N``."""
+    if "||" not in line:
+        raise ValueError("expected 'question||steps #### answer', found no '||'")
+    question, _, rest = line.partition("||")
+    if "####" not in rest:
+        raise ValueError("expected 'question||steps #### answer', found no '####'")
+    cot, _, answer = rest.rpartition("####")
+    try:
+        gold = canonical_gold(answer)
+    except ValueError as exc:
+        raise ValueError(f"answer: {exc}") from exc
+    return Record(question=question.strip(), steps=_split_cot(cot), answer=gold)
+
+
+def _parse_pal(row: Mapping[str, Any]) -> Record:
+    """PAL jsonl (GSM-Hard, MAWPS): ``{"input", "target"}``; PAL's ``code`` is not a CoT, so no steps."""
+    return Record(question=_text(row, "input").strip(), steps=(), answer=_gold(row, "target"))
+
+
+def _parse_svamp(row: Mapping[str, Any]) -> Record:
+    """SVAMP: the problem is ``Body + " " + Question`` (CODI's concatenation); no steps."""
+    question = f"{_text(row, 'Body').strip()} {_text(row, 'Question').strip()}"
+    return Record(question=question, steps=(), answer=_gold(row, "Answer"))
+
+
+def _parse_plain(row: Mapping[str, Any]) -> Record:
+    """Neutral JSONL: ``question``, ``answer`` and ``steps`` (list) or CODI's ``cot`` (string)."""
+    question = _text(row, "question").strip()
+    answer = _gold(row, "answer")
+    if "steps" in row:
+        steps = row["steps"]
+        if not isinstance(steps, list) or not all(isinstance(s, str) for s in steps):
+            raise ValueError("field 'steps' must be a list of strings")
+        return Record(question=question, steps=tuple(s.strip() for s in steps), answer=answer)
+    cot = row.get("cot", "")
+    if isinstance(cot, list) and all(isinstance(s, str) for s in cot):
+        return Record(question=question, steps=tuple(s.strip() for s in cot), answer=answer)
+    if not isinstance(cot, str):
+        raise ValueError("field 'cot' must be a string or a list of strings")
+    return Record(question=question, steps=_split_cot(cot), answer=answer)
+
+
+_PARSERS: dict[str, Callable[[Any], Record]] = {
+    "icot": _parse_icot,
+    "gsm8k": gsm8k_record,  # GSM8K jsonl; steps keep the raw solution lines
+    "pal": _parse_pal,
+    "svamp": _parse_svamp,
+    "plain": _parse_plain,
+}
+
+
+def _detect(row: Any) -> str:
+    """Pick a JSON row format from its keys; raises ValueError naming the keys it expected."""
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    keys = set(row)
+    if {"input", "target"} <= keys:
+        return "pal"
+    if {"Body", "Question", "Answer"} <= keys:
+        return "svamp"
+    if "question" in keys and ("steps" in keys or "cot" in keys):
+        return "plain"
+    if {"question", "answer"} <= keys:
+        answer = row["answer"]
+        return "gsm8k" if isinstance(answer, str) and "####" in answer else "plain"
+    raise ValueError(
+        f"unrecognised row with fields {sorted(keys)}; expected question/answer(/steps|cot), "
+        "question/answer with '#### N' (GSM8K), input/target (PAL) or Body/Question/Answer (SVAMP)"
+    )
+
+
+# --------------------------------------------------------------------------- file readers
+# Readers yield (location, raw row). JSON decoding happens per row, later, so that one bad line
+# is one skippable row rather than a failed file.
+
+_JSON_LINE = object()  # marker: the payload is a JSON text still to decode
+
+
+def _read_rows(path: Path) -> tuple[str | None, Iterator[tuple[str, Any, object | None]]]:
+    """Return (fixed format or None to detect from keys, iterator of (where, payload, marker))."""
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetFormatError(f"{path}: not UTF-8 text ({exc})") from exc
+    if suffix == ".txt":
+        return "icot", _lines(path, text, None)
+    if suffix == ".jsonl" or (suffix == ".json" and not text.lstrip().startswith("[")):
+        # Hugging Face's Dataset.to_json writes JSON lines even to a .json file.
+        return None, _lines(path, text, _JSON_LINE)
+    if suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DatasetFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+        return None, ((f"{path} item {i}", item, None) for i, item in enumerate(data, start=1))
+    raise DatasetFormatError(f"{path}: unsupported file type '{suffix}'; expected .txt (iCoT), .jsonl or .json")
+
+
+def _lines(path: Path, text: str, marker: object | None) -> Iterator[tuple[str, Any, object | None]]:
+    # Split on "\n" only: str.splitlines also breaks at U+2028 and similar characters, which
+    # JSON written with ensure_ascii=False keeps raw inside strings (GSM8K train has some).
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():  # blank lines carry no row
+            yield f"{path}:{number}", line, marker
+
+
+# --------------------------------------------------------------------------- row loop
+
+def _collect(
+    rows: Iterator[tuple[str, Any, object | None]],
+    fmt: str | None,
+    *,
+    skip_bad: bool,
+    limit: int | None,
+    transform: Callable[[Record], Record | None] | None = None,
+    transform_reason: str = "",
+) -> tuple[list[Record], list[str]]:
+    """Parse rows into validated records, stopping once `limit` records are kept.
+
+    Malformed rows raise `DatasetFormatError` or, with `skip_bad`, are listed in the skip
+    reasons. `transform` may drop a well-formed row (returning None); that is listed too.
+    """
+    records: list[Record] = []
+    reasons: list[str] = []
+    for where, payload, marker in rows:
+        if limit is not None and len(records) >= limit:
+            break
+        try:
+            if marker is _JSON_LINE:
+                try:
+                    payload = json.loads(payload)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+            row_fmt = fmt or _detect(payload)
+            if row_fmt != "icot" and not isinstance(payload, dict):
+                raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
+            record = _PARSERS[row_fmt](payload).validate(need_steps=False, where=where)
+        except RecordError as exc:
+            if not skip_bad:
+                raise DatasetFormatError(str(exc)) from exc
+            reasons.append(str(exc))
+            continue
+        except ValueError as exc:
+            message = f"{where}: {exc}"
+            if not skip_bad:
+                raise DatasetFormatError(message) from exc
+            reasons.append(message)
+            continue
+        fmt = row_fmt  # the first good row fixes the file's format
+        if transform is not None:
+            converted = transform(record)
+            if converted is None:
+                reasons.append(f"{where}: {transform_reason}")
+                continue
+            record = converted
+        records.append(record)
+    return records, reasons
+
+
+# --------------------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class HubSource:
+    """One hub copy of a split: ``datasets.load_dataset(repo, config, split=s)`` for each s in
+    `splits`, concatenated (ChilleD/SVAMP stores SVAMP's 1,000 problems as train + test)."""
+
+    repo: str
+    config: str | None
+    splits: tuple[str, ...]
+    fmt: str
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    local: str  # path relative to the data dir
+    fmt: str
+    hub: tuple[HubSource, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    description: str
+    splits: Mapping[str, SplitSpec]
+    default_split: str
+    # For derived sets: the style to convert GSM8K rows to ("aug" / "aug-nl").
+    derive: str | None = None
+
+
+def _aug_hub(repo: str, split: str) -> HubSource:
+    return HubSource(repo, None, (split,), "plain")
+
+
+_GSM8K_TRAIN = SplitSpec("gsm8k/train.jsonl", "gsm8k", (HubSource("openai/gsm8k", "main", ("train",), "gsm8k"),))
+
+REGISTRY: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            "gsm8k-aug",
+            "GSM8k-AUG (iCoT): equation-only CoT; valid/test local as iCoT .txt, train (385,620 rows) on the hub",
+            {
+                "train": SplitSpec("gsm8k-aug/train.txt", "icot",
+                                   (_aug_hub("whynlp/gsm8k-aug", "train"), _aug_hub("zen-E/GSM8k-Aug", "train"))),
+                "valid": SplitSpec("gsm8k-aug/valid.txt", "icot",
+                                   (_aug_hub("whynlp/gsm8k-aug", "validation"), _aug_hub("zen-E/GSM8k-Aug", "validation"))),
+                "test": SplitSpec("gsm8k-aug/test.txt", "icot",
+                                  (_aug_hub("whynlp/gsm8k-aug", "test"), _aug_hub("zen-E/GSM8k-Aug", "test"))),
+            },
+            "test",
+        ),
+        DatasetSpec(
+            "gsm8k-aug-nl",
+            "GSM8k-AUG-NL: natural-language CoT; hub only unless gsm8k-aug-nl/<split>.jsonl is present",
+            {
+                split: SplitSpec(f"gsm8k-aug-nl/{split}.jsonl", "plain",
+                                 (_aug_hub("whynlp/gsm8k-aug-nl", hub), _aug_hub("zen-E/GSM8k-Aug-NL", hub)))
+                for split, hub in (("train", "train"), ("valid", "validation"), ("test", "test"))
+            },
+            "test",
+        ),
+        DatasetSpec(
+            "gsm8k",
+            "GSM8K (openai/grade-school-math): train 7,473, test 1,319; steps are the raw solution lines",
+            {
+                "train": _GSM8K_TRAIN,
+                "test": SplitSpec("gsm8k/test.jsonl", "gsm8k", (HubSource("openai/gsm8k", "main", ("test",), "gsm8k"),)),
+            },
+            "test",
+        ),
+        DatasetSpec(
+            "gsm8k-train-aug",
+            "derived from gsm8k/train.jsonl (7,473 rows), a small real training set usable offline: "
+            "equation-only CoT from the <<…>> annotations (rows without one skipped); not GSM8k-AUG",
+            {"train": _GSM8K_TRAIN},
+            "train",
+            derive="aug",
+        ),
+        DatasetSpec(
+            "gsm8k-train-aug-nl",
+            "derived from gsm8k/train.jsonl (7,473 rows), a small real training set usable offline: "
+            "natural-language CoT (solution lines, annotations removed); not GSM8k-AUG-NL",
+            {"train": _GSM8K_TRAIN},
+            "train",
+            derive="aug-nl",
+        ),
+        DatasetSpec(
+            "gsm8k-hard",
+            "GSM-Hard (PAL): GSM8K test with larger numbers; float targets",
+            {"test": SplitSpec("gsm-hard/gsmhardv2.jsonl", "pal",
+                               (HubSource("reasoning-machines/gsm-hard", None, ("train",), "pal"),))},
+            "test",
+        ),
+        DatasetSpec(
+            "svamp",
+            "SVAMP: all 1,000 problems (question = Body + ' ' + Question)",
+            {"test": SplitSpec("svamp/SVAMP.json", "svamp",
+                               (HubSource("ChilleD/SVAMP", None, ("train", "test"), "svamp"),))},
+            "test",
+        ),
+        DatasetSpec("multiarith", "MultiArith (MAWPS, PAL copy)", {"test": SplitSpec("pal/mawpsmultiarith.jsonl", "pal")}, "test"),
+        DatasetSpec("addsub", "AddSub (MAWPS, PAL copy)", {"test": SplitSpec("pal/mawpsaddsub.jsonl", "pal")}, "test"),
+        DatasetSpec("singleeq", "SingleEq (MAWPS, PAL copy)", {"test": SplitSpec("pal/mawpssingleeq.jsonl", "pal")}, "test"),
+    )
+}
+
+
+def dataset_names() -> list[str]:
+    """The registered names, in registry order."""
+    return list(REGISTRY)
+
+
+def data_dir_candidates(data_dir: str | Path | None = None) -> list[Path]:
+    """Folders searched for local copies, in order.
+
+    An explicit `data_dir`, else ``$KAVA_DATA_DIR``, is the only folder searched: a user who
+    names a folder must not get files from another. Otherwise ``../shared/data`` relative to the
+    current directory, then relative to the repository root (for runs from elsewhere).
+    """
+    if data_dir is not None:
+        return [Path(data_dir).expanduser()]
+    env = os.environ.get(ENV_DATA_DIR)
+    if env:
+        return [Path(env).expanduser()]
+    cwd = (Path.cwd() / ".." / "shared" / "data").resolve()
+    repo = (Path(__file__).resolve().parents[3] / ".." / "shared" / "data").resolve()
+    return [cwd] if cwd == repo else [cwd, repo]
+
+
+# --------------------------------------------------------------------------- loading
+
+def load_dataset(
+    name_or_path: str | Path,
+    split: str | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    skip_bad: bool = False,
+    limit: int | None = None,
+) -> LoadedDataset:
+    """Load a registered dataset split, or a file, as records.
+
+    `name_or_path`: a name from `dataset_names()` or a path to a ``.txt`` (iCoT), ``.jsonl`` or
+    ``.json`` file, whose format is detected from the extension and the row keys. `split`
+    defaults to the name's evaluation split (``test``; ``train`` for the derived sets) and must
+    be None for a file. `skip_bad` skips malformed rows (counted in ``skipped``) instead of
+    raising `DatasetFormatError`. `limit` keeps the first `limit` records and stops reading there.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    key = str(name_or_path)
+    if key in REGISTRY:
+        return _load_registered(REGISTRY[key], split, data_dir=data_dir, skip_bad=skip_bad, limit=limit)
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"'{key}' is neither a registered dataset ({', '.join(REGISTRY)}) nor an existing file"
+        )
+    if split is not None:
+        raise ValueError(f"split={split!r} applies to registered names only; the file {path} is one split")
+    return _load_file(path, key, None, skip_bad=skip_bad, limit=limit)
+
+
+def _load_file(
+    path: Path,
+    name: str,
+    split: str | None,
+    fmt: str | None = None,
+    *,
+    skip_bad: bool,
+    limit: int | None,
+    derive: str | None = None,
+) -> LoadedDataset:
+    detected, rows = _read_rows(path)
+    records, reasons = _collect(rows, fmt or detected, skip_bad=skip_bad, limit=limit, **_transform(derive))
+    return LoadedDataset(name=name, split=split, source=str(path), records=records, skip_reasons=reasons)
+
+
+def _transform(derive: str | None) -> dict[str, Any]:
+    if derive is None:
+        return {}
+    if derive == "aug":
+        return {"transform": to_aug, "transform_reason": "no <<…>> annotation in the solution (not convertible)"}
+    return {"transform": to_aug_nl, "transform_reason": "no solution lines"}
+
+
+def _load_registered(
+    spec: DatasetSpec, split: str | None, *, data_dir: str | Path | None, skip_bad: bool, limit: int | None
+) -> LoadedDataset:
+    split = spec.default_split if split is None else split
+    if split not in spec.splits:
+        raise DatasetNotFoundError(
+            f"dataset '{spec.name}' has no split '{split}'; available: {', '.join(spec.splits)}"
+        )
+    split_spec = spec.splits[split]
+    looked = [folder / split_spec.local for folder in data_dir_candidates(data_dir)]
+    for path in looked:
+        if path.is_file():
+            return _load_file(path, spec.name, split, split_spec.fmt, skip_bad=skip_bad, limit=limit, derive=spec.derive)
+    return _load_hub(spec, split, split_spec, looked, skip_bad=skip_bad, limit=limit)
+
+
+def _not_found(spec: DatasetSpec, split: str, split_spec: SplitSpec, looked: list[Path], why: str) -> str:
+    where = " or ".join(str(p) for p in looked)
+    hubs = ", ".join(h.repo for h in split_spec.hub)
+    fixes = f"set {ENV_DATA_DIR} (or data_dir=) to a folder holding {split_spec.local}, or pass a file path"
+    if hubs:
+        fixes += f", or `pip install datasets` with hub access ({hubs})"
+    extra = ""
+    if spec.name == "gsm8k-aug" and split == "train":
+        extra = "; for a small offline training set use 'gsm8k-train-aug' (derived from gsm8k/train.jsonl, not GSM8k-AUG)"
+    if spec.name == "gsm8k-aug-nl" and split == "train":
+        extra = "; for a small offline training set use 'gsm8k-train-aug-nl' (derived from gsm8k/train.jsonl, not GSM8k-AUG-NL)"
+    return f"dataset '{spec.name}' split '{split}': no local file {where}; {why}. To fix: {fixes}{extra}"
+
+
+def _load_hub(
+    spec: DatasetSpec, split: str, split_spec: SplitSpec, looked: list[Path], *, skip_bad: bool, limit: int | None
+) -> LoadedDataset:
+    if not split_spec.hub:
+        raise DatasetNotFoundError(_not_found(spec, split, split_spec, looked, "it has no hub source"))
+    try:
+        import datasets as hf_datasets
+    except ImportError as exc:
+        raise DatasetNotFoundError(
+            _not_found(spec, split, split_spec, looked, "hub fallback unavailable: the `datasets` package is not installed")
+        ) from exc
+
+    failures: list[str] = []
+    last_exc: Exception | None = None
+    for hub in split_spec.hub:
+        try:
+            parts = [hf_datasets.load_dataset(hub.repo, hub.config, split=s) for s in hub.splits]
+        except Exception as exc:  # network, auth or missing-split errors: try the next copy, report all
+            failures.append(f"{hub.repo}: {type(exc).__name__}: {exc}")
+            last_exc = exc
+            continue
+        source = f"hub:{hub.repo}" + (f"/{hub.config}" if hub.config else "") + f"[{'+'.join(hub.splits)}]"
+        rows = (
+            (f"{hub.repo}[{s}] row {i}", row, None)
+            for s, part in zip(hub.splits, parts)
+            for i, row in enumerate(part, start=1)
+        )
+        records, reasons = _collect(rows, hub.fmt, skip_bad=skip_bad, limit=limit, **_transform(spec.derive))
+        return LoadedDataset(name=spec.name, split=split, source=source, records=records, skip_reasons=reasons)
+    raise DatasetNotFoundError(
+        _not_found(spec, split, split_spec, looked, "hub load failed (" + "; ".join(failures) + ")")
+    ) from last_exc
