@@ -61,16 +61,14 @@ def extract_answer(text: str) -> float | None:
     return -value if last.group("sign") else value
 
 
-def answers_match(pred: float | None, gold: float, rel_tol: float = 1e-4, abs_tol: float = 1e-6) -> bool:
+def answers_match(pred: float | None, gold: float, rel_tol: float = 1e-9, abs_tol: float = 0.01) -> bool:
     """True when the predicted number equals the gold one within `math.isclose` tolerances.
 
     A tolerance is needed because gold targets are floats (GSM-Hard stores 3244047.0999999996
-    for 3244047.1) and models round (14053029.67 for 14053029.666666666). `abs_tol` covers gold
-    answers at or near zero, where a relative tolerance alone accepts nothing.
-
-    Caveat: `rel_tol` scales with the answer, so the default 1e-4 accepts an error of up to 1 at
-    10,000 and up to 32,000 at GSM-Hard's 322,886,700. Pass ``rel_tol=1e-9`` for an exact-integer
-    protocol. A missing prediction (None) never matches.
+    for 3244047.1) and models round (14053029.67 for 14053029.666666666). The default accepts a
+    difference below 0.01 (a number rounded to cents) at any magnitude and nothing more, so an
+    off-by-one integer is always wrong, even at GSM-Hard's 322,886,700. A missing prediction
+    (None) never matches.
     """
     if pred is None:
         return False
