@@ -1,0 +1,189 @@
+"""Accuracy and cost of a model on a set of records: per-question predictions and a summary.
+
+Answers are checked with CODI's protocol (``kava.data.answers``): the last number of the answer
+text, compared numerically with the gold answer. For CoT the answer text is what follows the
+first answer prompt (``"The answer is:"``) in the decoded trace, when the model wrote one, so the
+intermediate values of the chain of thought are never taken for the answer; otherwise the
+whole trace is used (the last number of an unfinished trace is the model's best guess).
+
+Cost follows method.md §6: forward passes and generated tokens per question, the KV-cache it
+ends with, and latency. Questions are decoded in batches sorted by question length (less
+padding; results do not depend on the batching, see ``decoding``), and a question's latency is
+its batch's wall time divided by the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from kava.data.answers import answers_match, extract_answer, parse_gold
+from kava.data.datasets import LoadedDataset
+from kava.data.records import Record
+from kava.evaluation.decoding import Sampling, generate
+
+# Token limits when the caller gives none: a CoT needs room for the trace, an answer does not.
+DEFAULT_MAX_NEW_TOKENS = {"latent": 32, "direct": 32, "cot": 256}
+PREDICTIONS_FILE = "predictions.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class EvalResult:
+    predictions: list[dict[str, Any]]  # one per question, in the order of the records
+    summary: dict[str, Any]
+
+
+def evaluate(
+    model,
+    records: Sequence[Record] | LoadedDataset,
+    *,
+    batch_size: int = 16,
+    max_new_tokens: int | None = None,
+    sampling: Sampling | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Decode every record's question in the model's inference mode and score the answers.
+
+    `records` may be a `LoadedDataset`, whose name, source and skipped-row count then appear in
+    the summary. `max_new_tokens` defaults by mode (`DEFAULT_MAX_NEW_TOKENS`). The model is put
+    in eval mode for the run and restored afterwards.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    items = list(records)
+    if not items:
+        raise ValueError("no records to evaluate")
+    mode = model.config.inference_mode
+    limit = DEFAULT_MAX_NEW_TOKENS[mode] if max_new_tokens is None else max_new_tokens
+    golds = [parse_gold(r.answer) for r in items]
+    order = sorted(range(len(items)), key=lambda i: len(items[i].question))
+    by_index: dict[int, dict[str, Any]] = {}
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    try:
+        with tqdm(total=len(items), desc=f"eval ({mode})", unit="q", disable=not progress) as bar:
+            for first in range(0, len(order), batch_size):
+                batch = order[first : first + batch_size]
+                t0 = time.perf_counter()
+                gen = generate(model, [items[i].question for i in batch], max_new_tokens=limit,
+                               sampling=sampling, question_ids=batch)
+                latency = (time.perf_counter() - t0) / len(batch)
+                for row, i in enumerate(batch):
+                    by_index[i] = _prediction(model, i, items[i], golds[i], gen, row, latency)
+                bar.update(len(batch))
+    finally:
+        model.train(was_training)
+    elapsed = time.perf_counter() - start
+    predictions = [by_index[i] for i in range(len(items))]
+    summary = summarize(predictions, elapsed)
+    summary.update(_run_info(model, records, batch_size, limit, sampling))
+    return EvalResult(predictions, summary)
+
+
+def _prediction(model, index: int, record: Record, gold: float, gen, row: int, latency: float) -> dict[str, Any]:
+    builder = model.builder
+    tokens = gen.tokens[row]
+    text_ids = tokens[:-1] if gen.finished[row] else tokens
+    text = builder.tok.decode(text_ids, skip_special_tokens=False)
+    answer_text = answer_part(text, model.config.answer_prompt) if model.config.inference_mode == "cot" else text
+    pred = extract_answer(answer_text)
+    cache_tokens = gen.cache_tokens[row]
+    return {
+        "index": index,
+        "question": record.question,
+        "gold": record.answer,
+        "gold_value": gold,
+        "prediction": text,
+        "answer": pred,
+        "correct": answers_match(pred, gold),
+        "finished": gen.finished[row],
+        "forward_passes": gen.forward_passes[row],
+        "generated_tokens": len(tokens),
+        "cache_tokens": cache_tokens,
+        "cache_entries": cache_tokens * model.n_layers * model.n_kv_heads * 2,
+        "latency_s": latency,
+    }
+
+
+def answer_part(trace: str, answer_prompt: str) -> str:
+    """The text after the first answer prompt of a CoT trace, or the whole trace without one."""
+    prompt = answer_prompt.strip()
+    cut = trace.find(prompt)
+    return trace if cut < 0 else trace[cut + len(prompt) :]
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval: unlike the normal one it stays in [0, 1] and is sane at 0 or n."""
+    if n < 1:
+        raise ValueError("a confidence interval needs at least one trial")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize(predictions: Sequence[dict[str, Any]], elapsed_s: float) -> dict[str, Any]:
+    """Accuracy with its 95 % Wilson interval, mean costs and throughput of a list of predictions."""
+    n = len(predictions)
+    correct = sum(p["correct"] for p in predictions)
+
+    def mean(key: str) -> float:
+        return sum(p[key] for p in predictions) / n
+
+    lo, hi = wilson_interval(correct, n)
+    return {
+        "n": n,
+        "correct": correct,
+        "accuracy": correct / n,
+        "accuracy_ci95": [lo, hi],
+        "mean_forward_passes": mean("forward_passes"),
+        "mean_generated_tokens": mean("generated_tokens"),
+        "mean_cache_tokens": mean("cache_tokens"),
+        "mean_cache_entries": mean("cache_entries"),
+        "finished_fraction": mean("finished"),
+        "no_answer_fraction": sum(p["answer"] is None for p in predictions) / n,
+        "mean_latency_s": mean("latency_s"),
+        "total_time_s": elapsed_s,
+        "questions_per_s": n / elapsed_s,
+    }
+
+
+def _run_info(model, records, batch_size: int, max_new_tokens: int, sampling: Sampling | None) -> dict[str, Any]:
+    cfg = model.config
+    info: dict[str, Any] = {
+        "mode": cfg.inference_mode,
+        "method": cfg.method,
+        "num_latents": cfg.num_latents if cfg.inference_mode == "latent" else None,
+        "num_iterations": cfg.num_iterations if cfg.inference_mode == "latent" else None,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "sampling": None if sampling is None else asdict(sampling),
+        "skipped": 0,
+        "latency_note": "latency_s = wall time of the question's batch / batch size",
+        "cache_note": "cache_tokens = real entries per layer and KV head at the end (prompt + latents "
+        "+ fed tokens); cache_entries = cache_tokens x layers x KV heads x 2 (keys and values)",
+    }
+    if isinstance(records, LoadedDataset):
+        info.update(dataset=records.name, split=records.split, source=records.source, skipped=records.skipped)
+    return info
+
+
+def write_results(result: EvalResult, out_dir: str | Path) -> Path:
+    """Write ``predictions.jsonl`` and ``summary.json`` into `out_dir`; returns the folder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / PREDICTIONS_FILE, "w") as f:
+        for p in result.predictions:
+            f.write(json.dumps(p) + "\n")
+    (out / SUMMARY_FILE).write_text(json.dumps(result.summary, indent=2) + "\n")
+    return out
