@@ -38,7 +38,7 @@ class DemoSettings:
 
     methods: tuple[str, ...] = ("nocot", "cot", "kava")
     seeds: tuple[int, ...] = (0,)
-    steps: dict[str, int] = field(default_factory=lambda: {"nocot": 600, "cot": 600, "latent": 600})
+    steps: dict[str, int] = field(default_factory=lambda: {"nocot": 400, "cot": 500, "latent": 400})
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.01
