@@ -1,0 +1,222 @@
+"""Atomic, resumable training checkpoints.
+
+A checkpoint is a folder ``<output_dir>/checkpoints/ckpt-<step>/`` holding
+
+- ``model/``: everything trained, written by ``KavaModel.save_pretrained`` (loadable on its own);
+- accelerate's state (``accelerator.save_state``): optimizer, scheduler, gradient scaler and one
+  ``random_states_<rank>.pkl`` per process (python, numpy, torch and CUDA generators);
+- ``trainer_state.json``: step counters and the data-order position.
+
+Why atomic: a job killed mid-write (preemption, ``kill -9``, a full disk) must never leave a
+folder that looks complete. Everything is written to ``ckpt-<step>.tmp``, flushed to disk, and
+only then renamed to ``ckpt-<step>`` with ``os.replace``, a single atomic step on POSIX file
+systems. A ``.tmp`` folder is therefore always an interrupted write and is deleted on resume.
+
+accelerate would otherwise also save the full model (frozen base included, gigabytes per
+checkpoint); `register_state_hooks` keeps it to optimizer, scheduler and RNG state, because the
+trained weights are already in ``model/``. Under FSDP accelerate writes its sharded model state
+regardless (it cannot be turned off), which costs disk but is consistent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+PREFIX = "ckpt-"
+STAGING = ".tmp"
+MODEL_DIR = "model"
+STATE_FILE = "trainer_state.json"
+RNG_FILE = "random_states_{rank}.pkl"  # accelerate's per-process RNG file name
+TEST_DELAY_ENV = "KAVA_CHECKPOINT_TEST_DELAY"  # seconds to stall mid-write; lets tests kill a write
+
+
+@dataclass
+class TrainerState:
+    """Where a run stands: enough, with the RNG states, to continue it exactly."""
+
+    step: int  # optimizer steps done
+    samples_seen: int  # records consumed from the global data order (the position to resume from)
+    total_steps: int
+    world_size: int
+    data_size: int | None  # number of records (None: an endless stream)
+    train_config: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "TrainerState":
+        return cls(**json.loads(path.read_text()))
+
+
+# --------------------------------------------------------------------------- folders
+
+def checkpoint_path(root: Path, step: int) -> Path:
+    return root / f"{PREFIX}{step}"
+
+
+def list_checkpoints(root: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints under ``root``, oldest first; staging folders are not checkpoints."""
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        suffix = p.name[len(PREFIX):]
+        if p.is_dir() and p.name.startswith(PREFIX) and suffix.isdigit():
+            found.append((int(suffix), p))
+    return sorted(found)
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1][1] if found else None
+
+
+def remove_staging(root: Path) -> list[Path]:
+    """Delete leftovers of interrupted writes (``*.tmp``); returns what was removed."""
+    removed = sorted(root.glob(f"*{STAGING}")) if root.is_dir() else []
+    for p in removed:
+        shutil.rmtree(p)
+    return removed
+
+
+def prune(root: Path, keep_last: int) -> None:
+    """Keep only the newest ``keep_last`` complete checkpoints."""
+    for _, p in list_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(p)
+
+
+def fresh_staging(final: Path) -> Path:
+    """An empty ``<final>.tmp`` folder (a stale one from an earlier crash is discarded)."""
+    tmp = final.with_name(final.name + STAGING)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def commit(tmp: Path, final: Path) -> None:
+    """Make a fully written staging folder visible under its final name, atomically and durably.
+
+    Files are fsynced before the rename so that a crash right after it cannot expose empty files;
+    the parent folder is fsynced after it so that the rename itself survives. An existing
+    ``final`` (rewriting the same step, or a new ``final`` model) is moved aside first and
+    removed afterwards; ``os.replace`` cannot replace a non-empty folder.
+    """
+    for dirpath, _, files in os.walk(tmp):
+        for name in files:
+            _fsync(Path(dirpath) / name)
+    old = final.with_name(final.name + ".old")
+    if final.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Write a folder in one process: yields a staging folder, committed on success, left on error."""
+    tmp = fresh_staging(final)
+    yield tmp
+    commit(tmp, final)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _test_delay() -> None:
+    delay = float(os.environ.get(TEST_DELAY_ENV, "0"))
+    if delay > 0:
+        time.sleep(delay)
+
+
+# --------------------------------------------------------------------------- save / restore
+
+def register_state_hooks(accelerator) -> None:
+    """Keep the model out of accelerate's save/load: its trained part lives in ``model/``."""
+    accelerator.register_save_state_pre_hook(lambda models, weights, output_dir: weights.clear())
+    accelerator.register_load_state_pre_hook(lambda models, input_dir: models.clear())
+
+
+@contextlib.contextmanager
+def full_parameters(accelerator, model, *, rank0_only: bool) -> Iterator[None]:
+    """Gather FSDP-sharded parameters for the duration (a no-op without FSDP).
+
+    ``save_pretrained`` and evaluation read the module's parameters directly, so under FSDP
+    they need the full tensors; every process must enter this context together.
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        yield
+        return
+    if getattr(accelerator, "is_fsdp2", False):
+        raise NotImplementedError("kava checkpoints support FSDP version 1 (fsdp_version: 1 in the accelerate config)")
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    with FSDP.summon_full_params(model, writeback=False, rank0_only=rank0_only, offload_to_cpu=rank0_only):
+        yield
+
+
+def save_checkpoint(accelerator, model, root: Path, state: TrainerState, keep_last: int) -> Path:
+    """Write ``ckpt-<step>`` atomically (all processes call this) and prune old ones."""
+    final = checkpoint_path(root, state.step)
+    tmp = final.with_name(final.name + STAGING)
+    if accelerator.is_main_process:
+        fresh_staging(final)
+    accelerator.wait_for_everyone()
+    with full_parameters(accelerator, model, rank0_only=True):
+        if accelerator.is_main_process:
+            accelerator.unwrap_model(model).save_pretrained(tmp / MODEL_DIR)
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        state.save(tmp / STATE_FILE)
+        _test_delay()
+        commit(tmp, final)
+        prune(root, keep_last)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def restore_checkpoint(accelerator, path: Path) -> TrainerState:
+    """Load optimizer, scheduler and RNG states (after ``prepare``); the weights are loaded before it.
+
+    accelerate skips a missing RNG file with only an info log; a resume without its RNG state is
+    not exact, so its absence is an error here.
+    """
+    state = TrainerState.load(path / STATE_FILE)
+    if state.world_size != accelerator.num_processes:
+        raise ValueError(
+            f"{path}: saved by {state.world_size} process(es), resumed with {accelerator.num_processes}; "
+            "an exact resume needs the same number (each process has its own RNG state)"
+        )
+    rng = path / RNG_FILE.format(rank=accelerator.process_index)
+    if not rng.is_file():
+        raise FileNotFoundError(f"{path}: missing {rng.name}; the checkpoint is incomplete")
+    accelerator.load_state(str(path))
+    return state

@@ -1,0 +1,506 @@
+"""The training loop: an accelerate ``Accelerator`` loop over a `KavaModel`.
+
+One function, `train`, runs single-process on CPU or GPU, multi-process DDP (``torchrun`` /
+``accelerate launch``) and FSDP (``accelerate launch --config_file configs/accelerate_fsdp.yaml``)
+with the same code: accelerate places the model, wraps it for the distributed setup, applies
+mixed precision and synchronises gradients only on the last micro-batch of an optimizer step.
+
+What the loop guarantees, and why:
+
+- **Same optimisation whatever the hardware.** ``TrainConfig.batch_size`` is the global batch of
+  one optimizer step; gradient accumulation makes up the difference to
+  ``micro_batch_size × processes``. The records of a step are cut from one global order, so one
+  process with accumulation and N processes see the very same examples per step.
+- **Exact resume.** The data order is a pure function of ``(seed, position)`` — a seeded
+  permutation per epoch for a record list, or ``stream(seed, start)`` for an endless stream — and
+  the checkpoint stores the position together with optimizer, scheduler and every RNG state
+  (dropout draws included), so ``resume=True`` reproduces the uninterrupted run step by step.
+- **Interruptible.** SIGINT / SIGTERM (a cluster's preemption notice) set a flag; the loop
+  finishes the current step, writes a checkpoint and returns cleanly. A second SIGINT aborts.
+- **Observable.** Every loss term, the learning rate, gradient norm, tokens/s and peak memory are
+  logged per step to a tqdm bar, the accelerate trackers (TensorBoard, optionally W&B) and
+  ``history.jsonl`` (one JSON object per step, truncated to the checkpoint on resume).
+
+Loss normalisers computed over a batch (L_CODI's teacher std, L_KV's layer-wise std) are taken
+over each micro-batch on each process, as in any data-parallel training of the method.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.checkpoint import checkpoint
+from tqdm.auto import tqdm
+
+from kava.config import ConfigError, KavaConfig
+from kava.data.records import Record
+from kava.model.kava_model import KavaModel
+from kava.training.checkpoint import (
+    MODEL_DIR,
+    TrainerState,
+    atomic_dir,
+    full_parameters,
+    latest_checkpoint,
+    register_state_hooks,
+    remove_staging,
+    restore_checkpoint,
+    save_checkpoint,
+)
+from kava.training.run_config import TrainConfig
+
+RecordStream = Callable[[int, int], Iterable[Record]]  # (seed, start index) -> endless records from there
+EvalFn = Callable[[KavaModel], dict[str, float]]
+HISTORY_FILE = "history.jsonl"
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+# Settings that do not change the trajectory of a run and may differ on resume.
+_NOT_TRAJECTORY = ("eval_every", "save_every", "keep_last", "report_to", "gradient_checkpointing")
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]]  # one entry per optimizer step since the start of the run
+    step: int  # optimizer steps done
+    final_dir: Path | None  # the trained model (``save_pretrained`` layout); None if interrupted
+    checkpoint: Path | None  # the newest checkpoint
+    interrupted: bool  # stopped early by a signal or ``stop_after``; resume to continue
+
+
+def train(
+    model: KavaModel,
+    data: Sequence[Record] | RecordStream,
+    cfg: TrainConfig,
+    *,
+    output_dir: str | Path,
+    eval_fn: EvalFn | None = None,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Train ``model`` in place and return its per-step history.
+
+    ``data`` is a list of records (shuffled per epoch with ``cfg.seed``) or a callable
+    ``stream(seed, start)`` returning an endless iterator of records from position ``start``
+    (then ``cfg.max_steps`` is required). ``eval_fn(model) -> {name: value}`` is called on every
+    process, under ``no_grad`` in eval mode, every ``cfg.eval_every`` steps and at the end; its
+    values are logged as ``eval/<name>``. ``resume`` continues from the newest checkpoint in
+    ``output_dir`` (a fresh start if there is none). ``stop_after`` stops, with a checkpoint,
+    after that many steps of this call, as an interruption would.
+
+    Writes ``output_dir/checkpoints/ckpt-<step>/``, ``history.jsonl``, ``tensorboard/`` and, when
+    the run completes, ``final/`` (``KavaModel.from_pretrained`` loads it).
+    """
+    output_dir = Path(output_dir)
+    records, stream = _data_source(data)
+    total = cfg.total_steps(None if records is None else len(records))
+    if stop_after is not None and stop_after < 1:
+        raise ValueError(f"stop_after must be >= 1, got {stop_after}")
+    accelerator = _make_accelerator(cfg, output_dir, model.config)
+    main = accelerator.is_main_process
+    ckpt_root = output_dir / CHECKPOINTS
+    start = _resume_point(output_dir, ckpt_root, resume, main)
+    accelerator.wait_for_everyone()
+
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    set_seed(cfg.seed, device_specific=True)
+    if start is not None:
+        model.load_trained(start / MODEL_DIR)  # before prepare: FSDP then shards the trained weights
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    model.train()
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(cfg.warmup_ratio * total), total)
+    prepared, optimizer = accelerator.prepare(model, optimizer)
+    # The scheduler counts optimizer steps itself; accelerate's wrapper would step it once per process.
+    accelerator.register_for_checkpointing(scheduler)
+    register_state_hooks(accelerator)
+
+    state = TrainerState(
+        step=0, samples_seen=0, total_steps=total, world_size=accelerator.num_processes,
+        data_size=len(records) if records else None, train_config=_plain_config(cfg),
+    )
+    if start is not None:
+        state = _check_resumable(restore_checkpoint(accelerator, start), state, start)
+        accelerator.print(f"resuming from {start} (step {state.step} of {total})")
+    history = _prepare_history(output_dir / HISTORY_FILE, state.step, accelerator)
+    if cfg.report_to:
+        accelerator.init_trackers("kava", config=_tracker_config(cfg, model.config))
+
+    order = _order(records, stream, cfg.seed, state.samples_seen)
+    bar = tqdm(total=total, initial=state.step, desc="train", disable=not main, dynamic_ncols=True)
+    first_step, last_ckpt, stopping = state.step, start, False
+    with _StopSignal() as stop:
+        while state.step < total and not stopping:
+            t0 = time.perf_counter()
+            step_records = list(islice(order, cfg.batch_size))
+            if len(step_records) < cfg.batch_size:
+                raise ValueError("the record stream ended; a stream must be endless")
+            metrics = _train_step(accelerator, prepared, optimizer, scheduler, cfg, step_records)
+            state.step += 1
+            state.samples_seen += cfg.batch_size
+            metrics["tokens_per_s"] /= time.perf_counter() - t0
+            stopping = _any_process(accelerator, stop.requested) or (
+                stop_after is not None and state.step - first_step >= stop_after
+            )
+            entry = {"step": state.step, **({"epoch": state.samples_seen / len(records)} if records else {}), **metrics}
+            if eval_fn is not None and (state.step == total or (cfg.eval_every and state.step % cfg.eval_every == 0)):
+                entry.update(_evaluate(accelerator, prepared, eval_fn))
+            history.append(entry)
+            _log(accelerator, bar, output_dir / HISTORY_FILE, entry)
+            if stopping or state.step == total or (cfg.save_every and state.step % cfg.save_every == 0):
+                last_ckpt = save_checkpoint(accelerator, prepared, ckpt_root, state, cfg.keep_last)
+    bar.close()
+
+    final_dir = None
+    if state.step == total:
+        final_dir = output_dir / FINAL
+        with full_parameters(accelerator, prepared, rank0_only=True):
+            if main:
+                with atomic_dir(final_dir) as tmp:
+                    accelerator.unwrap_model(prepared).save_pretrained(tmp)
+        accelerator.wait_for_everyone()
+    elif main:
+        print(f"stopped at step {state.step} of {total}; checkpoint {last_ckpt}; resume to continue", file=sys.stderr)
+    accelerator.end_training()
+    accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)  # drop the autocast patch on the caller's model
+    return TrainResult(history, state.step, final_dir, last_ckpt, interrupted=state.step < total)
+
+
+# --------------------------------------------------------------------------- one step
+
+def _train_step(accelerator, model, optimizer, scheduler, cfg: TrainConfig, step_records: list[Record]) -> dict[str, float]:
+    """Forward/backward over this process's micro-batches of the step, then one optimizer step."""
+    unwrapped: KavaModel = accelerator.unwrap_model(model)
+    world, rank, micro = accelerator.num_processes, accelerator.process_index, cfg.micro_batch_size
+    accum = cfg.batch_size // (micro * world)
+    lr = optimizer.param_groups[0]["lr"]
+    sums: dict[str, torch.Tensor] = {}
+    tokens = torch.zeros((), device=accelerator.device)
+    for i in range(accum):
+        # Chunk k of the step's records goes to process k % world: a pure function of the step.
+        chunk = step_records[(i * world + rank) * micro : (i * world + rank + 1) * micro]
+        batch = {k: v.to(accelerator.device) for k, v in unwrapped.builder.training_batch(chunk).items()}
+        with accelerator.accumulate(model):
+            out = model(batch)
+            accelerator.backward(out["loss"])
+        for key, value in out.items():
+            sums[key] = sums.get(key, 0) + value.detach().float()
+        tokens += _count_tokens(batch, unwrapped.config)
+    if not accelerator.sync_gradients:
+        raise RuntimeError(f"gradient accumulation out of step: {accum} micro-batches did not end in a sync")
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: the step did not happen
+        scheduler.step()
+    keys = sorted(sums)
+    means = accelerator.reduce(torch.stack([sums[k] / accum for k in keys]), reduction="mean")
+    metrics = {k: v.item() for k, v in zip(keys, means)}
+    metrics.update(lr=lr, grad_norm=float(grad_norm), tokens_per_s=accelerator.reduce(tokens, "sum").item())
+    metrics["max_memory_gb"] = _peak_memory_gb(accelerator.device)
+    return metrics
+
+
+def _count_tokens(batch: dict[str, torch.Tensor], config: KavaConfig) -> torch.Tensor:
+    """Non-padding input tokens of the step: teacher and student sequences, latent slots once each."""
+    n = sum(batch[k].sum() for k in ("t_attention_mask", "s_prefix_mask", "s_answer_mask") if k in batch)
+    if "s_prefix_ids" in batch:
+        n = n + batch["s_prefix_ids"].shape[0] * config.num_latents
+    return torch.as_tensor(n, dtype=torch.float32)
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    """Peak accelerator memory since the last call (GPU), else the process's peak resident memory."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return peak / 2**30
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return rss / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def _evaluate(accelerator, model, eval_fn: EvalFn) -> dict[str, float]:
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.eval()
+    try:
+        with torch.no_grad(), full_parameters(accelerator, model, rank0_only=False):
+            results = eval_fn(unwrapped)
+    finally:
+        unwrapped.train()
+    return {f"eval/{k}": float(v) for k, v in results.items()}
+
+
+def _any_process(accelerator, flag: bool) -> bool:
+    """True if any process got a stop signal, so all stop at the same step."""
+    return accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "sum").item() > 0
+
+
+# --------------------------------------------------------------------------- set-up
+
+def _make_accelerator(cfg: TrainConfig, output_dir: Path, method: KavaConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    _check_trackers(cfg.report_to)
+    accelerator = Accelerator(
+        cpu=cfg.cpu,
+        mixed_precision=_mixed_precision(cfg),
+        log_with=list(cfg.report_to) or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "tensorboard")),
+        # φ gets no gradient when the student has no Jacobi iterations; DDP must be told.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=not _projection_used(method))],
+    )
+    world_env = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != world_env:
+        raise RuntimeError(
+            f"launched with WORLD_SIZE={world_env} but accelerate runs {accelerator.num_processes} process(es); "
+            "for multi-process CPU training set train.cpu: true"
+        )
+    per_step = cfg.micro_batch_size * accelerator.num_processes
+    if cfg.batch_size % per_step:
+        raise ConfigError(
+            f"train.batch_size: {cfg.batch_size} is not a multiple of micro_batch_size × processes = {per_step}"
+        )
+    accelerator.gradient_accumulation_steps = cfg.batch_size // per_step
+    return accelerator
+
+
+def _mixed_precision(cfg: TrainConfig) -> str:
+    """``auto``: the launcher's setting if any, else bf16 on a bf16-capable GPU, else full fp32."""
+    if cfg.mixed_precision != "auto":
+        return cfg.mixed_precision
+    if "ACCELERATE_MIXED_PRECISION" in os.environ:
+        return os.environ["ACCELERATE_MIXED_PRECISION"]
+    return "bf16" if not cfg.cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _check_trackers(names: Sequence[str]) -> None:
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
+    for name in names:
+        if not available[name]():
+            raise ConfigError(f"train.report_to: {name} is not installed")
+
+
+def _projection_used(config: KavaConfig) -> bool:
+    return config.use_projection and config.uses_student and (
+        config.latent_mode == "sequential" or config.num_iterations > 0
+    )
+
+
+def _param_groups(model: KavaModel, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices (LoRA, φ's linear layers, new token rows), not on biases and norms."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def check_output_dir(output_dir: str | Path, resume: bool) -> None:
+    """Refuse to start a new run over an earlier one: its checkpoints and history would be mixed."""
+    output_dir = Path(output_dir)
+    if not resume and (latest_checkpoint(output_dir / CHECKPOINTS) is not None or (output_dir / HISTORY_FILE).exists()):
+        raise FileExistsError(f"{output_dir} already holds a run; resume it or choose a new output_dir")
+
+
+def _resume_point(output_dir: Path, ckpt_root: Path, resume: bool, main: bool) -> Path | None:
+    """The checkpoint to resume from (None: start from scratch)."""
+    check_output_dir(output_dir, resume)
+    if not resume:
+        return None
+    if main:
+        for p in remove_staging(ckpt_root):
+            print(f"removed {p} (a checkpoint write that was interrupted)", file=sys.stderr)
+    start = latest_checkpoint(ckpt_root)
+    if start is None and main:
+        print(f"no checkpoint in {ckpt_root}: starting from scratch", file=sys.stderr)
+    return start
+
+
+def _check_resumable(saved: TrainerState, current: TrainerState, path: Path) -> TrainerState:
+    """The resumed run must be the same run: same data size and trajectory-relevant settings."""
+    diffs = [
+        f"{k}: {saved.train_config.get(k)!r} -> {v!r}"
+        for k, v in current.train_config.items()
+        if k not in _NOT_TRAJECTORY and saved.train_config.get(k) != v
+    ]
+    if saved.total_steps != current.total_steps:
+        diffs.append(f"total_steps: {saved.total_steps} -> {current.total_steps}")
+    if saved.data_size != current.data_size:
+        diffs.append(f"number of records: {saved.data_size} -> {current.data_size}")
+    if diffs:
+        raise ValueError(f"{path}: cannot resume a different run ({'; '.join(diffs)})")
+    saved.train_config = current.train_config  # adopt the new logging/checkpoint cadence
+    return saved
+
+
+def _prepare_history(path: Path, step: int, accelerator) -> list[dict[str, float]]:
+    """Entries up to ``step``; the file is cut to them (steps after the checkpoint will be redone)."""
+    entries = []
+    if path.exists():
+        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        entries = [e for e in entries if e["step"] <= step]
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
+        os.replace(tmp, path)
+    return entries
+
+
+def _log(accelerator, bar, history_file: Path, entry: dict[str, float]) -> None:
+    if accelerator.is_main_process:
+        with history_file.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+        shown = {k: f"{v:.4g}" for k, v in entry.items() if k not in ("step", "epoch", "max_memory_gb")}
+        bar.set_postfix(shown, refresh=False)
+        bar.update(1)
+    accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=int(entry["step"]))
+
+
+def _plain_config(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
+
+
+def _tracker_config(cfg: TrainConfig, method: KavaConfig) -> dict[str, Any]:
+    """Hyper-parameters for the trackers (TensorBoard's hparams take only scalars and strings)."""
+    flat = {f"train/{k}": v for k, v in asdict(cfg).items()}
+    flat.update({f"method/{k}": v for k, v in method.to_dict().items()})
+    return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
+
+
+# --------------------------------------------------------------------------- data order
+
+def _data_source(data) -> tuple[list[Record] | None, RecordStream | None]:
+    if callable(data):
+        return None, data
+    records = list(data)
+    if not records:
+        raise ValueError("no training records")
+    return records, None
+
+
+def _order(records: list[Record] | None, stream: RecordStream | None, seed: int, start: int) -> Iterator[Record]:
+    return iter(stream(seed, start)) if stream is not None else record_order(records, seed, start)
+
+
+def record_order(records: Sequence[Record], seed: int, start: int = 0) -> Iterator[Record]:
+    """Records in a fresh seeded permutation each epoch, endlessly, from global position ``start``.
+
+    A pure function of ``(seed, start)``: resuming at ``start`` continues the very same order.
+    """
+    n = len(records)
+    epoch, offset = divmod(start, n)
+    while True:
+        for i in np.random.default_rng([seed, epoch]).permutation(n)[offset:]:
+            yield records[int(i)]
+        epoch, offset = epoch + 1, 0
+
+
+# --------------------------------------------------------------------------- signals
+
+class _StopSignal:
+    """SIGINT / SIGTERM request a stop at the end of the current step; a second SIGINT aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopSignal":
+        if threading.current_thread() is not threading.main_thread():
+            warnings.warn("train() runs outside the main thread: SIGINT/SIGTERM will not stop it cleanly", stacklevel=3)
+            return self
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: stopping after this step (checkpoint, then exit)", file=sys.stderr)
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+# --------------------------------------------------------------------------- gradient checkpointing
+
+def enable_gradient_checkpointing(model: KavaModel) -> None:
+    """Recompute each decoder layer's activations in backward instead of storing them.
+
+    transformers' own gradient checkpointing disables the KV cache, but KaVa's latent passes run
+    on the cache and the teacher's compression reads it. Here each layer is checkpointed with
+    its cache: the recomputation in backward sees the cache layer exactly as it was before the
+    forward (the forward appended to it), so the replay matches and gradients equal those
+    without checkpointing. RNG state is replayed too (LoRA dropout draws the same masks).
+    """
+    for layer in model.lm.get_decoder().layers:
+        if not getattr(layer, "_kava_checkpointed", False):
+            layer.forward = _checkpointed(layer, layer.forward)
+            layer._kava_checkpointed = True
+
+
+def _checkpointed(layer: torch.nn.Module, forward: Callable) -> Callable:
+    index = layer.self_attn.layer_idx
+
+    def run(*args, **kwargs):
+        if not (layer.training and torch.is_grad_enabled()):
+            return forward(*args, **kwargs)
+        cache = kwargs.get("cache")
+        before = _cache_layer_state(cache, index)
+        calls = 0
+
+        def body(*inner):
+            nonlocal calls
+            calls += 1
+            if calls == 1 or cache is None:
+                return forward(*inner, **kwargs)
+            after = _cache_layer_state(cache, index)  # backward replay: rewind the cache, then restore it
+            _set_cache_layer_state(cache, index, before)
+            try:
+                return forward(*inner, **kwargs)
+            finally:
+                _set_cache_layer_state(cache, index, after)
+
+        return checkpoint(body, *args, use_reentrant=False)
+
+    return run
+
+
+def _cache_layer_state(cache, index: int) -> tuple | None:
+    if cache is None:
+        return None
+    if len(cache.layers) <= index:  # a DynamicCache creates its layers on first use
+        return (None, None, False)
+    layer = cache.layers[index]
+    return (layer.keys, layer.values, layer.is_initialized)
+
+
+def _set_cache_layer_state(cache, index: int, state: tuple) -> None:
+    layer = cache.layers[index]
+    layer.keys, layer.values, layer.is_initialized = state

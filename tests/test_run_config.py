@@ -1,0 +1,147 @@
+"""Run configs: the shipped presets carry Table 6 exactly, and every mistake is one clear line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kava.config import ConfigError
+from kava.training import cli
+from kava.training.run_config import TrainConfig, load_run_config, run_config_from_dict
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+# method.md §8: α1, α2, KV loss, layer-wise std, λ, projection, lr, wd, epochs
+TABLE6 = {
+    "llama1b-aug": (10, 1, "smooth_l1", True, 0.1, True, 8e-4, 0.1, 10),
+    "llama1b-aug-nl": (10, 1, "mse", True, 0.1, True, 8e-4, 0.1, 10),
+    "qwen05b-aug": (10, 1, "mse", False, 0.1, True, 5e-4, 0.01, 10),
+    "qwen05b-aug-nl": (10, 1, "mse", True, 0.1, True, 8e-4, 0.1, 10),
+    "llama3b-aug": (20, 2, "smooth_l1", False, 0.1, True, 2e-4, 0.1, 5),
+    "llama3b-aug-nl": (20, 2, "smooth_l1", False, 0.0, False, 2e-4, 0.1, 5),
+}
+
+
+def minimal(**sections) -> dict:
+    data = {
+        "output_dir": "runs/x",
+        "model": {"source": "smollm2"},
+        "method": {"preset": "kava"},
+        "data": {"name": "gsm8k-train-aug"},
+        "train": {"max_steps": 10},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.mark.parametrize("name", sorted(TABLE6))
+def test_table6_presets(name):
+    cfg = load_run_config(CONFIGS / f"{name}.yaml")
+    a1, a2, kv_loss, layerwise, lam, projection, lr, wd, epochs = TABLE6[name]
+    m, t = cfg.method, cfg.train
+    assert (m.alpha_codi, m.alpha_kv, m.kv_loss, m.kv_layerwise_std) == (a1, a2, kv_loss, layerwise)
+    assert (m.eviction_lambda, m.use_projection) == (lam, projection)
+    assert (t.lr, t.weight_decay, t.epochs) == (pytest.approx(lr), wd, epochs)
+    assert (m.lora_r, m.lora_alpha, m.lora_dropout, m.num_latents, m.num_iterations) == (128, 32, 0.1, 24, 3)
+    assert (t.batch_size, t.max_grad_norm, m.method) == (128, 2.0, "kava")
+    assert cfg.data.name == ("gsm8k-aug-nl" if name.endswith("-nl") else "gsm8k-aug")
+
+
+def test_other_shipped_configs_load():
+    for name in ("smollm2-135m", "tiny-cpu"):
+        load_run_config(CONFIGS / f"{name}.yaml")
+    fsdp = yaml.safe_load((CONFIGS / "accelerate_fsdp.yaml").read_text())
+    assert fsdp["distributed_type"] == "FSDP" and fsdp["fsdp_config"]["fsdp_use_orig_params"] is True
+
+
+@pytest.mark.parametrize(
+    "sections, key, fragment",
+    [
+        ({"extra_section": 1}, "extra_section", "unknown key"),
+        ({"train": {"lrr": 0.1}}, "train.lrr", "unknown key"),
+        ({"method": {"preset": "kava", "num_latent": 4}}, "method.num_latent", "unknown key"),
+        ({"data": {"name": "gsm8k-train-aug", "shuffle": True}}, "data.shuffle", "unknown key"),
+        ({"train": {"batch_size": "big"}}, "train.batch_size", "expected an integer"),
+        ({"train": {"lr": "fast"}}, "train.lr", "expected a number"),
+        ({"train": {"cpu": "yes"}}, "train.cpu", "expected true or false"),
+        ({"method": {"preset": "kava", "alpha_codi": "ten"}}, "method.alpha_codi", "expected a number"),
+        ({"method": {"preset": "kava", "num_latents": 2.5}}, "method.num_latents", "expected an integer"),
+        ({"train": {"lr": 0}}, "train.lr", "must be > 0"),
+        ({"train": {"warmup_ratio": 1.5}}, "train.warmup_ratio", "must be <= 1"),
+        ({"train": {"micro_batch_size": 0}}, "train.micro_batch_size", "must be >= 1"),
+        ({"train": {"batch_size": 10, "micro_batch_size": 4}}, "train.batch_size", "not a multiple"),
+        ({"train": {"mixed_precision": "fp8"}}, "train.mixed_precision", "not one of"),
+        ({"method": {"preset": "kava", "num_latents": 0}}, "num_latents", "must be an integer >= 1"),
+        ({"method": {"preset": "kava", "eviction_lambda": 2.0}}, "eviction_lambda", "[0, 1]"),
+        ({"method": {"preset": "magic"}}, "method.preset", "not one of"),
+        ({"data": {"name": "no-such-dataset"}}, "data.name", "neither a registered dataset"),
+        ({"data": {"name": "gsm8k-train-aug", "split": "test"}}, "data.split", "not a split"),
+        ({"model": {"source": "./no/such/model"}}, "model.source", "no such model folder"),
+        ({"model": {"source": "missing.gguf"}}, "model.source", "no such GGUF file"),
+        ({"model": {"source": "not a model!"}}, "model.source", "neither smollm2"),
+        ({"model": {"source": {"config": {"model_type": "gpt2"}}, "tokenizer": "smollm2"}},
+         "model.source.config.model_type", "not one of"),
+        ({"model": {"source": {"config": {"model_type": "llama"}}}}, "model.tokenizer", "needs a tokenizer"),
+        ({"eval": {"name": "nope"}}, "eval.name", "neither a registered dataset"),
+    ],
+)
+def test_errors_are_one_line_and_name_the_key(sections, key, fragment):
+    with pytest.raises(ConfigError) as info:
+        run_config_from_dict(minimal(**sections))
+    message = str(info.value)
+    assert "\n" not in message
+    assert key in message and fragment in message, message
+
+
+def test_missing_required_keys():
+    data = minimal()
+    del data["data"]
+    with pytest.raises(ConfigError, match=r"^data: missing"):
+        run_config_from_dict(data)
+    data = minimal()
+    data["data"] = {"split": "train"}
+    with pytest.raises(ConfigError, match=r"^data.name: missing"):
+        run_config_from_dict(data)
+
+
+def test_yaml_numbers_and_overrides(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(minimal(train={"lr": "8e-4", "max_steps": 10})))  # PyYAML reads 8e-4 as text
+    cfg = load_run_config(path, ["train.lr=1e-4", "method.num_latents=6", "data.limit=50", "train.report_to=[]"])
+    assert cfg.train.lr == pytest.approx(1e-4) and isinstance(cfg.train.lr, float)
+    assert cfg.method.num_latents == 6 and cfg.data.limit == 50 and cfg.train.report_to == ()
+    assert load_run_config(path).train.lr == pytest.approx(8e-4)
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_run_config(path, ["train.lr"])
+    with pytest.raises(ConfigError, match="train.nope: unknown key"):
+        load_run_config(path, ["train.nope=1"])
+    with pytest.raises(ConfigError, match="--config: no such file"):
+        load_run_config(tmp_path / "absent.yaml")
+    # The written config round-trips.
+    again = run_config_from_dict(cfg.to_dict())
+    assert again.to_dict() == cfg.to_dict()
+
+
+def test_train_config_total_steps():
+    assert TrainConfig(batch_size=8, micro_batch_size=4, epochs=2).total_steps(20) == 5  # ceil(40 / 8)
+    assert TrainConfig(batch_size=8, micro_batch_size=4, epochs=2, max_steps=3).total_steps(20) == 3
+    with pytest.raises(ConfigError, match="train.epochs or train.max_steps"):
+        TrainConfig().total_steps(10)
+
+
+def test_cli_reports_one_line_and_exit_status_2(tmp_path, capsys):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(minimal(data={"name": "gsm8k-aug-nl"})))  # registered, but hub-only
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    for overrides in (["model.source=./absent"], ["train.max_steps=-1"], []):
+        assert cli.run(parser.parse_args(["--config", str(path), *overrides])) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("kava train: error:") and "\n" not in err, err
