@@ -89,7 +89,7 @@ def plot_accuracy_vs_passes(agg: Mapping[str, Mapping[str, Any]], path: str | Pa
     ax.grid(True, which="both", alpha=0.3)
     if title:
         ax.set_title(title)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
