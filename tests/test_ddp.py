@@ -20,7 +20,7 @@ import pytest
 
 from kava.training.engine import train
 
-from test_training import RECORDS, build, config
+from test_training import RECORDS, build, config, one_thread  # noqa: F401 (autouse fixture)
 
 TESTS = Path(__file__).resolve().parent
 OVERRIDES = {"alpha_codi": 0.0, "kv_layerwise_std": False, "lora_dropout": 0.0}

@@ -48,6 +48,15 @@ CHILD = textwrap.dedent(
 )
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; two threads on a busy 2-core machine run 30x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def build(seed: int = 0, **over) -> KavaModel:
     over = {"num_latents": 4, "lora_r": 4, "lora_dropout": 0.1, **over}
     return KavaModel(tiny_model(seed=seed), make_tokenizer(), preset("kava", **over))
@@ -213,7 +222,7 @@ def test_export_merges_lora_into_a_standalone_folder(tmp_path, records):
 def _child(tmp_path: Path, out: Path, steps: int, save_every: int, env: dict | None = None) -> subprocess.Popen:
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(tests=str(TESTS), steps=steps, save_every=save_every, out=str(out)))
-    return subprocess.Popen([sys.executable, str(script)], env={**os.environ, **(env or {})},
+    return subprocess.Popen([sys.executable, str(script)], env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

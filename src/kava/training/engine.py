@@ -373,7 +373,7 @@ def _log(accelerator, bar, history_file: Path, entry: dict[str, float]) -> None:
     if accelerator.is_main_process:
         with history_file.open("a") as f:
             f.write(json.dumps(entry) + "\n")
-        shown = {k: f"{v:.4g}" for k, v in entry.items() if k not in ("step", "epoch", "max_memory_gb")}
+        shown = {k: f"{v:.4g}" for k, v in entry.items() if k not in ("step", "epoch")}
         bar.set_postfix(shown, refresh=False)
         bar.update(1)
     accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=int(entry["step"]))

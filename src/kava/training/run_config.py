@@ -186,7 +186,8 @@ class RunConfig:
         }
 
 
-SECTIONS = {"model": ModelSpec, "data": DataSpec, "train": TrainConfig}
+# Checked in this order: the cheap sections first, the model source (which may import torch) last.
+SECTIONS = {"train": TrainConfig, "data": DataSpec, "model": ModelSpec}
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -232,6 +233,7 @@ def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
         if key not in data:
             raise ConfigError(f"{key}: missing (a run config needs {', '.join(known)})")
     output_dir = _coerce(data["output_dir"], str, "output_dir")
+    method = build_method(data["method"])
     sections = {}
     for name, cls in SECTIONS.items():
         raw = data.get(name) or {}
@@ -239,7 +241,7 @@ def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
             raw = {"source": raw}
         sections[name] = build_section(cls, raw, name)
     evaluation = None if data.get("eval") is None else build_section(EvalSpec, data["eval"], "eval")
-    return RunConfig(output_dir=output_dir, method=build_method(data["method"]), eval=evaluation, **sections)
+    return RunConfig(output_dir=output_dir, method=method, eval=evaluation, **sections)
 
 
 def build_section(cls: type, raw: Any, prefix: str) -> Any:
