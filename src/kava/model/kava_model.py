@@ -279,6 +279,8 @@ class KavaModel(nn.Module):
             raise FileNotFoundError(f"{d}: not a kava checkpoint ({CONFIG_FILE} missing)")
         config = KavaConfig.load(d / CONFIG_FILE)
         source = json.loads((d / BASE_FILE).read_text()) if (d / BASE_FILE).exists() else {}
+        if source.get("kind") in ("local", "gguf") and not Path(source["path"]).is_absolute():
+            source = {**source, "path": str((d / source["path"]).resolve())}  # relative to the checkpoint
         if base_model is None:
             if config.lora_enabled and source.get("kind") == "config":
                 raise ValueError(f"{d}: a LoRA checkpoint on a randomly initialised base cannot be rebuilt "

@@ -38,9 +38,9 @@ def resolve_source(name_or_path: str) -> dict[str, Any]:
     if p.suffix == ".gguf":
         if not p.is_file():
             raise FileNotFoundError(f"GGUF file not found: {p}")
-        return {"kind": "gguf", "path": str(p.parent), "gguf_file": p.name}
+        return {"kind": "gguf", "path": str(p.parent.resolve()), "gguf_file": p.name}
     if p.is_dir():
-        return {"kind": "local", "path": str(p)}
+        return {"kind": "local", "path": str(p.resolve())}
     return {"kind": "hub", "path": name_or_path}
 
 

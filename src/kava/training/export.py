@@ -34,7 +34,7 @@ def export_merged(model: KavaModel, out_dir: str | Path) -> Path:
     out = Path(out_dir).resolve()
     lm = model.peft.merge_and_unload() if model.peft is not None else model.lm
     config = model.config.replace(finetune="full", extra={**model.config.extra, "exported_from": model.base_source})
-    standalone = KavaModel(lm, model.tokenizer, config, base_source={"kind": "local", "path": str(out)})
+    standalone = KavaModel(lm, model.tokenizer, config, base_source={"kind": "local", "path": "."})  # itself, wherever it is moved
     with torch.no_grad():
         standalone.embedding.new_rows.copy_(model.embedding.new_rows)
         if model.projection is not None:
