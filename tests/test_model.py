@@ -241,3 +241,19 @@ def test_lora_checkpoint_on_random_base_is_refused(tmp_path):
     model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="base weights"):
         KavaModel.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("eviction", ["rkv", "importance", "redundancy", "crop", "random"])
+def test_every_eviction_keeps_sorted_cot_entries_in_the_model(eviction, records):
+    model = build("kava", eviction=eviction, num_latents=4)
+    batch = model.builder.training_batch(records)
+    with torch.no_grad():
+        internals = model(batch, return_internals=True)["internals"]
+    idx, slots = internals["kept_indices"], internals["slot_mask"]
+    for b in range(len(records)):
+        kept = idx[:, b][:, :, slots[b]]  # [L, H, n_kept]
+        assert batch["t_cot_mask"][b][kept].all(), eviction
+        assert (kept.diff(dim=-1) > 0).all(), eviction
+    if eviction == "crop":
+        first = batch["t_cot_mask"].float().argmax(-1)
+        assert idx[0, 0, 0, 0] == first[0]

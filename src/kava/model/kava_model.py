@@ -155,7 +155,7 @@ class KavaModel(nn.Module):
         mask = batch["t_attention_mask"]
         pos = positions_from_mask(mask)
         need_kv = cfg.alpha_kv > 0 and cfg.uses_student
-        need_attn = need_kv and cfg.eviction in ("rkv", "importance") and (cfg.eviction == "importance" or cfg.eviction_lambda > 0)
+        need_attn = need_kv and (cfg.eviction == "importance" or (cfg.eviction == "rkv" and cfg.eviction_lambda > 0))
         need_hidden = cfg.alpha_codi > 0 and cfg.uses_student
         res = self.decode(
             self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden, attentions=need_attn
@@ -185,7 +185,7 @@ class KavaModel(nn.Module):
         if res.attentions is not None:
             attn = torch.stack(res.attentions).detach()
             importance = compression.importance_scores(attn, batch["t_answer_mask"].bool(), self.n_kv_heads)
-        if cfg.eviction == "rkv" and cfg.eviction_lambda < 1 or cfg.eviction == "redundancy":
+        if cfg.eviction == "redundancy" or (cfg.eviction == "rkv" and cfg.eviction_lambda < 1):
             redundancy = compression.redundancy_scores(keys, cot)
         gen = torch.Generator().manual_seed(cfg.seed) if cfg.eviction == "random" else None
         scores = compression.eviction_scores(
