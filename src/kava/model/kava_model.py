@@ -44,6 +44,13 @@ def check_architecture(config) -> None:
         )
 
 
+def states_at(hidden_states: tuple[torch.Tensor, ...], index: torch.Tensor) -> torch.Tensor:
+    """Every transformer layer's hidden state at one position per example: [L, B, D]."""
+    h = torch.stack(hidden_states[1:])  # [L, B, S, D]; index 0 is the embedding output
+    idx = index.view(1, -1, 1, 1).expand(h.shape[0], -1, 1, h.shape[-1])
+    return h.gather(2, idx).squeeze(2)
+
+
 class KavaModel(nn.Module):
     def __init__(self, lm, tokenizer, config: KavaConfig, base_source: dict[str, Any] | None = None):
         super().__init__()
@@ -164,9 +171,7 @@ class KavaModel(nn.Module):
         targets: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             if need_hidden:
-                idx = batch["t_distill_index"].view(1, -1, 1, 1).expand(self.n_layers, -1, 1, res.hidden_states[1].shape[-1])
-                h = torch.stack(res.hidden_states[1:]).detach()  # [L, B, S, D]
-                targets["distill_hidden"] = h.gather(2, idx).squeeze(2)
+                targets["distill_hidden"] = states_at(res.hidden_states, batch["t_distill_index"]).detach()
                 internals["teacher_distill_hidden"] = targets["distill_hidden"]
             if need_kv:
                 targets.update(self._compress(res, batch, pos))
@@ -210,8 +215,7 @@ class KavaModel(nn.Module):
         internals["ce_student"] = token_ce(self.logits(res.last_hidden_state), ans_ids, batch["s_ce_mask"])
         internals["student_latents"] = state.latents
         if cfg.alpha_codi > 0:
-            idx = batch["s_distill_index"].view(1, -1, 1, 1).expand(self.n_layers, -1, 1, res.hidden_states[1].shape[-1])
-            internals["student_distill_hidden"] = torch.stack(res.hidden_states[1:]).gather(2, idx).squeeze(2)
+            internals["student_distill_hidden"] = states_at(res.hidden_states, batch["s_distill_index"])
         ks = torch.stack([k for k, _ in state.latent_kv])  # [L, B, H, M, d]
         vs = torch.stack([v for _, v in state.latent_kv])
         if cfg.kv_key_space == "pre_rope":
