@@ -47,6 +47,7 @@ def test_traces_are_correct_chains_ending_at_the_answer(trace, pattern):
             assert a == value, (r, step)
             assert APPLY[op](a, k) == c and (op != "/" or a == k * c), step  # division is exact
             assert 2 <= c <= cfg.max_value
+            assert op in "*/" or 2 <= k <= cfg.max_amount  # added or removed amounts are single digits
             value = c
         assert str(value) == r.answer
 
@@ -64,7 +65,7 @@ def test_operation_count_stays_in_range(lo, hi):
 
 
 def test_config_rejects_bad_shapes():
-    for bad in (dict(min_ops=3, max_ops=2), dict(min_ops=0), dict(max_value=10), dict(trace="latex")):
+    for bad in (dict(min_ops=3, max_ops=2), dict(min_ops=0), dict(max_value=10), dict(max_amount=1), dict(trace="latex")):
         with pytest.raises(ValueError):
             TaskConfig(**bad)
 

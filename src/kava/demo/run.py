@@ -38,9 +38,12 @@ class DemoSettings:
 
     methods: tuple[str, ...] = ("nocot", "cot", "kava")
     seeds: tuple[int, ...] = (0,)
-    steps: dict[str, int] = field(default_factory=lambda: {"nocot": 400, "cot": 500, "latent": 400})
-    batch_size: int = 32
-    lr: float = 2e-3
+    # Per phase: nocot and cot train from scratch, "latent" methods fine-tune the CoT model.
+    # Small batches and many steps: at equal compute, 2000 steps of 16 beat 1000 of 32 for CoT
+    # (77 % vs 37 % on the validation split).
+    steps: dict[str, int] = field(default_factory=lambda: {"nocot": 1000, "cot": 2000, "latent": 600})
+    lr: dict[str, float] = field(default_factory=lambda: {"nocot": 3e-3, "cot": 3e-3, "latent": 2e-3})
+    batch_size: int = 16
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
     num_latents: int = 8
@@ -111,7 +114,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
                 model.lm.load_state_dict(cot_model.lm.state_dict())
             phase = "latent" if method in LATENT_METHODS else method
             cfg = TrainConfig(
-                batch_size=s.batch_size, micro_batch_size=s.batch_size, max_steps=s.steps[phase], lr=s.lr,
+                batch_size=s.batch_size, micro_batch_size=s.batch_size, max_steps=s.steps[phase], lr=s.lr[phase],
                 weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio, seed=seed, cpu=True,
                 save_every=None, keep_last=1, report_to=(),
             )

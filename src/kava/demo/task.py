@@ -30,7 +30,7 @@ VALID_SIZE, TEST_SIZE = 200, 500
 VALID_SEED, TEST_SEED = 10_007, 20_011
 
 START_RANGE = (2, 30)  # the initial count
-STEP_RANGE = (2, 20)  # amounts added or removed (never 1, so objects stay plural)
+MIN_AMOUNT = 2  # amounts added or removed are never 1, so objects stay plural
 MIN_VALUE = 2  # smallest running count: no "1 apples", and no zero that would void later steps
 FACTORS = (2, 3, 4)  # multipliers and divisors
 
@@ -87,7 +87,8 @@ class TaskConfig:
 
     min_ops: int = 2
     max_ops: int = 4
-    max_value: int = 200
+    max_value: int = 100
+    max_amount: int = 9  # largest amount added or removed: single digits, as in GSM8k's easy steps
     trace: Trace = "equation"
 
     def __post_init__(self) -> None:
@@ -95,6 +96,8 @@ class TaskConfig:
             raise ValueError(f"need 1 <= min_ops <= max_ops, got {self.min_ops}, {self.max_ops}")
         if self.max_value < START_RANGE[1]:
             raise ValueError(f"max_value must be at least {START_RANGE[1]} (the largest start), got {self.max_value}")
+        if self.max_amount < MIN_AMOUNT:
+            raise ValueError(f"max_amount must be at least {MIN_AMOUNT}, got {self.max_amount}")
         if self.trace not in ("equation", "nl"):
             raise ValueError(f"trace must be 'equation' or 'nl', got {self.trace!r}")
 
@@ -111,15 +114,14 @@ def _apply(op: str, a: int, k: int) -> int:
     return {"+": a + k, "-": a - k, "*": a * k, "/": a // k}[op]
 
 
-def _legal_amounts(op: str, a: int, max_value: int) -> list[int]:
-    """Amounts that keep the result an integer in [MIN_VALUE, max_value]."""
-    lo, hi = STEP_RANGE
+def _legal_amounts(op: str, a: int, cfg: TaskConfig) -> list[int]:
+    """Amounts that keep the result an integer in [MIN_VALUE, cfg.max_value]."""
     if op == "+":
-        return list(range(lo, min(hi, max_value - a) + 1))
+        return list(range(MIN_AMOUNT, min(cfg.max_amount, cfg.max_value - a) + 1))
     if op == "-":
-        return list(range(lo, min(hi, a - MIN_VALUE) + 1))
+        return list(range(MIN_AMOUNT, min(cfg.max_amount, a - MIN_VALUE) + 1))
     if op == "*":
-        return [f for f in FACTORS if a * f <= max_value]
+        return [f for f in FACTORS if a * f <= cfg.max_value]
     return [f for f in FACTORS if a % f == 0 and a // f >= MIN_VALUE]
 
 
@@ -136,7 +138,7 @@ def _sample(rng: random.Random, cfg: TaskConfig) -> Record:
     steps: list[_Step] = []
     for _ in range(rng.randint(cfg.min_ops, cfg.max_ops)):
         # As max_value >= 30, every count can take +2 or -2 within bounds, so options is never empty.
-        options = {op: ks for op in OP_TEMPLATES if (ks := _legal_amounts(op, value, cfg.max_value))}
+        options = {op: ks for op in OP_TEMPLATES if (ks := _legal_amounts(op, value, cfg))}
         op = rng.choice(tuple(options))
         k = rng.choice(options[op])
         sentences.append(rng.choice(OP_TEMPLATES[op]).format(k=k, frac=FRACTIONS.get(k, ""), **f))
