@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from kava.demo.run import DemoSettings, run_demo
 
 
@@ -22,3 +24,46 @@ def test_demo_pipeline_writes_summary_runs_and_plot(tmp_path):
     assert (tmp_path / "runs" / "cot-seed0" / "final" / "kava_config.json").exists()
     assert (tmp_path / "runs" / "kava-seed0" / "eval" / "predictions.jsonl").exists()
     assert out["methods"].keys() == summary["methods"].keys()
+
+
+def _small(**over) -> DemoSettings:
+    base = dict(methods=("nocot", "kava"), steps={"nocot": 2, "cot": 2, "latent": 2}, batch_size=4,
+                test_size=6, eval_batch_size=3, num_latents=3, num_iterations=2)
+    return DemoSettings(**(base | over))
+
+
+def test_rerun_needs_resume_which_reuses_completed_runs(tmp_path):
+    first = run_demo(tmp_path, _small(), progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_demo(tmp_path, _small(), progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}
+    again = run_demo(tmp_path, _small(), progress=False, resume=True)
+    assert again["methods"] == first["methods"]  # same numbers, read back rather than recomputed
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps
+
+
+def test_resume_refuses_runs_made_with_other_settings(tmp_path):
+    run_demo(tmp_path, _small(), progress=False)
+    with pytest.raises(ValueError, match=r"nocot-seed0 was trained with other settings \(train.max_steps\)"):
+        run_demo(tmp_path, _small(steps={"nocot": 3, "cot": 2, "latent": 2}), progress=False, resume=True)
+
+
+def test_interrupted_latent_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    from kava.training import engine
+
+    real_train = engine.train
+
+    def stop_kava_after_one_step(model, data, cfg, output_dir, **kw):  # as if Ctrl-C came mid-run
+        if "kava" in str(output_dir):
+            kw["stop_after"] = 1
+        return real_train(model, data, cfg, output_dir=output_dir, **kw)
+
+    s = _small(steps={"nocot": 2, "cot": 2, "latent": 4})
+    monkeypatch.setattr(engine, "train", stop_kava_after_one_step)
+    with pytest.raises(KeyboardInterrupt, match="--resume"):
+        run_demo(tmp_path, s, progress=False)
+    monkeypatch.setattr(engine, "train", real_train)
+    out = run_demo(tmp_path, s, progress=False, resume=True)
+    history = (tmp_path / "runs" / "kava-seed0" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in history] == [1, 2, 3, 4]  # continued, not restarted
+    assert out["methods"]["kava"]["accuracy"]["mean"] >= 0

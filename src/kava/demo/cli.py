@@ -11,6 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="add pccot, codi and pause, and run 3 seeds")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1, or 3 with --full)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an earlier demo in --out: reuse completed runs, resume an interrupted one")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +26,10 @@ def run(args: argparse.Namespace) -> int:
         settings.seeds = tuple(range(args.seeds))
     settings.threads = args.threads
     try:
-        run_demo(args.out, settings)
+        run_demo(args.out, settings, resume=args.resume)
+    except (FileExistsError, ValueError) as e:
+        print(f"kava demo: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt as e:
         print(f"\nkava demo: interrupted. {e}", file=sys.stderr)
         return 130

@@ -16,6 +16,7 @@ Recipe (why each step):
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,7 @@ class DemoSettings:
     num_iterations: int = 3
     test_size: int = 500
     eval_batch_size: int = 100
+    save_every: int = 200  # checkpoint interval: an interrupted demo resumes from here
     threads: int | None = None  # torch CPU threads; None keeps torch's default
 
     @classmethod
@@ -85,8 +87,35 @@ def _stream(task: SyntheticTask) -> Callable[[int, int], Iterator]:
     return stream
 
 
-def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate every method for every seed; write runs, summary.json and a plot."""
+RUN_RECORD = "demo_run.json"  # written once a run is trained (and evaluated): what makes it reusable
+
+
+def _run_identity(config: KavaConfig, train_cfg) -> dict[str, Any]:
+    from kava.training.engine import plain_config
+
+    return json.loads(json.dumps({"method": config.to_dict(), "train": plain_config(train_cfg)}))
+
+
+def _finished_run(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of a completed run with exactly these settings; None if it never completed."""
+    path = run_dir / RUN_RECORD
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if record["identity"] != identity:
+        changed = sorted(f"{part}.{k}" for part in ("method", "train") for k in identity[part]
+                         if record["identity"][part].get(k) != identity[part][k])
+        raise ValueError(f"{run_dir} was trained with other settings ({', '.join(changed)}); choose another --out")
+    return record
+
+
+def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progress: bool = True,
+             resume: bool = False) -> dict[str, Any]:
+    """Train and evaluate every method for every seed; write runs, summary.json and a plot.
+
+    With ``resume`` an earlier call into the same folder is continued: completed runs are reused
+    (their settings must match), an interrupted one resumes from its last checkpoint.
+    """
     from kava.evaluation.evaluate import evaluate, write_results
     from kava.reports import aggregate, format_table, plot_accuracy_vs_passes, write_summary
     from kava.training.engine import train
@@ -96,6 +125,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
     if s.threads:
         torch.set_num_threads(s.threads)
     out = Path(out_dir)
+    if not resume and (out / "runs").is_dir() and any((out / "runs").iterdir()):
+        raise FileExistsError(f"{out} already holds demo runs: pass --resume to continue them, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     task = SyntheticTask(TaskConfig())
     test = task.test_set(s.test_size)
@@ -109,29 +140,41 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
         cot_model = None
         for method in order:
             run_dir = out / "runs" / f"{method}-seed{seed}"
-            model = _model(build_tokenizer(), s.method_config(method), seed)
-            if method in LATENT_METHODS:
-                model.lm.load_state_dict(cot_model.lm.state_dict())
             phase = "latent" if method in LATENT_METHODS else method
             cfg = TrainConfig(
                 batch_size=s.batch_size, micro_batch_size=s.batch_size, max_steps=s.steps[phase], lr=s.lr[phase],
                 weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio, seed=seed, cpu=True,
-                save_every=None, keep_last=1, report_to=(),
+                save_every=s.save_every, keep_last=1, report_to=(),
             )
-            print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
-            t0 = time.perf_counter()
-            result = train(model, stream, cfg, output_dir=run_dir)
-            if result.interrupted:
-                raise KeyboardInterrupt(f"stopped while training {method}; checkpoint in {result.checkpoint}")
-            train_time[method].append(time.perf_counter() - t0)
-            if method == "cot":
-                cot_model = model
+            identity = _run_identity(s.method_config(method), cfg)
+            record = _finished_run(run_dir, identity) if resume else None
+            if record is not None:
+                print(f"[seed {seed}] {method}: reusing the completed run in {run_dir}", flush=True)
+                if method == "cot":
+                    cot_model = KavaModel.from_pretrained(run_dir / "final")
+            else:
+                model = _model(build_tokenizer(), s.method_config(method), seed)
+                if method in LATENT_METHODS:
+                    model.lm.load_state_dict(cot_model.lm.state_dict())
+                print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
+                t0 = time.perf_counter()
+                result = train(model, stream, cfg, output_dir=run_dir, resume=resume)
+                if result.interrupted:
+                    raise KeyboardInterrupt(f"stopped while training {method}; checkpoint in {result.checkpoint}; "
+                                            "continue with --resume")
+                record = {"identity": identity, "train_time_s": time.perf_counter() - t0, "summary": None}
+                if method == "cot":
+                    cot_model = model
+                if method in s.methods:
+                    ev = evaluate(model, test, batch_size=s.eval_batch_size, progress=progress)
+                    write_results(ev, run_dir / "eval")
+                    record["summary"] = ev.summary
+                (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+            train_time[method].append(record["train_time_s"])
             if method in s.methods:
-                ev = evaluate(model, test, batch_size=s.eval_batch_size, progress=progress)
-                write_results(ev, run_dir / "eval")
-                runs[method].append({**ev.summary, "train_time_s": train_time[method][-1]})
-                print(f"[seed {seed}] {method}: accuracy {100 * ev.summary['accuracy']:.1f}% "
-                      f"forward passes {ev.summary['mean_forward_passes']:.1f}", flush=True)
+                runs[method].append({**record["summary"], "train_time_s": record["train_time_s"]})
+                print(f"[seed {seed}] {method}: accuracy {100 * record['summary']['accuracy']:.1f}% "
+                      f"forward passes {record['summary']['mean_forward_passes']:.1f}", flush=True)
     agg = aggregate(runs)
     for method, row in agg.items():
         row["train_time_s"] = {"mean": sum(train_time[method]) / len(train_time[method])}

@@ -132,7 +132,7 @@ def train(
 
     state = TrainerState(
         step=0, samples_seen=0, total_steps=total, world_size=accelerator.num_processes,
-        data_size=len(records) if records else None, train_config=_plain_config(cfg),
+        data_size=len(records) if records else None, train_config=plain_config(cfg),
     )
     if start is not None:
         state = _check_resumable(restore_checkpoint(accelerator, start), state, start)
@@ -379,7 +379,8 @@ def _log(accelerator, bar, history_file: Path, entry: dict[str, float]) -> None:
     accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=int(entry["step"]))
 
 
-def _plain_config(cfg: TrainConfig) -> dict[str, Any]:
+def plain_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The run config as JSON-ready values (tuples as lists), as saved with checkpoints."""
     return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()}
 
 
