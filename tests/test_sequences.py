@@ -30,7 +30,8 @@ def test_teacher_layout_and_indices(records):
         assert ids[batch["t_answer_mask"][i]].tolist() == b.prompt_ids + a
         assert ids[batch["t_ce_mask"][i]].tolist() == c + b.prompt_ids + a
         d = batch["t_distill_index"][i]
-        assert ids[d] == b.prompt_ids[-1] and ids[d + 1] == a[0]
+        lead = b.blank_lead(a)
+        assert ids[d] == (b.prompt_ids + a)[len(b.prompt_ids) - 1 + lead] and ids[d + 1] == a[lead]
         # The last step is dropped from the teacher's CoT by default.
         assert b.tok.decode(c).strip() == " ".join(r.steps[:-1])
 
@@ -57,8 +58,10 @@ def test_student_layout_left_padded_prefix_and_same_answer_ids(records):
         # The student's answer tokens are exactly the teacher's: same first-digit position.
         t_ans = batch["t_input_ids"][i][batch["t_answer_mask"][i]].tolist()
         assert seg[1:] == t_ans
-        d = batch["s_distill_index"][i]
-        assert batch["s_answer_ids"][i, d] == b.prompt_ids[-1]
+        # Both distillation states sit on the same token: the one before the first answer token.
+        d, td = batch["s_distill_index"][i], batch["t_distill_index"][i]
+        assert batch["s_answer_ids"][i, d] == batch["t_input_ids"][i, td]
+        assert seg[d + 1] == batch["t_input_ids"][i, td + 1]
     assert batch["s_ce_mask"][:, 0].sum() == 0
 
 
@@ -72,3 +75,23 @@ def test_special_tokens_added_once_and_trainable_rows():
     e = m.embed(ids)
     torch.testing.assert_close(e[0, 1:], m.embedding.new_rows)
     torch.testing.assert_close(e[0, 0], m.embedding.base.weight[0])
+
+
+def test_distillation_state_predicts_the_first_digit_not_a_lone_space():
+    from kava.demo.tokenizer import build_tokenizer
+    from kava.data.records import Record
+
+    m = KavaModel(tiny_model(vocab=400), build_tokenizer(), preset("kava", num_latents=3, lora_r=2))
+    b = m.builder
+    recs = [Record("Tom has 5 apples.", ("<<5+2=7>>", "<<7*3=21>>"), "21"),
+            Record("Mia has 12 cards. She gets 3 more.", ("<<12+3=15>>", "<<15-2=13>>"), "13")]
+    batch = b.training_batch(recs)
+    tok = b.tok
+    for i in range(len(recs)):
+        ids = batch["t_input_ids"][i].tolist()
+        td = int(batch["t_distill_index"][i])
+        assert tok.convert_ids_to_tokens(ids[td : td + 2]) == ["▁", recs[i].answer[0]]  # space, then first digit
+        sd = int(batch["s_distill_index"][i])
+        assert batch["s_answer_ids"][i, sd + 1].item() == ids[td + 1]
+    assert b.blank_lead(b.encode("21") + [b.eos_id]) == 0  # nothing to skip without the space
+    assert b.blank_lead(b.encode("  21") + [b.eos_id]) == 2

@@ -87,6 +87,19 @@ class SequenceBuilder:
     def answer_ids(self, answer: str) -> list[int]:
         return self.encode(" " + answer.strip()) + [self.eos_id]
 
+    def blank_lead(self, answer_ids: Sequence[int]) -> int:
+        """How many leading answer tokens are only whitespace (a lone space before digits).
+
+        Tokenizers that split numbers from the space before them (Llama 3, SmolLM2, the demo's)
+        start `` 185`` with a space token. The CODI distillation state must sit where the first
+        *answer* token is predicted (method.md §5); the state that predicts the space carries none
+        of the answer, so the index moves past these tokens.
+        """
+        n = 0
+        while n < len(answer_ids) - 1 and not self.tok.decode(answer_ids[: n + 1]).strip():
+            n += 1
+        return n
+
     # ---- training batches --------------------------------------------------------------
     def training_batch(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
         """Tensors for one training step; keys ``t_*`` feed the teacher pass, ``s_*`` the student."""
@@ -123,7 +136,7 @@ class SequenceBuilder:
             ce[b, n_q : len(seq)] = True  # C' P A eos are predicted
             cot[b, n_q : n_q + n_c] = True
             ans[b, n_q + n_c : len(seq)] = True  # P A eos: the importance query rows
-            distill[b] = n_q + n_c + n_p - 1  # last token of P predicts the first answer token
+            distill[b] = n_q + n_c + n_p - 1 + self.blank_lead(a)  # predicts the first answer token
         return {
             "t_input_ids": ids,
             "t_attention_mask": mask.long(),
@@ -149,7 +162,8 @@ class SequenceBuilder:
 
     def _student(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
         out = self.student_prefix([r.question for r in records])
-        segs = [[self.eot_id] + self.prompt_ids + self.answer_ids(r.answer) for r in records]
+        answers = [self.answer_ids(r.answer) for r in records]
+        segs = [[self.eot_id] + self.prompt_ids + a for a in answers]
         La = max(len(s) for s in segs)
         B = len(segs)
         ids = torch.full((B, La), self.pad_id, dtype=torch.long)
@@ -164,7 +178,8 @@ class SequenceBuilder:
                 "s_answer_ids": ids,
                 "s_answer_mask": mask,
                 "s_ce_mask": ce,
-                "s_distill_index": torch.full((B,), len(self.prompt_ids), dtype=torch.long),
+                # <eot> sits at 0, so the last token of P is at len(P); then any blank lead.
+                "s_distill_index": torch.tensor([len(self.prompt_ids) + self.blank_lead(a) for a in answers]),
             }
         )
         return out
