@@ -42,7 +42,7 @@ class DemoSettings:
     # Per phase: nocot and cot train from scratch, "latent" methods fine-tune the CoT model.
     # Small batches and many steps: at equal compute, 2000 steps of 16 beat 1000 of 32 for CoT
     # (77 % vs 37 % on the validation split).
-    steps: dict[str, int] = field(default_factory=lambda: {"nocot": 1000, "cot": 2000, "latent": 600})
+    steps: dict[str, int] = field(default_factory=lambda: {"nocot": 1000, "cot": 2500, "latent": 600})
     lr: dict[str, float] = field(default_factory=lambda: {"nocot": 3e-3, "cot": 3e-3, "latent": 2e-3})
     batch_size: int = 16
     weight_decay: float = 0.01
@@ -65,14 +65,17 @@ class DemoSettings:
         return preset(method, **over)
 
 
-def _model(tokenizer, config: KavaConfig, seed: int) -> KavaModel:
+def _model(tokenizer, config: KavaConfig, seed: int, lm_state: dict[str, torch.Tensor] | None = None) -> KavaModel:
+    """A fresh tiny Llama, or one holding ``lm_state`` (the CoT model's weights) before kava wraps it,
+    so the new special-token rows start from the trained embeddings rather than random ones."""
     torch.manual_seed(seed)
     from transformers import LlamaForCausalLM
 
     lm_config = tiny_llama_config(len(tokenizer) + 3, attn_implementation="eager")
-    model = KavaModel(LlamaForCausalLM(lm_config), tokenizer, config,
-                      base_source={"kind": "config", "config": lm_config.to_dict()})
-    return model
+    lm = LlamaForCausalLM(lm_config)
+    if lm_state is not None:
+        lm.load_state_dict(lm_state)
+    return KavaModel(lm, tokenizer, config, base_source={"kind": "config", "config": lm_config.to_dict()})
 
 
 def _stream(task: SyntheticTask) -> Callable[[int, int], Iterator]:
@@ -153,9 +156,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
                 if method == "cot":
                     cot_model = KavaModel.from_pretrained(run_dir / "final")
             else:
-                model = _model(build_tokenizer(), s.method_config(method), seed)
-                if method in LATENT_METHODS:
-                    model.lm.load_state_dict(cot_model.lm.state_dict())
+                init = cot_model.lm.state_dict() if method in LATENT_METHODS else None
+                model = _model(build_tokenizer(), s.method_config(method), seed, init)
                 print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
                 t0 = time.perf_counter()
                 result = train(model, stream, cfg, output_dir=run_dir, resume=resume)
