@@ -39,6 +39,8 @@ def test_rerun_needs_resume_which_reuses_completed_runs(tmp_path):
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}
     again = run_demo(tmp_path, _small(), progress=False, resume=True)
     assert again["methods"] == first["methods"]  # same numbers, read back rather than recomputed
+    # The recorded training time of every run (cot included) is carried over, not re-measured.
+    assert again["train_time_all_runs_s"] == pytest.approx(first["train_time_all_runs_s"])
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps
 
 
