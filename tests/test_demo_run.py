@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from kava.demo.run import DemoSettings, run_demo
 
@@ -69,3 +70,41 @@ def test_interrupted_latent_run_resumes_from_its_checkpoint(tmp_path, monkeypatc
     history = (tmp_path / "runs" / "kava-seed0" / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in history] == [1, 2, 3, 4]  # continued, not restarted
     assert out["methods"]["kava"]["accuracy"]["mean"] >= 0
+
+
+def test_diagnostics_of_a_finished_demo(tmp_path):
+    from kava.demo.diagnose import diagnose, format_diagnostics
+
+    with pytest.raises(FileNotFoundError, match="no trained cot model for seed 0"):
+        diagnose(tmp_path)
+    run_demo(tmp_path, _small(), progress=False)
+    result = diagnose(tmp_path, questions=4, batch_size=2)
+    assert json.loads((tmp_path / "diagnostics-seed0.json").read_text()) == result
+    assert set(result["latent_ablation"]) == {"as_trained", "zero", "other_question"}
+    for row in result["oracle"].values():
+        assert set(row) == {"targets_as_trained", "last_step_kept", "nothing_evicted", "nothing_evicted_last_step_kept"}
+        assert all(0 <= v <= 1 for v in row.values())
+    assert "teacher-cache oracle" in format_diagnostics(result)
+
+
+def test_latent_ablation_removes_the_question_from_the_latents_and_is_undone(tmp_path):
+    from kava.demo.diagnose import latent_inputs
+    from kava.model.kava_model import KavaModel
+
+    run_demo(tmp_path, _small(), progress=False)
+    model = KavaModel.from_pretrained(tmp_path / "runs" / "kava-seed0" / "final").eval()
+    prefix = model.builder.student_prefix(["Ann has 5 pens. She buys 3 more.", "Bo has 9 cups. He breaks 2."])
+
+    def latents() -> torch.Tensor:
+        with torch.no_grad():
+            return model.latents(prefix["s_prefix_ids"], prefix["s_prefix_mask"]).latents
+
+    trained = latents()
+    assert not torch.allclose(trained[0], trained[1])
+    with latent_inputs(model, "zero"):
+        zeroed = latents()
+    assert torch.equal(zeroed, torch.zeros_like(zeroed))
+    with latent_inputs(model, "other_question"):
+        swapped = latents()
+    assert torch.allclose(swapped[:, 0], trained.roll(1, dims=0)[:, 0])  # slot 1: the other question's <bot> output
+    assert torch.equal(latents(), trained)

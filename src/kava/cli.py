@@ -14,6 +14,7 @@ SUBCOMMANDS = {
     "train": ("kava.training.cli", "fine-tune a model with a KaVa method preset from a YAML config"),
     "eval": ("kava.evaluation.cli", "evaluate a trained model on a dataset (accuracy and cost)"),
     "demo": ("kava.demo.cli", "train and compare KaVa, CoT and No-CoT on a synthetic task, on CPU"),
+    "demo-diagnose": ("kava.demo.diagnose_cli", "why a demo's latents help or not: latent ablation, teacher-cache oracle"),
 }
 
 
