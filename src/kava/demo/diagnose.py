@@ -22,12 +22,13 @@ from typing import Any, Literal
 
 import torch
 
-from kava.demo.run import _model
+from kava.demo.run import demo_model
 from kava.demo.task import SyntheticTask, TaskConfig
 from kava.demo.tokenizer import build_tokenizer
 from kava.evaluation.evaluate import evaluate
 from kava.evaluation.oracle import teacher_cache_oracle
 from kava.model.kava_model import KavaModel
+
 
 @contextmanager
 def latent_inputs(model: KavaModel, how: Literal["zero", "other_question"]) -> Iterator[None]:
@@ -67,7 +68,7 @@ def diagnose(out_dir: str | Path, *, seed: int = 0, questions: int = 200, batch_
     valid = SyntheticTask(TaskConfig()).valid_set(questions)
     kava = KavaModel.from_pretrained(paths["kava"])
     cot_lm = KavaModel.from_pretrained(paths["cot"]).lm.state_dict()
-    cot_as_kava = _model(build_tokenizer(), kava.config, seed, cot_lm)
+    cot_as_kava = demo_model(build_tokenizer(), kava.config, seed, cot_lm)
 
     def accuracy() -> float:
         return evaluate(kava, valid, batch_size=batch_size, progress=False).summary["accuracy"]

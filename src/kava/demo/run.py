@@ -65,7 +65,7 @@ class DemoSettings:
         return preset(method, **over)
 
 
-def _model(tokenizer, config: KavaConfig, seed: int, lm_state: dict[str, torch.Tensor] | None = None) -> KavaModel:
+def demo_model(tokenizer, config: KavaConfig, seed: int, lm_state: dict[str, torch.Tensor] | None = None) -> KavaModel:
     """A fresh tiny Llama, or one holding ``lm_state`` (the CoT model's weights) before kava wraps it,
     so the new special-token rows start from the trained embeddings rather than random ones."""
     torch.manual_seed(seed)
@@ -157,7 +157,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
                     cot_model = KavaModel.from_pretrained(run_dir / "final")
             else:
                 init = cot_model.lm.state_dict() if method in LATENT_METHODS else None
-                model = _model(build_tokenizer(), s.method_config(method), seed, init)
+                model = demo_model(build_tokenizer(), s.method_config(method), seed, init)
                 print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
                 t0 = time.perf_counter()
                 result = train(model, stream, cfg, output_dir=run_dir, resume=resume)

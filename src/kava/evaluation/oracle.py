@@ -84,8 +84,8 @@ def _oracle_opening(model, records: list[Record]) -> tuple[_Opening, float]:
     device = model.device
     builder = model.builder
     batch = {k: v.to(device) for k, v in builder.training_batch(records).items()}
-    internals = model(batch, return_internals=True)["internals"]
-    k_t, v_t, slots = internals["teacher_k"], internals["teacher_v"], internals["slot_mask"]  # [L,B,H,M,d], [B,M]
+    targets = model.teacher_targets(batch)
+    k_t, v_t, slots = targets["k"], targets["v"], targets["slot_mask"]  # [L,B,H,M,d], [B,M]
 
     prompt = builder.direct_prompt([r.question for r in records], with_answer_prompt=False)
     q_ids, q_mask = prompt["prompt_ids"].to(device), prompt["prompt_mask"].to(device)

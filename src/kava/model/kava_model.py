@@ -156,6 +156,11 @@ class KavaModel(nn.Module):
             out["internals"] = internals
         return out
 
+    def teacher_targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The stop-gradient targets of one batch as the losses see them (compressed ``k``, ``v``,
+        ``slot_mask``, ``indices``; ``distill_hidden``), without running the student."""
+        return self._teacher(batch, {})
+
     def _teacher(self, batch: dict[str, torch.Tensor], internals: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Teacher pass: CE with gradient; compressed KV and distillation states as stop-grad targets."""
         cfg = self.config
