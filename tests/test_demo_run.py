@@ -108,3 +108,23 @@ def test_latent_ablation_removes_the_question_from_the_latents_and_is_undone(tmp
         swapped = latents()
     assert torch.allclose(swapped[:, 0], trained.roll(1, dims=0)[:, 0])  # slot 1: the other question's <bot> output
     assert torch.equal(latents(), trained)
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_long_flag_trains_longer_and_keeps_the_last_step_for_latent_methods_only(monkeypatch, full):
+    import argparse
+
+    from kava.demo import cli, run
+
+    seen = {}
+    monkeypatch.setattr(run, "run_demo", lambda out, settings, **kw: seen.update(settings=settings))
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args(["--long"] + (["--full"] if full else []))) == 0
+    s = seen["settings"]
+    assert s.steps == {"nocot": 8500, "cot": 2500, "latent": 6000}
+    assert s.methods == DemoSettings.full().methods if full else DemoSettings().methods
+    for method in s.methods:
+        kept = s.method_config(method).teacher_drop_last_step is False
+        assert kept if method in run.LATENT_METHODS else s.method_config(method) == DemoSettings().method_config(method)
+    assert DemoSettings().method_config("kava").teacher_drop_last_step  # the default demo keeps the paper's choice

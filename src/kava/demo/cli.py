@@ -9,6 +9,9 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo", help="output folder (runs, summary.json, plot)")
     parser.add_argument("--full", action="store_true", help="add pccot, codi and pause, and run 3 seeds")
+    parser.add_argument("--long", action="store_true",
+                        help="train long enough for the latents to pay off (~50 min per seed): "
+                             "6000 KaVa steps with the trace's last step kept, No-CoT 8500 steps")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1, or 3 with --full)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true",
@@ -19,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
     from kava.demo.run import DemoSettings, run_demo
 
     settings = DemoSettings.full() if args.full else DemoSettings()
+    if args.long:
+        settings = settings.long()
     if args.seeds is not None:
         if args.seeds < 1:
             print("kava demo: --seeds must be >= 1", file=sys.stderr)
