@@ -125,6 +125,7 @@ def test_long_flag_trains_longer_and_keeps_the_last_step_for_latent_methods_only
     assert s.steps == {"nocot": 8500, "cot": 2500, "latent": 6000}
     assert s.methods == DemoSettings.full().methods if full else DemoSettings().methods
     for method in s.methods:
-        kept = s.method_config(method).teacher_drop_last_step is False
-        assert kept if method in run.LATENT_METHODS else s.method_config(method) == DemoSettings().method_config(method)
+        cfg = s.method_config(method)
+        long_recipe = cfg.teacher_drop_last_step is False and cfg.kv_key_space == "pre_rope"
+        assert long_recipe if method in run.LATENT_METHODS else s.method_config(method) == DemoSettings().method_config(method)
     assert DemoSettings().method_config("kava").teacher_drop_last_step  # the default demo keeps the paper's choice

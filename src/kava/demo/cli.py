@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--full", action="store_true", help="add pccot, codi and pause, and run 3 seeds")
     parser.add_argument("--long", action="store_true",
                         help="train long enough for the latents to pay off (~50 min per seed): "
-                             "6000 KaVa steps with the trace's last step kept, No-CoT 8500 steps")
+                             "6000 KaVa steps, the trace's last step kept, pre-RoPE key targets; No-CoT 8500 steps")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1, or 3 with --full)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true",
