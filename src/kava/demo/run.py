@@ -67,9 +67,10 @@ class DemoSettings:
         return cls(methods=("nocot", "cot", "kava", "pccot", "codi", "pause"), seeds=(0, 1, 2))
 
     def long(self) -> "DemoSettings":
-        """These settings trained long enough for the latents to pay off (about 50 min for one seed):
-        the 400-step default leaves KaVa near No-CoT; on the validation split KaVa climbed
-        4.0/5.0/15.0/21.5/30.5/35.5 % over 1000..6000 steps while No-CoT reached 8.0 % after 8500."""
+        """These settings trained long enough for the latents to pay off (about 50 min for one seed).
+        The 400-step default leaves KaVa near No-CoT; on the validation split, with the last step
+        kept and post-RoPE keys, KaVa climbed 4.0/5.0/15.0/21.5/30.5/35.5 % over 1000..6000 steps,
+        while No-CoT reached 8.0 % after 8500. Pre-RoPE keys were chosen from a 2000-step run."""
         return replace(self, steps={"nocot": 8500, "cot": 2500, "latent": 6000}, teacher_drop_last_step=False,
                        kv_key_space="pre_rope")
 
