@@ -46,8 +46,10 @@ def test_with_nothing_evicted_the_oracle_is_the_model_answering_after_its_trace(
     assert res.kept_entries == pytest.approx(sum(n_c) / len(n_c))
 
 
-def test_crop_oracle_is_the_trace_prefix_with_the_prompt_where_the_whole_trace_ends(records):
-    model = build("kava", num_latents=5, eviction="crop")
+@pytest.mark.parametrize("key_space", ["post_rope", "pre_rope"])
+def test_crop_oracle_is_the_trace_prefix_with_the_prompt_where_the_whole_trace_ends(records, key_space):
+    # Pre-RoPE targets are what the loss compares; the oracle must still feed the cached keys.
+    model = build("kava", num_latents=5, eviction="crop", kv_key_space=key_space)
     res = teacher_cache_oracle(model, records, batch_size=3, max_new_tokens=6)
     assert res.predictions == [_greedy_after_trace(model, r, True, 6, keep=5) for r in records]
 

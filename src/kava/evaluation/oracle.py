@@ -85,7 +85,7 @@ def _oracle_opening(model, records: list[Record]) -> tuple[_Opening, float]:
     builder = model.builder
     batch = {k: v.to(device) for k, v in builder.training_batch(records).items()}
     targets = model.teacher_targets(batch)
-    k_t, v_t, slots = targets["k"], targets["v"], targets["slot_mask"]  # [L,B,H,M,d], [B,M]
+    k_t, v_t, slots = targets["k_cached"], targets["v"], targets["slot_mask"]  # [L,B,H,M,d], [B,M]
 
     prompt = builder.direct_prompt([r.question for r in records], with_answer_prompt=False)
     q_ids, q_mask = prompt["prompt_ids"].to(device), prompt["prompt_mask"].to(device)

@@ -157,7 +157,7 @@ class KavaModel(nn.Module):
         return out
 
     def teacher_targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The stop-gradient targets of one batch as the losses see them (compressed ``k``, ``v``,
+        """The stop-gradient targets of one batch as the losses see them (compressed ``k``, ``v``, ``k_cached``,
         ``slot_mask``, ``indices``; ``distill_hidden``), without running the student."""
         return self._teacher(batch, {})
 
@@ -187,10 +187,9 @@ class KavaModel(nn.Module):
     def _compress(self, res, batch, pos) -> dict[str, torch.Tensor]:
         cfg = self.config
         cot = batch["t_cot_mask"]
-        keys = torch.stack([layer.keys for layer in res.cache.layers]).detach()  # [L, B, H, S, d]
+        cached = torch.stack([layer.keys for layer in res.cache.layers]).detach()  # [L, B, H, S, d]
         values = torch.stack([layer.values for layer in res.cache.layers]).detach()
-        if cfg.kv_key_space == "pre_rope":
-            keys = unrotate_keys(keys, pos, self.lm.get_decoder().rotary_emb)
+        keys = unrotate_keys(cached, pos, self.lm.get_decoder().rotary_emb) if cfg.kv_key_space == "pre_rope" else cached
         importance = redundancy = None
         if res.attentions is not None:
             attn = torch.stack(res.attentions).detach()
@@ -203,8 +202,11 @@ class KavaModel(nn.Module):
             importance=importance, redundancy=redundancy, lam=cfg.eviction_lambda, generator=gen,
         )
         sel = compression.select_entries(scores, cot, cfg.num_latents)
+        k = compression.gather_entries(keys, sel)
         return {
-            "k": compression.gather_entries(keys, sel),
+            "k": k,
+            # The kept keys as the cache holds them (post-RoPE), whatever space the loss compares in.
+            "k_cached": k if keys is cached else compression.gather_entries(cached, sel),
             "v": compression.gather_entries(values, sel),
             "slot_mask": sel.slot_mask,
             "indices": sel.indices,
