@@ -123,9 +123,9 @@ def test_long_flag_trains_longer_and_keeps_the_last_step_for_latent_methods_only
     assert cli.run(parser.parse_args(["--long"] + (["--full"] if full else []))) == 0
     s = seen["settings"]
     assert s.steps == {"nocot": 8500, "cot": 2500, "latent": 6000}
-    assert s.methods == DemoSettings.full().methods if full else DemoSettings().methods
+    assert s.methods == (DemoSettings.full() if full else DemoSettings()).methods
     for method in s.methods:
         cfg = s.method_config(method)
         long_recipe = cfg.teacher_drop_last_step is False and cfg.kv_key_space == "pre_rope"
-        assert long_recipe if method in run.LATENT_METHODS else s.method_config(method) == DemoSettings().method_config(method)
+        assert long_recipe if method in run.LATENT_METHODS else cfg == DemoSettings().method_config(method)
     assert DemoSettings().method_config("kava").teacher_drop_last_step  # the default demo keeps the paper's choice

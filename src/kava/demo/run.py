@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -56,7 +56,7 @@ class DemoSettings:
     # Post-RoPE key targets (the paper's) ask latent slot m to reproduce the rotary phase of a
     # teacher position that differs per example; with the last step kept, matching pre-RoPE keys
     # reached 14.0 % vs 8.5 % after 2000 steps (validation split), so the long recipe uses it.
-    kv_key_space: str = "post_rope"
+    kv_key_space: Literal["post_rope", "pre_rope"] = "post_rope"
     test_size: int = 500
     eval_batch_size: int = 100
     save_every: int = 200  # checkpoint interval: an interrupted demo resumes from here
@@ -76,10 +76,10 @@ class DemoSettings:
 
     def method_config(self, method: str) -> KavaConfig:
         over: dict[str, Any] = {"finetune": "full", "seed": 0}
-        if method in LATENT_METHODS and method != "codi":
-            over.update(num_latents=self.num_latents, num_iterations=0 if method == "pause" else self.num_iterations)
         if method in LATENT_METHODS:
             over.update(teacher_drop_last_step=self.teacher_drop_last_step, kv_key_space=self.kv_key_space)
+            if method != "codi":  # CODI keeps its own M and generates its latents sequentially
+                over.update(num_latents=self.num_latents, num_iterations=0 if method == "pause" else self.num_iterations)
         return preset(method, **over)
 
 
