@@ -86,3 +86,16 @@ def test_token_ce_per_example_mean_over_target_tokens():
     mask = torch.tensor([[False, True, True]])
     expected = (-math.log(3 / 6) - math.log(1 / 4)) / 2
     assert math.isclose(token_ce(logits, ids, mask).item(), expected, rel_tol=1e-6)
+
+
+def test_token_ce_applies_the_head_only_where_a_loss_is_and_matches_full_logits():
+    torch.manual_seed(0)
+    hidden, head = torch.randn(3, 7, 5), torch.nn.Linear(5, 11)
+    ids = torch.randint(0, 11, (3, 7))
+    mask = torch.rand(3, 7) > 0.4
+    mask[2] = False  # an example without targets scores 0, not NaN
+    seen = []
+    full = token_ce(head(hidden), ids, mask)
+    sparse = token_ce(hidden, ids, mask, lambda h: seen.append(h.shape[0]) or head(h))
+    torch.testing.assert_close(sparse, full)
+    assert seen == [int(mask[:, 1:].sum())] and sparse[2] == 0

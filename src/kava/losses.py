@@ -7,6 +7,7 @@ before the batch-level std normalisation the method prescribes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,14 +26,26 @@ def elementwise(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Te
     raise ValueError(f"unknown loss {kind!r}")
 
 
-def token_ce(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+def token_ce(
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    target_mask: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Per-example mean cross-entropy of the tokens flagged in target_mask ([B, S]) → [B].
 
-    The logit at position p predicts token p+1, so targets are shifted by one.
+    The state at position p predicts token p+1. ``head`` (the LM head) maps states to logits and
+    runs only at the positions that predict a flagged token: most of a sequence (the question)
+    carries no loss, and on a small model the vocabulary projection and its cross-entropy are
+    the largest costs of a step. Without ``head``, ``hidden`` already holds the logits.
     """
-    logits, targets, mask = logits[:, :-1], input_ids[:, 1:], target_mask[:, 1:].float()
-    nll = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    return (nll * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    predicts = target_mask[:, 1:].bool()
+    rows, cols = predicts.nonzero(as_tuple=True)
+    states = hidden[rows, cols]
+    logits = states if head is None else head(states)
+    nll = F.cross_entropy(logits.float(), input_ids[rows, cols + 1], reduction="none")
+    total = nll.new_zeros(input_ids.shape[0]).index_add_(0, rows, nll)
+    return total / predicts.sum(-1).clamp(min=1)
 
 
 def masked_std_per_layer(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -172,7 +172,7 @@ class KavaModel(nn.Module):
         res = self.decode(
             self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden, attentions=need_attn
         )
-        internals["ce_teacher"] = token_ce(self.logits(res.last_hidden_state), batch["t_input_ids"], batch["t_ce_mask"])
+        internals["ce_teacher"] = token_ce(res.last_hidden_state, batch["t_input_ids"], batch["t_ce_mask"], self.logits)
         targets: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             if need_hidden:
@@ -219,7 +219,7 @@ class KavaModel(nn.Module):
         mask = torch.cat([state.attention_mask, ans_mask], dim=1)
         pos = positions_from_mask(ans_mask, state.next_position)
         res = self.decode(self.embed(ans_ids), mask, pos, cache_of(state.kv), hidden_states=cfg.alpha_codi > 0)
-        internals["ce_student"] = token_ce(self.logits(res.last_hidden_state), ans_ids, batch["s_ce_mask"])
+        internals["ce_student"] = token_ce(res.last_hidden_state, ans_ids, batch["s_ce_mask"], self.logits)
         internals["student_latents"] = state.latents
         if cfg.alpha_codi > 0:
             internals["student_distill_hidden"] = states_at(res.hidden_states, batch["s_distill_index"])
