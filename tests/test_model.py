@@ -29,8 +29,12 @@ def build(name="kava", arch="llama", seed=0, **over) -> KavaModel:
     return model.eval()
 
 
-def example_view(internals: dict, b: int) -> dict[str, torch.Tensor]:
-    """Everything about example b that must not depend on its batch mates."""
+def example_view(internals: dict, batch: dict, b: int) -> dict[str, torch.Tensor]:
+    """Everything about example b that must not depend on its batch mates.
+
+    Kept teacher entries are columns of the padded teacher sequence; they are compared as
+    offsets from the example's first CoT column, which is what padding must not change.
+    """
     out = {}
     for key in ("ce_teacher", "ce_student"):
         if key in internals:
@@ -43,7 +47,8 @@ def example_view(internals: dict, b: int) -> dict[str, torch.Tensor]:
         out["slot_mask"] = mask
         out["teacher_k"] = internals["teacher_k"][:, b][:, :, mask]
         out["teacher_v"] = internals["teacher_v"][:, b][:, :, mask]
-        out["kept"] = internals["kept_indices"][:, b][:, :, mask]
+        first_cot = batch["t_cot_mask"][b].long().argmax()
+        out["kept"] = internals["kept_indices"][:, b][:, :, mask] - first_cot
     for key in ("student_k", "student_v"):
         if key in internals:
             out[key] = internals[key][:, b]
@@ -58,10 +63,12 @@ def example_view(internals: dict, b: int) -> dict[str, torch.Tensor]:
 def test_padding_invariance(name, arch, records):
     model = build(name, arch)
     with torch.no_grad():
-        batched = model(model.builder.training_batch(records), return_internals=True)["internals"]
+        batch = model.builder.training_batch(records)
+        batched = model(batch, return_internals=True)["internals"]
         for b, r in enumerate(records):
-            alone = model(model.builder.training_batch([r]), return_internals=True)["internals"]
-            mine, ref = example_view(batched, b), example_view(alone, 0)
+            single = model.builder.training_batch([r])
+            alone = model(single, return_internals=True)["internals"]
+            mine, ref = example_view(batched, batch, b), example_view(alone, single, 0)
             assert mine.keys() == ref.keys()
             for key in ref:
                 if ref[key].dtype == torch.bool or ref[key].dtype == torch.long:

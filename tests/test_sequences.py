@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from kava.config import preset
+from kava.data.sequences import positions_from_mask
 from kava.model.kava_model import KavaModel
 
 from conftest import make_tokenizer, tiny_model
@@ -24,8 +25,12 @@ def test_teacher_layout_and_indices(records):
         c = b.cot_ids(r.steps, drop_last=True)
         a = b.answer_ids(r.answer)
         n = len(q) + len(c) + len(b.prompt_ids) + len(a)
-        assert ids[:n].tolist() == q + c + b.prompt_ids + a
-        assert batch["t_attention_mask"][i].sum() == n
+        real = batch["t_attention_mask"][i].bool()
+        assert ids[real].tolist() == q + c + b.prompt_ids + a
+        assert real.sum() == n
+        # One block of real tokens: padding only before the question and after eos.
+        first = int(real.float().argmax())
+        assert real[first : first + n].all()
         assert ids[batch["t_cot_mask"][i]].tolist() == c
         assert ids[batch["t_answer_mask"][i]].tolist() == b.prompt_ids + a
         assert ids[batch["t_ce_mask"][i]].tolist() == c + b.prompt_ids + a
@@ -34,6 +39,18 @@ def test_teacher_layout_and_indices(records):
         assert ids[d] == (b.prompt_ids + a)[len(b.prompt_ids) - 1 + lead] and ids[d + 1] == a[lead]
         # The last step is dropped from the teacher's CoT by default.
         assert b.tok.decode(c).strip() == " ".join(r.steps[:-1])
+
+
+def test_teacher_question_columns_are_the_student_prefix(records):
+    """The student reuses the teacher's cache over ``[bos] Q``: same ids, mask and positions."""
+    batch = _model().builder.training_batch(records)
+    Lq = batch["s_prefix_ids"].shape[1] - 1
+    assert torch.equal(batch["t_input_ids"][:, :Lq], batch["s_prefix_ids"][:, :Lq])
+    assert torch.equal(batch["t_attention_mask"][:, :Lq], batch["s_prefix_mask"][:, :Lq])
+    t_pos = positions_from_mask(batch["t_attention_mask"])[:, :Lq]
+    s_pos = positions_from_mask(batch["s_prefix_mask"])[:, :Lq]
+    assert torch.equal(t_pos, s_pos)
+    assert not batch["t_cot_mask"][:, :Lq].any() and not batch["t_ce_mask"][:, :Lq].any()
 
 
 def test_full_cot_for_cot_baseline_and_none_for_nocot(records):

@@ -5,10 +5,14 @@ are concatenated, so ``P A [eos]`` is the very same id sequence in teacher and s
 first answer digit is predicted from the same prompt tokens in both modes, whatever the
 tokenizer does with leading spaces.
 
-Padding layout, chosen so per-example indices stay simple and exact:
-- teacher ``[bos] Q C' P A [eos]`` is right-padded (positions equal those of the example alone);
+Padding layout, chosen so per-example indices stay simple and exact; position ids always come
+from the attention mask (``positions_from_mask``), so they equal those of the example alone:
 - student prefix ``[bos] Q <bot>`` is left-padded, so the M latent slots and the answer segment
-  occupy the same columns for every example; position ids come from the attention mask;
+  occupy the same columns for every example;
+- teacher ``[bos] Q C' P A [eos]`` is ``[bos] Q`` left-padded exactly as in the student prefix,
+  then ``C' P A [eos]`` right-padded. Its first columns are therefore the student prefix without
+  ``<bot>`` (same ids, mask and positions), so the student can reuse the teacher's cache over
+  them instead of running the question again (``KavaConfig.student_shares_question_cache``);
 - student answer segment ``<eot> P A [eos]`` is right-padded.
 """
 
@@ -118,25 +122,27 @@ class SequenceBuilder:
 
     def _teacher(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
         cfg = self.config
-        rows = []
+        question = self._left_pad([self.question_ids(r.question) for r in records], "q")
+        rest = []
         for r in records:
-            q = self.question_ids(r.question)
             c = self.cot_ids(r.steps, drop_last=cfg.teacher_drop_last_step) if cfg.teacher_uses_cot else []
-            rows.append((q, c, self.prompt_ids, self.answer_ids(r.answer)))
-        S = max(sum(len(p) for p in row) for row in rows)
-        B = len(rows)
+            rest.append((c, self.prompt_ids, self.answer_ids(r.answer)))
+        B, Lq = question["q_ids"].shape
+        S = Lq + max(sum(len(p) for p in row) for row in rest)
         ids = torch.full((B, S), self.pad_id, dtype=torch.long)
+        ids[:, :Lq] = question["q_ids"]
         mask, ce, cot, ans = (torch.zeros(B, S, dtype=torch.bool) for _ in range(4))
+        mask[:, :Lq] = question["q_mask"].bool()
         distill = torch.zeros(B, dtype=torch.long)
-        for b, (q, c, p, a) in enumerate(rows):
-            n_q, n_c, n_p = len(q), len(c), len(p)
-            seq = q + c + p + a
-            ids[b, : len(seq)] = torch.tensor(seq)
-            mask[b, : len(seq)] = True
-            ce[b, n_q : len(seq)] = True  # C' P A eos are predicted
-            cot[b, n_q : n_q + n_c] = True
-            ans[b, n_q + n_c : len(seq)] = True  # P A eos: the importance query rows
-            distill[b] = n_q + n_c + n_p - 1 + self.blank_lead(a)  # predicts the first answer token
+        for b, (c, p, a) in enumerate(rest):
+            n_c, n_p = len(c), len(p)
+            end = Lq + n_c + n_p + len(a)
+            ids[b, Lq:end] = torch.tensor(c + p + a)
+            mask[b, Lq:end] = True
+            ce[b, Lq:end] = True  # C' P A eos are predicted
+            cot[b, Lq : Lq + n_c] = True
+            ans[b, Lq + n_c : end] = True  # P A eos: the importance query rows
+            distill[b] = Lq + n_c + n_p - 1 + self.blank_lead(a)  # predicts the first answer token
         return {
             "t_input_ids": ids,
             "t_attention_mask": mask.long(),
@@ -147,7 +153,10 @@ class SequenceBuilder:
         }
 
     def student_prefix(self, questions: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Left-padded ``[bos] Q <bot>``: shared by training and latent inference."""
+        """Left-padded ``[bos] Q <bot>``: shared by training and latent inference.
+
+        Without ``<bot>`` it is the teacher's left-padded question block, column for column.
+        """
         seqs = [self.question_ids(q) + [self.bot_id] for q in questions]
         return self._left_pad(seqs, "s_prefix")
 
