@@ -9,6 +9,7 @@ from transformers import DynamicCache
 from kava.config import preset
 from kava.data.sequences import positions_from_mask
 from kava.model.kava_model import KavaModel
+from kava.model.latent import kv_of
 from kava.model.loading import load_base_model
 from kava.model.rope import unrotate_keys
 
@@ -75,6 +76,30 @@ def test_padding_invariance(name, arch, records):
                     assert torch.equal(mine[key], ref[key]), (name, b, key)
                 else:
                     torch.testing.assert_close(mine[key], ref[key], atol=ATOL, rtol=1e-5, msg=f"{name} ex {b} {key}")
+
+
+@pytest.mark.parametrize("name, over", [("kava", {}), ("codi", {}), ("kava", {"num_iterations": 0})])
+def test_latents_on_a_question_cache_equal_latents_from_scratch(name, over, records):
+    """`run_latents` given the cache of `[bos] Q` runs only `<bot>` and gives the same state."""
+    model = build(name, num_latents=4, **over)
+    prefix = model.builder.student_prefix([r.question for r in records])
+    ids, mask = prefix["s_prefix_ids"], prefix["s_prefix_mask"]
+    with torch.no_grad():
+        q_mask = mask[:, :-1]
+        question = model.decode(model.embed(ids[:, :-1]), q_mask, positions_from_mask(q_mask), DynamicCache())
+        on_cache = model.latents(ids, mask, kv_of(question.cache))
+        scratch = model.latents(ids, mask)
+    torch.testing.assert_close(on_cache.latents, scratch.latents, atol=ATOL, rtol=1e-5)
+    real = scratch.attention_mask.bool()  # padded columns are never attended to and may differ
+    for (k, v), (k_ref, v_ref) in zip(on_cache.kv, scratch.kv):
+        torch.testing.assert_close(k.transpose(1, 2)[real], k_ref.transpose(1, 2)[real], atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(v.transpose(1, 2)[real], v_ref.transpose(1, 2)[real], atol=ATOL, rtol=1e-5)
+    for (k, v), (k_ref, v_ref) in zip(on_cache.latent_kv, scratch.latent_kv):
+        torch.testing.assert_close(k, k_ref, atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(v, v_ref, atol=ATOL, rtol=1e-5)
+    assert torch.equal(on_cache.attention_mask, scratch.attention_mask)
+    assert torch.equal(on_cache.next_position, scratch.next_position)
+    assert on_cache.forward_passes == scratch.forward_passes
 
 
 def test_short_cot_masks_latent_slots(records):

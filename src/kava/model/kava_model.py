@@ -20,7 +20,7 @@ from kava import compression
 from kava.config import SUPPORTED_ARCHITECTURES, ConfigError, KavaConfig
 from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
 from kava.losses import codi_loss, kv_loss, token_ce
-from kava.model.latent import LatentState, cache_of, run_latents
+from kava.model.latent import KV, LatentState, cache_of, run_latents
 from kava.model.projection import LatentProjection
 from kava.model.rope import unrotate_keys
 from kava.model.tokens import ExtendedEmbedding, add_special_tokens
@@ -117,8 +117,8 @@ class KavaModel(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm.get_output_embeddings()(hidden)
 
-    def latents(self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor) -> LatentState:
-        return run_latents(self, prefix_ids, prefix_mask)
+    def latents(self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, question_kv: KV | None = None) -> LatentState:
+        return run_latents(self, prefix_ids, prefix_mask, question_kv)
 
     # ---- training forward --------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor], return_internals: bool = False) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Student latent reasoning (method.md §3): Jacobi iterations, sequential latents, pause tokens.
 
 Shared by training (``KavaModel.forward``) and inference (``kava.evaluation.decoding``) so both
-run exactly the same passes. The prefix ``[bos] Q <bot>`` is left-padded: the M latent slots
-sit in the same columns for every example, and position ids continue from each example's own
-prefix length, so an example's latents never depend on its batch mates.
+run exactly the same passes; training may start them on the teacher's cache over ``[bos] Q``
+instead of running the question again (``question_kv``). The prefix ``[bos] Q <bot>`` is
+left-padded: the M latent slots sit in the same columns for every example, and position ids
+continue from each example's own prefix length, so an example's latents never depend on its
+batch mates.
 """
 
 from __future__ import annotations
@@ -39,52 +41,61 @@ class LatentState:
     forward_passes: int
 
 
-def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor) -> LatentState:
-    """Compute the M latents of the student for a left-padded prefix ``[bos] Q <bot>``."""
+def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, question_kv: KV | None = None) -> LatentState:
+    """Compute the M latents of the student for a left-padded prefix ``[bos] Q <bot>``.
+
+    ``question_kv``, when given, already holds the prefix's first columns (in training, the
+    teacher's cache over ``[bos] Q``: same ids, mask and positions); only the rest of the prefix
+    (``<bot>``) is run, on top of it and with gradients flowing into it. Without it (inference,
+    or ``student_shares_question_cache=False``) the whole prefix is run. Everything after that
+    opening is the same code for both.
+    """
     cfg = model.config
     M = cfg.num_latents
     B, Lp = prefix_ids.shape
-    prefix_len = prefix_mask.sum(-1)
-    ones = prefix_mask.new_ones(B, M)
-    full_mask = torch.cat([prefix_mask, ones], dim=1)
-    latent_pos = prefix_len.view(B, 1) + torch.arange(M, device=prefix_ids.device).view(1, M)
+    n_cached = 0 if question_kv is None else question_kv[0][0].shape[2]
+    cache = DynamicCache() if question_kv is None else cache_of(question_kv)
+    new_ids = prefix_ids[:, n_cached:]  # the prefix tokens the opening pass runs
+    full_mask = torch.cat([prefix_mask, prefix_mask.new_ones(B, M)], dim=1)
+    full_pos = positions_from_mask(full_mask)  # the latents continue from each example's own prefix
+    next_position = prefix_mask.sum(-1) + M
 
     if cfg.latent_mode == "sequential":
-        return _sequential(model, prefix_ids, prefix_mask, full_mask, latent_pos)
+        return _sequential(model, new_ids, cache, full_mask, full_pos)
 
-    # Init pass: [bos] Q <bot> <latent>×M. With T = 0 these placeholders are the pause tokens.
+    # Init pass: (the uncached rest of) [bos] Q <bot>, then <latent>×M. With T = 0 these
+    # placeholders are the pause tokens.
     placeholder = torch.full((B, M), model.latent_token_id, dtype=torch.long, device=prefix_ids.device)
-    ids = torch.cat([prefix_ids, placeholder], dim=1)
-    embeds = model.embed(ids)
-    out = model.decode(embeds, full_mask, positions_from_mask(full_mask), DynamicCache())
+    embeds = model.embed(torch.cat([new_ids, placeholder], dim=1))
+    out = model.decode(embeds, full_mask, full_pos[:, n_cached:], cache)
     passes = 1
+    n_new = new_ids.shape[1]
     if cfg.num_iterations == 0:
-        kv = kv_of(out.cache)
-        return LatentState(kv, full_mask, prefix_len + M, kv_of(out.cache, Lp), embeds[:, Lp:], passes)
+        return LatentState(kv_of(out.cache), full_mask, next_position, kv_of(out.cache, Lp), embeds[:, n_new:], passes)
 
     prefix_kv = kv_of(out.cache, 0, Lp)
     # Slot i+1 receives the projected output of slot i; slot 1 the output at <bot>.
-    z = model.project(out.last_hidden_state[:, Lp - 1 : Lp - 1 + M])
+    z = model.project(out.last_hidden_state[:, n_new - 1 : n_new - 1 + M])
     for t in range(cfg.num_iterations):
-        out = model.decode(z, full_mask, latent_pos, cache_of(prefix_kv))
+        out = model.decode(z, full_mask, full_pos[:, Lp:], cache_of(prefix_kv))
         passes += 1
         if t < cfg.num_iterations - 1:
             z = torch.cat([z[:, :1], model.project(out.last_hidden_state[:, : M - 1])], dim=1)
-    return LatentState(kv_of(out.cache), full_mask, prefix_len + M, kv_of(out.cache, Lp), z, passes)
+    return LatentState(kv_of(out.cache), full_mask, next_position, kv_of(out.cache, Lp), z, passes)
 
 
-def _sequential(model, prefix_ids, prefix_mask, full_mask, latent_pos) -> LatentState:
+def _sequential(model, new_ids, cache, full_mask, full_pos) -> LatentState:
     """CODI-style: each latent is the projected last hidden state of the previous one."""
-    B, Lp = prefix_ids.shape
     M = model.config.num_latents
-    cache = DynamicCache()
-    out = model.decode(model.embed(prefix_ids), prefix_mask, positions_from_mask(prefix_mask), cache)
+    Lp = full_mask.shape[1] - M
+    n_cached = Lp - new_ids.shape[1]
+    out = model.decode(model.embed(new_ids), full_mask[:, :Lp], full_pos[:, n_cached:Lp], cache)
     zs = []
     z = model.project(out.last_hidden_state[:, -1:])
     for m in range(M):
         zs.append(z)
-        out = model.decode(z, full_mask[:, : Lp + m + 1], latent_pos[:, m : m + 1], out.cache)
+        out = model.decode(z, full_mask[:, : Lp + m + 1], full_pos[:, Lp + m : Lp + m + 1], out.cache)
         if m < M - 1:
             z = model.project(out.last_hidden_state[:, -1:])
     kv = kv_of(out.cache)
-    return LatentState(kv, full_mask, latent_pos[:, -1] + 1, kv_of(out.cache, Lp), torch.cat(zs, 1), 1 + M)
+    return LatentState(kv, full_mask, full_pos[:, -1] + 1, kv_of(out.cache, Lp), torch.cat(zs, 1), 1 + M)
