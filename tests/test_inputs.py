@@ -24,6 +24,7 @@ from conftest import make_tokenizer, tiny_model
         ({"kv_loss": "huber"}, "kv_loss"),
         ({"kv_key_space": "rope"}, "kv_key_space"),
         ({"alpha_kv": -1}, "alpha_kv"),
+        ({"student_shares_question_cache": "no"}, "student_shares_question_cache"),
     ],
 )
 def test_bad_knobs_are_named(over, needle):

@@ -59,10 +59,13 @@ def example_view(internals: dict, batch: dict, b: int) -> dict[str, torch.Tensor
     return out
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared_question", "own_question"])
 @pytest.mark.parametrize("name", ["kava", "pccot", "codi"])
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_padding_invariance(name, arch, records):
-    model = build(name, arch)
+def test_padding_invariance(name, arch, shared, records):
+    """Batched with longer and shorter questions, an example's terms are those it gets alone."""
+    model = build(name, arch, student_shares_question_cache=shared)
+    assert model.config.shares_question_cache == shared
     with torch.no_grad():
         batch = model.builder.training_batch(records)
         batched = model(batch, return_internals=True)["internals"]
@@ -76,6 +79,50 @@ def test_padding_invariance(name, arch, records):
                     assert torch.equal(mine[key], ref[key]), (name, b, key)
                 else:
                     torch.testing.assert_close(mine[key], ref[key], atol=ATOL, rtol=1e-5, msg=f"{name} ex {b} {key}")
+
+
+def trainable_grads(model: KavaModel) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+@pytest.mark.parametrize("name", ["kava", "codi"])
+def test_shared_question_cache_matches_own_init_pass(name, finetune, records):
+    """Without dropout, starting the student on the teacher's `[bos] Q` cache changes nothing:
+    same loss terms and same gradients for every trainable parameter. Equal gradients also show
+    the shared cache stays in the graph (detached, the student losses would not reach it)."""
+    shared = build(name, finetune=finetune, num_latents=6).train()
+    own = build(name, finetune=finetune, num_latents=6, student_shares_question_cache=False).train()
+    own.load_state_dict(shared.state_dict())
+    assert shared.config.shares_question_cache and not own.config.shares_question_cache
+    batch = shared.builder.training_batch(records)
+    assert len(set(batch["s_prefix_mask"].sum(-1).tolist())) == len(records)  # all question lengths differ
+    outs = {}
+    for key, model in (("shared", shared), ("own", own)):
+        out = model(batch)
+        out["loss"].backward()
+        outs[key] = ({k: v.detach() for k, v in out.items()}, trainable_grads(model))
+    (terms, grads), (ref_terms, ref_grads) = outs["shared"], outs["own"]
+    assert terms.keys() == ref_terms.keys() and {"ce_student", "codi"} <= terms.keys()
+    for k in ref_terms:
+        torch.testing.assert_close(terms[k], ref_terms[k], atol=ATOL, rtol=1e-5, msg=k)
+    assert grads.keys() == ref_grads.keys() and len(grads) > 0
+    for n in ref_grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
+def test_student_loss_reaches_the_shared_question_cache(records):
+    """The student CE alone trains the embedding rows of question-only tokens, which it can reach
+    only through the teacher's question cache it runs on."""
+    model = build("kava", finetune="full").train()
+    batch = model.builder.training_batch(records)
+    model(batch)["ce_student"].backward()
+    question = batch["s_prefix_ids"][batch["s_prefix_mask"].bool()].unique()
+    question = question[question < model.embedding.first_new_id]  # <bot> has its own trainable row
+    question_only = question[~torch.isin(question, batch["s_answer_ids"])]
+    assert len(question_only) > 0
+    grad = model.embedding.base.weight.grad
+    assert (grad[question_only].abs().sum(-1) > 0).all()
 
 
 @pytest.mark.parametrize("name, over", [("kava", {}), ("codi", {}), ("kava", {"num_iterations": 0})])

@@ -36,6 +36,13 @@ class KavaConfig:
     latent_mode: Literal["jacobi", "sequential"] = "jacobi"
     use_projection: bool = True
     projection_dim: int | None = None  # d_p, defaults to the hidden size
+    # Training only, when teacher and student both run. The student's `[bos] Q` is the teacher's
+    # (same tokens, positions and weights), so by default the student runs just `<bot>` and its
+    # latents on the teacher's question cache, which stays in the graph: the student losses train
+    # it as its own pass would. False runs the student's own init pass over the question, as
+    # inference does; the two differ only where dropout (LoRA dropout) draws different masks in
+    # the teacher's and the student's pass over the question.
+    student_shares_question_cache: bool = True
     # §2 sequences
     teacher_drop_last_step: bool = True
     teacher_uses_cot: bool = True  # False only for the No-CoT baseline
@@ -77,6 +84,11 @@ class KavaConfig:
         return self.teacher_ce or self.alpha_codi > 0 or self.alpha_kv > 0
 
     @property
+    def shares_question_cache(self) -> bool:
+        """Whether the student reuses the teacher's ``[bos] Q`` cache in training (both must run)."""
+        return self.student_shares_question_cache and self.uses_teacher and self.uses_student
+
+    @property
     def inference_mode(self) -> Literal["latent", "cot", "direct"]:
         """How a model trained with this config answers: latents, a written CoT, or directly."""
         if self.uses_student:
@@ -109,6 +121,10 @@ class KavaConfig:
         for name in ("alpha_codi", "alpha_kv"):
             if float(getattr(self, name)) < 0:
                 raise ConfigError(f"option '{name}' must be >= 0, got {getattr(self, name)!r}")
+        if not isinstance(self.student_shares_question_cache, bool):
+            raise ConfigError(
+                f"option 'student_shares_question_cache' must be true or false, got {self.student_shares_question_cache!r}"
+            )
         if self.projection_dim is not None and self.projection_dim < 1:
             raise ConfigError(f"option 'projection_dim' must be >= 1, got {self.projection_dim!r}")
         if not self.answer_prompt.strip():

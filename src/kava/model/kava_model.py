@@ -20,7 +20,7 @@ from kava import compression
 from kava.config import SUPPORTED_ARCHITECTURES, ConfigError, KavaConfig
 from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
 from kava.losses import codi_loss, kv_loss, token_ce
-from kava.model.latent import KV, LatentState, cache_of, run_latents
+from kava.model.latent import KV, LatentState, cache_of, kv_of, run_latents
 from kava.model.projection import LatentProjection
 from kava.model.rope import unrotate_keys
 from kava.model.tokens import ExtendedEmbedding, add_special_tokens
@@ -131,12 +131,12 @@ class KavaModel(nn.Module):
         out: dict[str, Any] = {}
         internals: dict[str, Any] = {}
         total = torch.zeros((), device=self.device)
-        teacher = self._teacher(batch, internals) if cfg.uses_teacher else None
+        teacher, teacher_kv = self._teacher(batch, internals) if cfg.uses_teacher else (None, None)
         if teacher is not None and cfg.teacher_ce:
             out["ce_teacher"] = internals["ce_teacher"].mean()
             total = total + out["ce_teacher"]
         if cfg.uses_student:
-            self._student(batch, teacher, internals)
+            self._student(batch, internals, teacher_kv if cfg.shares_question_cache else None)
             if cfg.student_ce:
                 out["ce_student"] = internals["ce_student"].mean()
                 total = total + out["ce_student"]
@@ -159,10 +159,13 @@ class KavaModel(nn.Module):
     def teacher_targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The stop-gradient targets of one batch as the losses see them (compressed ``k``, ``v``, ``k_cached``,
         ``slot_mask``, ``indices``; ``distill_hidden``), without running the student."""
-        return self._teacher(batch, {})
+        return self._teacher(batch, {})[0]
 
-    def _teacher(self, batch: dict[str, torch.Tensor], internals: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Teacher pass: CE with gradient; compressed KV and distillation states as stop-grad targets."""
+    def _teacher(self, batch: dict[str, torch.Tensor], internals: dict[str, Any]) -> tuple[dict[str, torch.Tensor], KV]:
+        """Teacher pass: CE with gradient; compressed KV and distillation states as stop-grad targets.
+
+        Also returns the pass's cache, still in the graph, for the student to reuse over ``[bos] Q``.
+        """
         cfg = self.config
         mask = batch["t_attention_mask"]
         pos = positions_from_mask(mask)
@@ -182,7 +185,7 @@ class KavaModel(nn.Module):
                 targets.update(self._compress(res, batch, pos))
                 internals.update(teacher_k=targets["k"], teacher_v=targets["v"], slot_mask=targets["slot_mask"],
                                  kept_indices=targets["indices"])
-        return targets
+        return targets, kv_of(res.cache)
 
     def _compress(self, res, batch, pos) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -212,9 +215,17 @@ class KavaModel(nn.Module):
             "indices": sel.indices,
         }
 
-    def _student(self, batch, teacher, internals: dict[str, Any]) -> None:
+    def _student(self, batch: dict[str, torch.Tensor], internals: dict[str, Any], teacher_kv: KV | None) -> None:
+        """Student pass: latents, then the answer on their cache; the teacher's cache, when given,
+        stands in for the student's own pass over ``[bos] Q`` (``shares_question_cache``)."""
         cfg = self.config
-        state = self.latents(batch["s_prefix_ids"], batch["s_prefix_mask"])
+        prefix_ids = batch["s_prefix_ids"]
+        question_kv = None
+        if teacher_kv is not None:
+            # The teacher's first columns are the student prefix without <bot> (sequences.py).
+            n_q = prefix_ids.shape[1] - 1
+            question_kv = [(k[:, :, :n_q], v[:, :, :n_q]) for k, v in teacher_kv]
+        state = self.latents(prefix_ids, batch["s_prefix_mask"], question_kv)
         ans_ids, ans_mask = batch["s_answer_ids"], batch["s_answer_mask"]
         mask = torch.cat([state.attention_mask, ans_mask], dim=1)
         pos = positions_from_mask(ans_mask, state.next_position)
