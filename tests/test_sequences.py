@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from kava.config import preset
@@ -94,21 +95,31 @@ def test_special_tokens_added_once_and_trainable_rows():
     torch.testing.assert_close(e[0, 0], m.embedding.base.weight[0])
 
 
-def test_distillation_state_predicts_the_first_digit_not_a_lone_space():
-    from kava.demo.tokenizer import build_tokenizer
+@pytest.mark.parametrize("lone_space", [True, False])
+def test_distillation_state_predicts_the_first_digit_not_a_lone_space(lone_space):
     from kava.data.records import Record
+    from kava.demo.tokenizer import build_tokenizer
+    from tokenizers import pre_tokenizers
 
-    m = KavaModel(tiny_model(vocab=400), build_tokenizer(), preset("kava", num_latents=3, lora_r=2))
+    tok = build_tokenizer()
+    if lone_space:  # as SmolLM2's tokenizer does: ' 21' is a space token, then digits
+        tok.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never"),
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Punctuation(behavior="isolated"),
+        ])
+    m = KavaModel(tiny_model(vocab=len(tok) + 3), tok, preset("kava", num_latents=3, lora_r=2))
     b = m.builder
     recs = [Record("Tom has 5 apples.", ("<<5+2=7>>", "<<7*3=21>>"), "21"),
             Record("Mia has 12 cards. She gets 3 more.", ("<<12+3=15>>", "<<15-2=13>>"), "13")]
     batch = b.training_batch(recs)
-    tok = b.tok
     for i in range(len(recs)):
         ids = batch["t_input_ids"][i].tolist()
         td = int(batch["t_distill_index"][i])
-        assert tok.convert_ids_to_tokens(ids[td : td + 2]) == ["▁", recs[i].answer[0]]  # space, then first digit
+        # The state at td predicts the answer's first digit token: past a lone space, or ':' then '▁21'.
+        expected = ["▁", recs[i].answer[0]] if lone_space else [":", "▁" + recs[i].answer]
+        assert tok.convert_ids_to_tokens(ids[td : td + 2]) == expected
         sd = int(batch["s_distill_index"][i])
         assert batch["s_answer_ids"][i, sd + 1].item() == ids[td + 1]
     assert b.blank_lead(b.encode("21") + [b.eos_id]) == 0  # nothing to skip without the space
-    assert b.blank_lead(b.encode("  21") + [b.eos_id]) == 2
+    assert b.blank_lead(b.encode("  21") + [b.eos_id]) == (2 if lone_space else 1)
