@@ -10,10 +10,14 @@ import torch
 from kava.demo.run import DemoSettings, run_demo
 
 
+def _small(**over) -> DemoSettings:
+    base = dict(methods=("nocot", "kava"), steps={"nocot": 2, "cot": 2, "latent": 2}, batch_size=4,
+                test_size=6, eval_batch_size=3, num_latents=3, num_iterations=2, curve_points=2, curve_valid_size=4)
+    return DemoSettings(**(base | over))
+
+
 def test_demo_pipeline_writes_summary_runs_and_plot(tmp_path):
-    s = DemoSettings(methods=("nocot", "kava"), steps={"nocot": 2, "cot": 2, "latent": 2},
-                     batch_size=4, test_size=6, eval_batch_size=3, num_latents=3, num_iterations=2)
-    out = run_demo(tmp_path, s, progress=False)
+    out = run_demo(tmp_path, _small(), progress=False)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["methods"]) == {"nocot", "kava"}
     assert summary["test_questions"] == 6
@@ -27,10 +31,25 @@ def test_demo_pipeline_writes_summary_runs_and_plot(tmp_path):
     assert out["methods"].keys() == summary["methods"].keys()
 
 
-def _small(**over) -> DemoSettings:
-    base = dict(methods=("nocot", "kava"), steps={"nocot": 2, "cot": 2, "latent": 2}, batch_size=4,
-                test_size=6, eval_batch_size=3, num_latents=3, num_iterations=2)
-    return DemoSettings(**(base | over))
+def test_demo_records_learning_curves_of_every_trained_run(tmp_path):
+    run_demo(tmp_path, _small(), progress=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    curves = summary["learning_curves"]
+    assert set(curves) == {"nocot", "cot", "kava"}  # cot too: the latent methods start from it
+    for method, runs in curves.items():
+        [run] = runs
+        points = run["points"]
+        assert run["seed"] == 0 and [p["step"] for p in points] == [1, 2]  # every 2 // 2 steps
+        times = [p["train_time_s"] for p in points]
+        assert 0 < times[0] < times[1]
+        assert all(0 <= p["accuracy"] <= 1 for p in points)
+        record = json.loads((tmp_path / "runs" / f"{method}-seed0" / "demo_run.json").read_text())
+        assert record["curve"] == points and record["train_time_s"] == pytest.approx(times[-1])
+    # kava continues the cot run: its curve starts where cot's training ended.
+    assert curves["kava"][0]["start_s"] == pytest.approx(curves["cot"][0]["points"][-1]["train_time_s"])
+    assert curves["nocot"][0]["start_s"] == 0
+    assert summary["curve_eval_time_all_runs_s"] > 0
+    assert (tmp_path / "learning_curves.png").exists()
 
 
 def test_rerun_needs_resume_which_reuses_completed_runs(tmp_path):
@@ -42,6 +61,8 @@ def test_rerun_needs_resume_which_reuses_completed_runs(tmp_path):
     assert again["methods"] == first["methods"]  # same numbers, read back rather than recomputed
     # The recorded training time of every run (cot included) is carried over, not re-measured.
     assert again["train_time_all_runs_s"] == pytest.approx(first["train_time_all_runs_s"])
+    assert again["learning_curves"] == first["learning_curves"]  # so are the learning curves
+    assert again["learning_curves"]["kava"][0]["points"]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps
 
 
@@ -69,7 +90,20 @@ def test_interrupted_latent_run_resumes_from_its_checkpoint(tmp_path, monkeypatc
     out = run_demo(tmp_path, s, progress=False, resume=True)
     history = (tmp_path / "runs" / "kava-seed0" / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in history] == [1, 2, 3, 4]  # continued, not restarted
+    # The curve and the training time count the steps from before the interruption too.
+    record = json.loads((tmp_path / "runs" / "kava-seed0" / "demo_run.json").read_text())
+    assert [p["step"] for p in record["curve"]] == [2, 4]
+    assert record["train_time_s"] == pytest.approx(sum(json.loads(line)["step_time_s"] for line in history))
     assert out["methods"]["kava"]["accuracy"]["mean"] >= 0
+
+
+def test_curve_settings_leave_a_run_reusable(tmp_path):
+    first = run_demo(tmp_path, _small(methods=("nocot",), curve_points=0), progress=False)
+    assert first["learning_curves"]["nocot"][0]["points"] == [] and first["curve_eval_time_all_runs_s"] == 0
+    assert not (tmp_path / "learning_curves.png").exists()
+    # Evaluating more often does not change the trained model: the run is reused, with the curve it has.
+    again = run_demo(tmp_path, _small(methods=("nocot",), curve_points=2), progress=False, resume=True)
+    assert again["learning_curves"] == first["learning_curves"]
 
 
 def test_diagnostics_of_a_finished_demo(tmp_path):

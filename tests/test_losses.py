@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kava.losses import codi_loss, kv_loss, token_ce
+from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
 
 
 def _kv(seed=0, L=2, B=2, H=2, M=3, d=2):
@@ -61,6 +61,45 @@ def test_kv_loss_gradient_only_into_student():
     kv_loss(ks, vs, kt, vt, torch.ones(2, 3, dtype=torch.bool), "smooth_l1", True).value.backward()
     assert ks.grad.abs().sum() > 0 and vs.grad.abs().sum() > 0
     assert kt.grad is None and vt.grad is None
+
+
+def _baseline_targets() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    # One layer, two examples, one head, two slots (example 0's second masked), d = 2: [L, B, H, M, d].
+    kt = torch.tensor([[[[[1.0, 10.0], [100.0, 100.0]]], [[[3.0, 10.0], [5.0, 10.0]]]]])
+    vt = torch.tensor([[[[[2.0, 0.0], [-7.0, -7.0]]], [[[2.0, 0.0], [8.0, 3.0]]]]])
+    return kt, vt, torch.tensor([[True, False], [True, True]])
+
+
+def test_kv_mean_baseline_hand_values():
+    kt, vt, mask = _baseline_targets()
+    # Mean of the three valid slots per dim (the masked 100s and -7s do not count): K (3, 10), V (4, 1).
+    # |error| K: dim 0 {2, 0, 2}, dim 1 {0, 0, 0}; V: dim 0 {2, 2, 4}, dim 1 {1, 1, 2}; 6 valid entries each.
+    assert math.isclose(kv_mean_baseline(kt, vt, mask, "l1", False).item(), 0.5 * (4 / 6 + 12 / 6), rel_tol=1e-6)
+    assert math.isclose(kv_mean_baseline(kt, vt, mask, "mse", False).item(), 0.5 * (8 / 6 + 30 / 6), rel_tol=1e-6)
+    # Layer-wise std: of the valid teacher entries, as in kv_loss.
+    k_std = torch.tensor([1.0, 10.0, 3.0, 10.0, 5.0, 10.0]).std(unbiased=False).item()
+    v_std = torch.tensor([2.0, 0.0, 2.0, 0.0, 8.0, 3.0]).std(unbiased=False).item()
+    expected = 0.5 * ((4 / 6) / k_std + (12 / 6) / v_std)
+    assert math.isclose(kv_mean_baseline(kt, vt, mask, "l1", True).item(), expected, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["smooth_l1", "l1", "mse"])
+@pytest.mark.parametrize("std", [True, False])
+def test_a_student_equal_to_the_mean_target_scores_the_baseline(kind, std):
+    kt, vt = _kv(0, L=3, B=4, M=5), _kv(1, L=3, B=4, M=5)
+    mask = torch.rand(4, 5, generator=torch.Generator().manual_seed(2)) > 0.3
+
+    def mean_target(t: torch.Tensor) -> torch.Tensor:  # [L, B, H, M, d]
+        valid = t.permute(0, 2, 4, 1, 3)[..., mask]  # [L, H, d, valid (batch, slot) entries]
+        return valid.mean(-1)[:, None, :, None, :].expand_as(t)
+
+    student = kv_loss(mean_target(kt), mean_target(vt), kt, vt, mask, kind, std).value
+    torch.testing.assert_close(kv_mean_baseline(kt, vt, mask, kind, std), student)
+
+
+def test_kv_mean_baseline_carries_no_gradient():
+    kt, vt = _kv(0).requires_grad_(), _kv(1).requires_grad_()
+    assert not kv_mean_baseline(kt, vt, torch.ones(2, 3, dtype=torch.bool), "smooth_l1", True).requires_grad
 
 
 def test_codi_loss_hand_value_and_zero():

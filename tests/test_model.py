@@ -267,7 +267,7 @@ def test_every_preset_runs_and_reports_its_terms(name, records):
     model = build(name)
     out = model(model.builder.training_batch(records))
     expected = {
-        "kava": {"ce_teacher", "ce_student", "codi", "kv"},
+        "kava": {"ce_teacher", "ce_student", "codi", "kv", "kv_mean_baseline"},
         "pccot": {"ce_teacher", "ce_student", "codi"},
         "codi": {"ce_teacher", "ce_student", "codi"},
         "cot": {"ce_teacher"},
@@ -280,6 +280,20 @@ def test_every_preset_runs_and_reports_its_terms(name, records):
     total = sum(out[k] * w for k, w in
                 [("ce_teacher", 1), ("ce_student", 1), ("codi", cfg.alpha_codi), ("kv", cfg.alpha_kv)] if k in out)
     torch.testing.assert_close(out["loss"], total)
+
+
+def test_the_kv_mean_baseline_is_logged_but_not_trained(records, monkeypatch):
+    from kava.model import kava_model
+
+    model = build("kava")
+    batch = model.builder.training_batch(records)
+    out = model(batch)
+    assert 0 < out["kv_mean_baseline"].item() and not out["kv_mean_baseline"].requires_grad
+    # Whatever the baseline's value, the loss (and so the gradient) stays the same.
+    monkeypatch.setattr(kava_model, "kv_mean_baseline", lambda *args: torch.tensor(1e6))
+    without = model(batch)
+    assert without["kv_mean_baseline"].item() == 1e6
+    torch.testing.assert_close(without["loss"], out["loss"], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("finetune", ["lora", "full"])

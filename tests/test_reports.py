@@ -1,4 +1,4 @@
-"""Aggregation across seeds, the table, the JSON summary and the plot."""
+"""Aggregation across seeds, the table, the JSON summary and the plots."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kava.reports import aggregate, format_table, plot_accuracy_vs_passes, write_summary
+from kava.reports import aggregate, format_table, plot_accuracy_vs_passes, plot_learning_curves, write_summary
 
 
 def _summary(acc, passes):
@@ -33,3 +33,23 @@ def test_missing_metric_is_an_error():
         aggregate({"kava": [{"mean_forward_passes": 1}]})
     with pytest.raises(ValueError, match="no runs"):
         aggregate({"kava": []})
+
+
+def test_learning_curves_place_a_continued_run_after_the_one_it_continues(tmp_path, monkeypatch):
+    from kava import reports
+
+    def run(seed, start, times, accs):
+        return {"seed": seed, "start_s": start,
+                "points": [{"step": i + 1, "train_time_s": t, "accuracy": a} for i, (t, a) in enumerate(zip(times, accs))]}
+
+    curves = {"cot": [run(0, 0, [10, 20], [0.2, 0.6]), run(1, 0, [11, 22], [0.3, 0.5])],
+              "kava": [run(0, 20, [5, 10], [0.1, 0.4]), run(1, 22, [], [])]}  # a run may have no points
+    drawn = []
+    real_save = reports._save
+    monkeypatch.setattr(reports, "_save", lambda fig, path: (drawn.append(fig.axes[0]), real_save(fig, path)))
+    plot_learning_curves(curves, tmp_path / "curves.png", title="t")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = drawn[0].get_lines()
+    assert [list(line.get_xdata()) for line in lines] == [[10, 20], [11, 22], [25, 30], []]
+    assert list(lines[2].get_ydata()) == [10, 40]  # percent
+    assert [t.get_text() for t in drawn[0].get_legend().get_texts()] == ["cot", "kava"]  # one entry per method

@@ -29,7 +29,7 @@ def test_kava_objective_on_smollm2(smollm2, records):
     totals = []
     for _ in range(4):
         out = model(batch)
-        assert set(out) == {"ce_teacher", "ce_student", "codi", "kv", "loss"}
+        assert set(out) == {"ce_teacher", "ce_student", "codi", "kv", "kv_mean_baseline", "loss"}
         assert all(torch.isfinite(v) for v in out.values()), out
         totals.append(out["loss"].item())
         opt.zero_grad()

@@ -101,9 +101,9 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path):
 def test_every_logged_quantity(tmp_path):
     result = train(build(), RECORDS, config(max_steps=2, report_to=("tensorboard",)), output_dir=tmp_path)
     entry = result.history[-1]
-    for key in (*TERMS, "lr", "grad_norm", "tokens_per_s", "max_memory_gb", "epoch"):
+    for key in (*TERMS, "kv_mean_baseline", "lr", "grad_norm", "tokens_per_s", "step_time_s", "max_memory_gb", "epoch"):
         assert key in entry and entry[key] == entry[key], key  # present and not NaN
-    assert entry["tokens_per_s"] > 0 and entry["epoch"] == pytest.approx(8 / len(RECORDS))
+    assert entry["tokens_per_s"] > 0 and entry["step_time_s"] > 0 and entry["epoch"] == pytest.approx(8 / len(RECORDS))
     assert list((tmp_path / "tensorboard").rglob("events.out.tfevents.*"))
 
 
@@ -166,6 +166,7 @@ def test_eval_callback_runs_in_eval_mode_without_gradients(tmp_path):
     result = train(build(), RECORDS, config(max_steps=3, eval_every=2), output_dir=tmp_path, eval_fn=eval_fn)
     assert seen == [(False, False), (False, False)]  # step 2 and the last step
     assert [e["step"] for e in result.history if "eval/score" in e] == [2, 3]
+    assert [e["step"] for e in result.history if "eval_time_s" in e] == [2, 3]  # its cost, apart from step_time_s
 
 
 def test_gradient_checkpointing_keeps_gradients(records):

@@ -110,3 +110,24 @@ def kv_loss(
     v_layer, v_ex = term(vs, vt)
     value = (0.5 * (k_layer + v_layer)).mean()
     return DistillTerm(value=value, per_example=0.5 * (k_ex + v_ex))
+
+
+def kv_mean_baseline(
+    kt: torch.Tensor, vt: torch.Tensor, slot_mask: torch.Tensor, kind: str, layerwise_std: bool
+) -> torch.Tensor:
+    """L_KV of a student that learned nothing: for every slot, the batch mean of the targets.
+
+    The mean is taken per layer, KV head and dim over the valid (batch, slot) entries, for K and
+    V separately, and scored by `kv_loss` with the same knobs. Logged beside L_KV it says how
+    much of the loss a student has removed: L_KV at this value means the latents carry nothing
+    example- or slot-specific. Shapes as in `kv_loss`; never part of the gradient.
+    """
+    with torch.no_grad():
+        B, M = slot_mask.shape
+        m = slot_mask.view(1, B, 1, M, 1).to(torch.float32)
+        n = m.sum().clamp(min=1)  # valid (batch, slot) entries
+
+        def mean_target(t: torch.Tensor) -> torch.Tensor:
+            return ((t.float() * m).sum(dim=(1, 3), keepdim=True) / n).expand_as(t)
+
+        return kv_loss(mean_target(kt), mean_target(vt), kt, vt, slot_mask, kind, layerwise_std).value

@@ -1,4 +1,4 @@
-"""Results across methods and seeds: aggregation, a printable table, a JSON summary and a plot.
+"""Results across methods and seeds: aggregation, a printable table, a JSON summary and plots.
 
 Input is one evaluation summary per (method, seed) — the ``summary`` dict that
 ``kava.evaluation.evaluate`` writes — so the same report serves the CPU demo and paper-style
@@ -70,14 +70,27 @@ def write_summary(agg: Mapping[str, Any], path: str | Path, extra: Mapping[str, 
     Path(path).write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def plot_accuracy_vs_passes(agg: Mapping[str, Mapping[str, Any]], path: str | Path, title: str = "") -> None:
-    """Accuracy against forward passes per question: the method's trade-off in one picture."""
+def _figure():
+    """A figure and axes of the reports' size, drawn off-screen (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
+    return plt.subplots(figsize=(6, 4.2), dpi=120)
+
+
+def _save(fig, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_passes(agg: Mapping[str, Mapping[str, Any]], path: str | Path, title: str = "") -> None:
+    """Accuracy against forward passes per question: the method's trade-off in one picture."""
+    fig, ax = _figure()
     for method, r in agg.items():
         x, y = r["forward_passes"], r["accuracy"]
         ax.errorbar(x["mean"], 100 * y["mean"], xerr=x["std"], yerr=100 * y["std"], fmt="o", capsize=3, label=method)
@@ -90,6 +103,29 @@ def plot_accuracy_vs_passes(agg: Mapping[str, Mapping[str, Any]], path: str | Pa
     if title:
         ax.set_title(title)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
+
+
+def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str = "") -> None:
+    """Accuracy against training time while training: one line per run, one colour per method.
+
+    ``curves``: method → one run per seed, ``{"seed", "start_s", "points": [{"train_time_s",
+    "accuracy"}, ...]}``. A run's points are drawn from ``start_s`` on, so a method that continues
+    another run's model (the demo's latent methods continue the CoT run) is placed after the
+    training it builds on and times compare as total compute.
+    """
+    fig, ax = _figure()
+    for i, (method, runs) in enumerate(curves.items()):
+        for j, run in enumerate(runs):
+            x = [run["start_s"] + p["train_time_s"] for p in run["points"]]
+            y = [100 * p["accuracy"] for p in run["points"]]
+            ax.plot(x, y, marker="o", markersize=3, color=f"C{i}", alpha=0.85, label=method if j == 0 else None)
+    ax.set_xlabel("training time (s, evaluation excluded; latent methods\ncontinue after their CoT model's training)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(left=0)
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    _save(fig, path)

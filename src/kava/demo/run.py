@@ -12,13 +12,16 @@ Recipe (why each step):
    Their compute is therefore the CoT run plus their own phase (reported in ``summary.json``).
 4. Every model is evaluated on the same fixed held-out test problems (settings were chosen on
    the separate validation split, never on the test split).
+5. While training, every run is evaluated a few times on a fixed validation subset: its learning
+   curve (validation accuracy against training time, evaluation excluded) goes into its record,
+   ``summary.json`` and ``learning_curves.png``.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +29,7 @@ from typing import Any, Literal
 import torch
 
 from kava.config import KavaConfig, preset
+from kava.data.records import Record
 from kava.demo.task import SyntheticTask, TaskConfig
 from kava.demo.tokenizer import build_tokenizer, tiny_llama_config
 from kava.model.kava_model import KavaModel
@@ -60,6 +64,12 @@ class DemoSettings:
     test_size: int = 500
     eval_batch_size: int = 100
     save_every: int = 200  # checkpoint interval: an interrupted demo resumes from here
+    # Learning curves: each run is evaluated every max_steps // curve_points steps and at its end
+    # (curve_points = 0: never) on the first curve_valid_size validation questions. Evaluating does
+    # not change what is trained, so these stay out of a run's identity: --resume reuses runs, with
+    # the curves they were recorded with.
+    curve_points: int = 5
+    curve_valid_size: int = 100
     threads: int | None = None  # torch CPU threads; None keeps torch's default
 
     @classmethod
@@ -109,6 +119,33 @@ def _stream(task: SyntheticTask) -> Callable[[int, int], Iterator]:
 
 
 RUN_RECORD = "demo_run.json"  # written once a run is trained (and evaluated): what makes it reusable
+CURVE_METRIC = "valid_accuracy"  # the eval_fn value a learning curve plots
+
+
+def _curve_eval(s: DemoSettings, valid: Sequence[Record]) -> Callable[[KavaModel], dict[str, float]]:
+    """The engine's ``eval_fn`` of a learning curve: accuracy on the validation subset."""
+    from kava.evaluation.evaluate import evaluate
+
+    def eval_fn(model: KavaModel) -> dict[str, float]:
+        return {CURVE_METRIC: evaluate(model, valid, batch_size=s.eval_batch_size, progress=False).summary["accuracy"]}
+
+    return eval_fn
+
+
+def _timings(history: list[dict[str, float]]) -> dict[str, Any]:
+    """A run's training time, its learning curve and what the curve's evaluations cost, from its history.
+
+    Training time sums the steps' own times (``step_time_s``): evaluation does not count, and a
+    resumed run counts its steps from before the interruption too. Each evaluation is a point
+    {step, train_time_s (so far), accuracy}.
+    """
+    elapsed, curve = 0.0, []
+    for entry in history:
+        elapsed += entry["step_time_s"]
+        if f"eval/{CURVE_METRIC}" in entry:
+            curve.append({"step": entry["step"], "train_time_s": elapsed, "accuracy": entry[f"eval/{CURVE_METRIC}"]})
+    return {"train_time_s": elapsed, "curve": curve,
+            "curve_eval_time_s": sum(entry.get("eval_time_s", 0.0) for entry in history)}
 
 
 def _run_identity(config: KavaConfig, train_cfg) -> dict[str, Any]:
@@ -132,13 +169,13 @@ def _finished_run(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | N
 
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progress: bool = True,
              resume: bool = False) -> dict[str, Any]:
-    """Train and evaluate every method for every seed; write runs, summary.json and a plot.
+    """Train and evaluate every method for every seed; write runs, summary.json and plots.
 
     With ``resume`` an earlier call into the same folder is continued: completed runs are reused
     (their settings must match), an interrupted one resumes from its last checkpoint.
     """
     from kava.evaluation.evaluate import evaluate, write_results
-    from kava.reports import aggregate, format_table, plot_accuracy_vs_passes, write_summary
+    from kava.reports import aggregate, format_table, plot_accuracy_vs_passes, plot_learning_curves, write_summary
     from kava.training.engine import train
     from kava.training.run_config import TrainConfig
 
@@ -152,10 +189,13 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
     task = SyntheticTask(TaskConfig())
     test = task.test_set(s.test_size)
     stream = _stream(task)
+    curve_eval = _curve_eval(s, task.valid_set(s.curve_valid_size)) if s.curve_points else None
     order = [m for m in ("nocot", "cot") if m in s.methods or (m == "cot" and set(s.methods) & set(LATENT_METHODS))]
     order += [m for m in s.methods if m in LATENT_METHODS]
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in s.methods}
     train_time: dict[str, list[float]] = {m: [] for m in order}
+    curves: dict[str, list[dict[str, Any]]] = {m: [] for m in order}
+    curve_eval_time = 0.0
     t_start = time.perf_counter()
     for seed in s.seeds:
         cot_model = None
@@ -177,12 +217,13 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
                 init = cot_model.lm.state_dict() if method in LATENT_METHODS else None
                 model = demo_model(build_tokenizer(), s.method_config(method), seed, init)
                 print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
-                t0 = time.perf_counter()
-                result = train(model, stream, cfg, output_dir=run_dir, resume=resume)
+                # The curve's cadence is left out of the identity (cfg): it does not change the trained model.
+                curve_cfg = replace(cfg, eval_every=max(1, cfg.max_steps // s.curve_points)) if curve_eval else cfg
+                result = train(model, stream, curve_cfg, output_dir=run_dir, eval_fn=curve_eval, resume=resume)
                 if result.interrupted:
                     raise KeyboardInterrupt(f"stopped while training {method}; checkpoint in {result.checkpoint}; "
                                             "continue with --resume")
-                record = {"identity": identity, "train_time_s": time.perf_counter() - t0, "summary": None}
+                record = {"identity": identity, **_timings(result.history), "summary": None}
                 if method == "cot":
                     cot_model = model
                 if method in s.methods:
@@ -191,6 +232,11 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
                     record["summary"] = ev.summary
                 (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
             train_time[method].append(record["train_time_s"])
+            # Latent methods continue the CoT run, so their curve starts where its training ended.
+            start = train_time["cot"][-1] if method in LATENT_METHODS else 0.0
+            # Runs recorded before learning curves existed have none.
+            curves[method].append({"seed": seed, "start_s": start, "points": record.get("curve", [])})
+            curve_eval_time += record.get("curve_eval_time_s", 0.0)
             if method in s.methods:
                 runs[method].append({**record["summary"], "train_time_s": record["train_time_s"]})
                 print(f"[seed {seed}] {method}: accuracy {100 * record['summary']['accuracy']:.1f}% "
@@ -203,14 +249,21 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
         "test_questions": len(test),
         "total_time_s": time.perf_counter() - t_start,  # this call; reused runs cost nothing here
         "train_time_all_runs_s": sum(sum(times) for times in train_time.values()),
+        "curve_eval_time_all_runs_s": curve_eval_time,  # not in the training times
+        # Every trained run (cot too when it only starts the latent methods), per seed.
+        "learning_curves": curves,
         "recipe": "latent methods start from the CoT model of the same seed; see kava.demo.run",
     }
     write_summary(agg, out / "summary.json", extra)
     plot_accuracy_vs_passes(agg, out / "accuracy_vs_forward_passes.png",
                             title=f"synthetic task, {len(test)} test questions, {len(s.seeds)} seed(s)")
+    if any(run["points"] for runs in curves.values() for run in runs):
+        plot_learning_curves(curves, out / "learning_curves.png",
+                             title=f"validation accuracy ({s.curve_valid_size} questions) while training")
     table = format_table(agg)
     (out / "table.md").write_text(table + "\n")
     print(table)
     print(f"total time {extra['total_time_s'] / 60:.1f} min (training of all runs, reused ones included: "
-          f"{extra['train_time_all_runs_s'] / 60:.1f} min); results in {out}")
+          f"{extra['train_time_all_runs_s'] / 60:.1f} min; their learning-curve evaluations: "
+          f"{curve_eval_time / 60:.1f} min); results in {out}")
     return {"methods": agg, **extra}

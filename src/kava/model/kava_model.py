@@ -19,7 +19,7 @@ from torch import nn
 from kava import compression
 from kava.config import SUPPORTED_ARCHITECTURES, ConfigError, KavaConfig
 from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
-from kava.losses import codi_loss, kv_loss, token_ce
+from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
 from kava.model.latent import KV, LatentState, cache_of, kv_of, run_latents
 from kava.model.projection import LatentProjection
 from kava.model.rope import unrotate_keys
@@ -124,6 +124,9 @@ class KavaModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], return_internals: bool = False) -> dict[str, Any]:
         """Every loss term of one batch; ``loss`` is their weighted total (method.md §5).
 
+        With L_KV on, ``kv_mean_baseline`` is reported too, outside ``loss``: the L_KV a student
+        that outputs the mean target would score (`kava.losses.kv_mean_baseline`), to read ``kv`` against.
+
         With ``return_internals`` also returns per-example terms and the tensors behind them
         (compressed teacher KV, student latent KV, distillation hidden states) for inspection.
         """
@@ -147,10 +150,12 @@ class KavaModel(nn.Module):
                 total = total + cfg.alpha_codi * term.value
             if cfg.alpha_kv > 0:
                 ks, vs = internals["student_k"], internals["student_v"]
-                term = kv_loss(ks, vs, teacher["k"], teacher["v"], teacher["slot_mask"], cfg.kv_loss, cfg.kv_layerwise_std)
+                kv_args = (teacher["k"], teacher["v"], teacher["slot_mask"], cfg.kv_loss, cfg.kv_layerwise_std)
+                term = kv_loss(ks, vs, *kv_args)
                 out["kv"] = term.value
                 internals["kv_per_example"] = term.per_example
                 total = total + cfg.alpha_kv * term.value
+                out["kv_mean_baseline"] = kv_mean_baseline(*kv_args)  # logged only: the scale of L_KV
         out["loss"] = total
         if return_internals:
             out["internals"] = internals

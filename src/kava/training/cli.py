@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     result = train(model, records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=args.resume)
     if result.history and os.environ.get("RANK", "0") == "0":
         last = result.history[-1]
-        terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in ("step", "epoch", "lr", "tokens_per_s", "max_memory_gb"))
+        not_terms = ("step", "epoch", "lr", "tokens_per_s", "step_time_s", "eval_time_s", "max_memory_gb")
+        terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in not_terms)
         print(f"step {result.step}: {terms}")
         print(f"trained model: {result.final_dir}" if result.final_dir else f"interrupted; resume from {result.checkpoint}")
     return 0

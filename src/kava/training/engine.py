@@ -17,9 +17,12 @@ What the loop guarantees, and why:
   (dropout draws included), so ``resume=True`` reproduces the uninterrupted run step by step.
 - **Interruptible.** SIGINT / SIGTERM (a cluster's preemption notice) set a flag; the loop
   finishes the current step, writes a checkpoint and returns cleanly. A second SIGINT aborts.
-- **Observable.** Every loss term, the learning rate, gradient norm, tokens/s and peak memory are
-  logged per step to a tqdm bar, the accelerate trackers (TensorBoard, optionally W&B) and
-  ``history.jsonl`` (one JSON object per step, truncated to the checkpoint on resume).
+- **Observable.** Every loss term, the learning rate, gradient norm, tokens/s, the step's time
+  and peak memory are logged per step to a tqdm bar, the accelerate trackers (TensorBoard,
+  optionally W&B) and ``history.jsonl`` (one JSON object per step, truncated to the checkpoint
+  on resume). ``step_time_s`` covers the step alone (data, forward, backward, optimizer), not
+  evaluation (logged as ``eval_time_s``) or checkpoint writes, so a run's training time up to any
+  step is the sum over its history, across resumes too.
 
 Loss normalisers computed over a batch (L_CODI's teacher std, L_KV's layer-wise std) are taken
 over each micro-batch on each process, as in any data-parallel training of the method.
@@ -153,7 +156,8 @@ def train(
             metrics = _train_step(accelerator, prepared, optimizer, scheduler, cfg, step_records)
             state.step += 1
             state.samples_seen += cfg.batch_size
-            metrics["tokens_per_s"] /= time.perf_counter() - t0
+            metrics["step_time_s"] = time.perf_counter() - t0
+            metrics["tokens_per_s"] /= metrics["step_time_s"]
             stopping = _any_process(accelerator, stop.requested) or (
                 stop_after is not None and state.step - first_step >= stop_after
             )
@@ -235,14 +239,16 @@ def _peak_memory_gb(device: torch.device) -> float:
 
 
 def _evaluate(accelerator, model, eval_fn: EvalFn) -> dict[str, float]:
+    """``eval_fn``'s values as ``eval/<name>``, plus ``eval_time_s``: what the evaluation cost."""
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.eval()
+    t0 = time.perf_counter()
     try:
         with torch.no_grad(), full_parameters(accelerator, model, rank0_only=False):
             results = eval_fn(unwrapped)
     finally:
         unwrapped.train()
-    return {f"eval/{k}": float(v) for k, v in results.items()}
+    return {**{f"eval/{k}": float(v) for k, v in results.items()}, "eval_time_s": time.perf_counter() - t0}
 
 
 def _any_process(accelerator, flag: bool) -> bool:
