@@ -23,6 +23,7 @@ from conftest import make_tokenizer, tiny_model
         ({"eviction": "h2o"}, "eviction"),
         ({"kv_loss": "huber"}, "kv_loss"),
         ({"kv_key_space": "rope"}, "kv_key_space"),
+        ({"eviction_scope": "layer"}, "eviction_scope"),
         ({"alpha_kv": -1}, "alpha_kv"),
         ({"student_shares_question_cache": "no"}, "student_shares_question_cache"),
     ],

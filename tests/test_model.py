@@ -350,3 +350,34 @@ def test_every_eviction_keeps_sorted_cot_entries_in_the_model(eviction, records)
     if eviction == "crop":
         first = batch["t_cot_mask"].float().argmax(-1)
         assert idx[0, 0, 0, 0] == first[0]
+
+
+def test_shared_eviction_scope_keeps_the_top_mean_score_in_every_layer_and_head(records, monkeypatch):
+    per_head = build("kava", num_latents=4, eviction_lambda=0.5)
+    shared = build("kava", num_latents=4, eviction_lambda=0.5, eviction_scope="shared")
+    batch = per_head.builder.training_batch(records)
+    with torch.no_grad():
+        own = per_head(batch, return_internals=True)["internals"]["kept_indices"]
+        one = shared(batch, return_internals=True)["internals"]["kept_indices"]
+    assert not (own == own[:1, :, :1]).all()  # the paper's picks differ between layers and heads
+    assert (one == one[:1, :, :1]).all()  # shared: the same positions everywhere
+    # ... and they are the top-4 of the per-head scores averaged over layers and heads. Both models
+    # hold the same weights (same seed), so the per-head run's scores are the shared run's inputs.
+    with torch.no_grad():
+        scores = _eviction_scores(per_head, batch, monkeypatch)
+    mean = scores.mean(dim=(0, 2)).masked_fill(~batch["t_cot_mask"], float("-inf"))  # [B, S]
+    for b in range(len(records)):
+        n = min(4, int(batch["t_cot_mask"][b].sum()))
+        assert one[0, b, 0, :n].tolist() == sorted(mean[b].topk(n).indices.tolist())
+
+
+def _eviction_scores(model, batch, monkeypatch) -> torch.Tensor:
+    """The per-head keep scores [L, B, H, S] of one batch, captured from the compression step."""
+    from kava import compression
+
+    seen = []
+    real = compression.select_entries
+    monkeypatch.setattr(compression, "select_entries", lambda scores, cot, m: seen.append(scores) or real(scores, cot, m))
+    model(batch)
+    monkeypatch.undo()
+    return seen[0]

@@ -16,6 +16,7 @@ EVICTIONS = ("rkv", "importance", "redundancy", "crop", "random")
 LOSSES = ("smooth_l1", "l1", "mse")
 LATENT_MODES = ("jacobi", "sequential")
 KEY_SPACES = ("post_rope", "pre_rope")
+EVICTION_SCOPES = ("per_head", "shared")
 FINETUNE = ("lora", "full")
 SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -51,6 +52,11 @@ class KavaConfig:
     # §4 compression
     eviction: Literal["rkv", "importance", "redundancy", "crop", "random"] = "rkv"
     eviction_lambda: float = 0.1
+    # per_head (the paper): each layer and KV head keeps its own M entries, so latent slot m is
+    # matched with a different CoT token in every head. shared: one set of M positions per example
+    # (top-M of the score averaged over layers and heads), so slot m stands for one CoT token in
+    # every layer and head — a consistent target a small student can learn (the CPU demo's choice).
+    eviction_scope: Literal["per_head", "shared"] = "per_head"
     kv_key_space: Literal["post_rope", "pre_rope"] = "post_rope"
     # §5 losses
     student_ce: bool = True
@@ -117,6 +123,7 @@ class KavaConfig:
         choice("kv_loss", LOSSES)
         choice("latent_mode", LATENT_MODES)
         choice("kv_key_space", KEY_SPACES)
+        choice("eviction_scope", EVICTION_SCOPES)
         choice("finetune", FINETUNE)
         for name in ("alpha_codi", "alpha_kv"):
             if float(getattr(self, name)) < 0:

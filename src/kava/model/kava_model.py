@@ -209,6 +209,8 @@ class KavaModel(nn.Module):
             cfg.eviction, cot, self.n_layers, self.n_kv_heads,
             importance=importance, redundancy=redundancy, lam=cfg.eviction_lambda, generator=gen,
         )
+        if cfg.eviction_scope == "shared":
+            scores = scores.mean(dim=(0, 2), keepdim=True).expand_as(scores)
         sel = compression.select_entries(scores, cot, cfg.num_latents)
         k = compression.gather_entries(keys, sel)
         return {
