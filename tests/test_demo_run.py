@@ -72,6 +72,14 @@ def test_resume_refuses_runs_made_with_other_settings(tmp_path):
         run_demo(tmp_path, _small(steps={"nocot": 3, "cot": 2, "latent": 2}), progress=False, resume=True)
 
 
+def test_resume_refuses_runs_trained_on_another_task(tmp_path):
+    from kava.demo.task import TaskConfig
+
+    run_demo(tmp_path, _small(), progress=False)
+    with pytest.raises(ValueError, match=r"trained with other settings \(task.max_ops\)"):
+        run_demo(tmp_path, _small(task=TaskConfig(max_ops=4)), progress=False, resume=True)
+
+
 def test_interrupted_latent_run_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     from kava.training import engine
 
@@ -145,7 +153,7 @@ def test_latent_ablation_removes_the_question_from_the_latents_and_is_undone(tmp
 
 
 @pytest.mark.parametrize("full", [False, True])
-def test_long_flag_trains_longer_and_keeps_the_last_step_for_latent_methods_only(monkeypatch, full):
+def test_long_flag_trains_every_method_longer_with_the_same_recipe(monkeypatch, full):
     import argparse
 
     from kava.demo import cli, run
@@ -156,10 +164,19 @@ def test_long_flag_trains_longer_and_keeps_the_last_step_for_latent_methods_only
     cli.add_arguments(parser)
     assert cli.run(parser.parse_args(["--long"] + (["--full"] if full else []))) == 0
     s = seen["settings"]
-    assert s.steps == {"nocot": 8500, "cot": 2500, "latent": 6000}
-    assert s.methods == (DemoSettings.full() if full else DemoSettings()).methods
+    default = DemoSettings.full() if full else DemoSettings()
+    assert s.steps == {"nocot": 10000, "cot": 3000, "latent": 10000}
+    assert s.methods == default.methods and s.seeds == default.seeds
+    assert all(s.method_config(m) == default.method_config(m) for m in s.methods)
+
+
+def test_demo_recipe_keeps_the_last_step_and_matches_pre_rope_keys_for_latent_methods_only():
+    from kava.demo import run
+
+    s = DemoSettings.full()
     for method in s.methods:
         cfg = s.method_config(method)
-        long_recipe = cfg.teacher_drop_last_step is False and cfg.kv_key_space == "pre_rope"
-        assert long_recipe if method in run.LATENT_METHODS else cfg == DemoSettings().method_config(method)
-    assert DemoSettings().method_config("kava").teacher_drop_last_step  # the default demo keeps the paper's choice
+        if method in run.LATENT_METHODS:
+            assert (cfg.teacher_drop_last_step, cfg.kv_key_space) == (False, "pre_rope")
+        else:
+            assert cfg == run.preset(method, finetune="full", seed=0)

@@ -10,8 +10,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="outputs/demo", help="output folder (runs, summary.json, plot)")
     parser.add_argument("--full", action="store_true", help="add pccot, codi and pause, and run 3 seeds")
     parser.add_argument("--long", action="store_true",
-                        help="train long enough for the latents to pay off (~50 min per seed): "
-                             "6000 KaVa steps, the trace's last step kept, pre-RoPE key targets; No-CoT 8500 steps")
+                        help="train every method far longer (~50 min per seed): No-CoT and KaVa 10000 steps, "
+                             "CoT 3000; the learning curves show where each method goes")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1, or 3 with --full)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true",

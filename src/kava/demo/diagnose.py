@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 import torch
 
-from kava.demo.run import demo_model
-from kava.demo.task import SyntheticTask, TaskConfig
+from kava.demo.run import demo_model, trained_task
+from kava.demo.task import SyntheticTask
 from kava.demo.tokenizer import build_tokenizer
 from kava.evaluation.evaluate import evaluate
 from kava.evaluation.oracle import teacher_cache_oracle
@@ -65,7 +65,7 @@ def diagnose(out_dir: str | Path, *, seed: int = 0, questions: int = 200, batch_
     for method, path in paths.items():
         if not (path / "kava_config.json").exists():
             raise FileNotFoundError(f"no trained {method} model for seed {seed} at {path}: run `kava demo --out {out_dir}` first")
-    valid = SyntheticTask(TaskConfig()).valid_set(questions)
+    valid = SyntheticTask(trained_task(paths["kava"].parent)).valid_set(questions)
     kava = KavaModel.from_pretrained(paths["kava"])
     cot_lm = KavaModel.from_pretrained(paths["cot"]).lm.state_dict()
     cot_as_kava = demo_model(build_tokenizer(), kava.config, seed, cot_lm)
