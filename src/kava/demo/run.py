@@ -45,11 +45,12 @@ class DemoSettings:
     seeds: tuple[int, ...] = (0,)
     task: TaskConfig = field(default_factory=TaskConfig)
     # Per phase: nocot and cot train from scratch, "latent" methods fine-tune the CoT model.
-    # Sized to the 10-minute budget on 2 cores (per step: nocot 60 ms, cot 99 ms, kava 201 ms).
-    # CoT on the validation split: 71.5 % after 1000 and 84 % after 1500 steps (cosine over 1500);
-    # KaVa after the 1500-step CoT: 11.5 / 11 / 20 / 33 % at 400 / 800 / 1200 / 1600 steps,
+    # Sized to the 10-minute budget on 2 cores (measured per step in a full run: nocot 92 ms,
+    # cot 119 ms, kava 255 ms; 500 / 1200 / 1600 steps took 10.2 min in all, hence 1000 / 1500).
+    # On the validation split, CoT reached 71.5 % after 1000 and 84 % after 1500 steps (cosine over
+    # 1500); KaVa after that CoT model 11.5 / 11 / 20 / 33 % at 400 / 800 / 1200 / 1600 steps;
     # No-CoT 4.5 % after 500 steps (benchmarks/demo_recipe_search.jsonl holds every run).
-    steps: dict[str, int] = field(default_factory=lambda: {"nocot": 500, "cot": 1200, "latent": 1600})
+    steps: dict[str, int] = field(default_factory=lambda: {"nocot": 500, "cot": 1000, "latent": 1500})
     # lr 4e-3 for KaVa: 14.5 % vs 19.5 % after 600 steps (validation).
     lr: dict[str, float] = field(default_factory=lambda: {"nocot": 3e-3, "cot": 3e-3, "latent": 2e-3})
     batch_size: int = 16
