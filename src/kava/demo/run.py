@@ -46,10 +46,11 @@ class DemoSettings:
     task: TaskConfig = field(default_factory=TaskConfig)
     # Per phase: nocot and cot train from scratch, "latent" methods fine-tune the CoT model.
     # Sized to the 10-minute budget on 2 cores (per step: nocot 90 ms, cot 120-130 ms, kava 255 ms).
-    # Test runs in fresh clones: 500 / 1200 / 1600 steps took 10.2 min (KaVa 32.8 %, CoT 72.0 %);
-    # 500 / 1000 / 1500 took 9.6 min but CoT, cut before it converged, fell to 54.4 % and KaVa
-    # after it to 21.2 %. So CoT keeps 1200 steps, and No-CoT, flat at 2-6 % on the validation
-    # curve from 100 to 500 steps, gives 100 of its steps to the budget.
+    # Two fresh-clone runs: 500 / 1200 / 1600 steps took 10.2 min; 500 / 1000 / 1500 took 9.6 min,
+    # but CoT cut to 1000 steps had not converged (its learning curve on validation: 52 % at the
+    # end, against 75 % for 1200 steps) and KaVa after it ended at 30 % (34 % after the 1200-step
+    # CoT). So CoT keeps 1200 steps, and No-CoT, flat at 2-6 % on its validation curve from 100 to
+    # 500 steps, gives 100 of its steps to the budget.
     # On the validation split, CoT reached 71.5 % after 1000 and 84 % after 1500 steps (cosine over
     # 1500); KaVa after that CoT model 11.5 / 11 / 20 / 33 % at 400 / 800 / 1200 / 1600 steps;
     # No-CoT 4.5 % after 500 steps (benchmarks/demo_recipe_search.jsonl holds every run).
