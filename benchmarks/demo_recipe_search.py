@@ -21,15 +21,19 @@ from pathlib import Path
 import torch
 
 
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+def _overrides(items: list[str]) -> dict:
+    """``key=value`` pairs; values parsed as JSON where they are (numbers, booleans), else strings."""
+    def value(text: str):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
+
+    return {k: value(v) for k, v in (item.split("=", 1) for item in items)}
 
 
 def main() -> None:
-    from kava.demo.run import LATENT_METHODS, DemoSettings, demo_model
+    from kava.demo.run import LATENT_METHODS, DemoSettings, demo_model, engine_stream
     from kava.demo.task import SyntheticTask, TaskConfig
     from kava.demo.tokenizer import build_tokenizer
     from kava.evaluation.evaluate import evaluate
@@ -46,7 +50,7 @@ def main() -> None:
     p.add_argument("--set", nargs="*", default=[], help="KavaConfig overrides key=value (JSON values)")
     p.add_argument("--settings", nargs="*", default=[], help="DemoSettings overrides key=value (JSON values)")
     p.add_argument("--task", nargs="*", default=[], help="TaskConfig overrides key=value (JSON values)")
-    p.add_argument("--eval-every", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=None, help="default: only at the end")
     p.add_argument("--valid", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -56,10 +60,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     s = DemoSettings()
-    s = replace(s, **{k: _value(v) for k, v in (item.split("=", 1) for item in args.settings)})
+    s = replace(s, **_overrides(args.settings))
     phase = "latent" if args.method in LATENT_METHODS else args.method
-    config = s.method_config(args.method).replace(**{k: _value(v) for k, v in (i.split("=", 1) for i in args.set)})
-    task = SyntheticTask(TaskConfig(**{k: _value(v) for k, v in (item.split("=", 1) for item in args.task)}))
+    config = s.method_config(args.method).replace(**_overrides(args.set))
+    task = SyntheticTask(TaskConfig(**_overrides(args.task)))
     valid = task.valid_set(args.valid)
     init = KavaModel.from_pretrained(args.init).lm.state_dict() if args.init else None
     model = demo_model(build_tokenizer(), config, args.seed, init)
@@ -81,9 +85,8 @@ def main() -> None:
     cfg = TrainConfig(batch_size=args.batch_size or s.batch_size, micro_batch_size=args.batch_size or s.batch_size,
                       max_steps=args.steps, lr=args.lr or s.lr[phase], weight_decay=s.weight_decay,
                       warmup_ratio=s.warmup_ratio, seed=args.seed, cpu=True, save_every=100000, keep_last=1,
-                      report_to=(), eval_every=args.eval_every)
-    task_stream = lambda seed, start: (r for i, r in enumerate(task.train_stream(seed)) if i >= start)  # noqa: E731
-    result = train(model, task_stream, cfg, output_dir=args.out, eval_fn=eval_fn)
+                      report_to=(), eval_every=args.eval_every or args.steps)
+    result = train(model, engine_stream(task), cfg, output_dir=args.out, eval_fn=eval_fn)
     last = {k: sum(h[k] for h in result.history[-50:]) / min(50, len(result.history))
             for k in result.history[-1] if k not in ("step", "lr", "max_memory_gb", "eval_time_s") and not k.startswith("eval/")}
     entry = {"method": args.method, "steps": args.steps, "lr": cfg.lr, "batch_size": cfg.batch_size,

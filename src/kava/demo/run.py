@@ -111,7 +111,7 @@ def demo_model(tokenizer, config: KavaConfig, seed: int, lm_state: dict[str, tor
     return KavaModel(lm, tokenizer, config, base_source={"kind": "config", "config": lm_config.to_dict()})
 
 
-def _stream(task: SyntheticTask) -> Callable[[int, int], Iterator]:
+def engine_stream(task: SyntheticTask) -> Callable[[int, int], Iterator]:
     """The engine's record stream: fresh problems, reproducible from (seed, position)."""
 
     def stream(seed: int, start: int):
@@ -202,7 +202,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
     out.mkdir(parents=True, exist_ok=True)
     task = SyntheticTask(s.task)
     test = task.test_set(s.test_size)
-    stream = _stream(task)
+    stream = engine_stream(task)
     curve_eval = _curve_eval(s, task.valid_set(s.curve_valid_size)) if s.curve_points else None
     order = [m for m in ("nocot", "cot") if m in s.methods or (m == "cot" and set(s.methods) & set(LATENT_METHODS))]
     order += [m for m in s.methods if m in LATENT_METHODS]
