@@ -40,7 +40,7 @@ def tiny_model(arch: str = "llama", vocab: int = 330, seed: int = 0, **kw):
     common = dict(
         vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        attn_implementation="eager", tie_word_embeddings=False,
+        attn_implementation="sdpa", tie_word_embeddings=False,
     )
     common.update(kw)
     if arch == "llama":

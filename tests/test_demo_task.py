@@ -144,8 +144,8 @@ def test_tiny_config_builds_a_gqa_llama(tok):
     cfg = tiny_llama_config(len(tok) + 3)
     assert (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.num_hidden_layers, cfg.hidden_size) == (4, 2, 4, 128)
     assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (BOS_ID, EOS_ID, PAD_ID)
-    assert cfg._attn_implementation == "eager"
-    assert tiny_llama_config(10, attn_implementation="sdpa", num_hidden_layers=2).num_hidden_layers == 2
+    assert cfg._attn_implementation == "sdpa"
+    assert tiny_llama_config(10, attn_implementation="eager", num_hidden_layers=2).num_hidden_layers == 2
     torch.manual_seed(0)
     model = LlamaForCausalLM(cfg)
     assert model.lm_head.weight is model.model.embed_tokens.weight

@@ -87,8 +87,3 @@ def test_unsupported_architecture():
     with pytest.raises(ConfigError, match="unsupported architecture 'gpt2'"):
         KavaModel(gpt2, make_tokenizer(), preset("kava"))
 
-
-def test_sdpa_attention_is_refused():
-    lm = tiny_model(attn_implementation="sdpa")
-    with pytest.raises(ConfigError, match="eager"):
-        KavaModel(lm, make_tokenizer(), preset("kava"))

@@ -381,3 +381,27 @@ def _eviction_scores(model, batch, monkeypatch) -> torch.Tensor:
     model(batch)
     monkeypatch.undo()
     return seen[0]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_importance_from_kept_queries_equals_eager_attention_maps(arch, records, monkeypatch):
+    """The teacher runs on SDPA and recomputes only the answer rows' attention; on the same weights,
+    eager attention maps give the same importance (to 1e-6) and the same kept entries."""
+    from kava import compression
+
+    model = build("kava", arch, eviction="importance", num_latents=4)
+    assert model.lm.config._attn_implementation == "sdpa"
+    batch = model.builder.training_batch(records)
+    seen = []
+    real = compression.importance_scores
+    monkeypatch.setattr(compression, "importance_scores", lambda *a: seen.append(real(*a)) or seen[-1])
+    with torch.no_grad():
+        kept = model(batch, return_internals=True)["internals"]["kept_indices"]
+        model.lm.set_attn_implementation("eager")
+        mask = batch["t_attention_mask"]
+        res = model.lm.get_decoder()(inputs_embeds=model.embed(batch["t_input_ids"]), attention_mask=mask,
+                                     position_ids=positions_from_mask(mask), output_attentions=True)
+    eager = real(torch.stack(res.attentions), batch["t_answer_mask"].bool(), model.n_kv_heads)
+    torch.testing.assert_close(seen[0], eager, atol=1e-6, rtol=0)
+    ref = compression.select_entries(eager, batch["t_cot_mask"], 4)
+    assert torch.equal(kept, ref.indices)

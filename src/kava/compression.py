@@ -17,14 +17,47 @@ NEG_INF = float("-inf")
 def importance_scores(attentions: torch.Tensor, answer_mask: torch.Tensor, n_kv_heads: int) -> torch.Tensor:
     """I_i = mean over answer query rows j of a_{j,i}; max over the query heads of each KV head.
 
-    attentions: [L, B, Hq, S, S] softmax probabilities (rows = queries); answer_mask: [B, S] bool.
+    attentions: [L, B, Hq, J, S] softmax probabilities of J query rows; answer_mask: [B, J] bool,
+    which of those rows are answer rows (all rows of an `answer_attention` result, or a row mask).
     Returns [L, B, H_kv, S]. Transformers maps query head q to KV head q // (Hq / H_kv), so a
     reshape to [.., H_kv, G, ..] groups exactly the heads that share a KV head.
     """
-    L, B, Hq, S, _ = attentions.shape
+    L, B, Hq, _, S = attentions.shape
     w = answer_mask.to(attentions.dtype)
     imp = torch.einsum("lbhjs,bj->lbhs", attentions, w) / w.sum(-1).clamp(min=1).view(1, B, 1, 1)
     return imp.view(L, B, n_kv_heads, Hq // n_kv_heads, S).amax(dim=3)
+
+
+def answer_rows(answer_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The answer rows of each example as columns [B, A] (A = the most any example has) and which
+    of those slots are real; unused slots point at column 0."""
+    B, S = answer_mask.shape
+    mask = answer_mask.bool()
+    counts = mask.sum(-1)
+    A = max(int(counts.max()), 1)
+    cols = torch.arange(S, device=mask.device)
+    rows = torch.argsort(torch.where(mask, cols, cols + S), dim=-1)[:, :A]  # answer columns first, in order
+    valid = torch.arange(A, device=mask.device).view(1, A) < counts.view(B, 1)
+    return torch.where(valid, rows, torch.zeros_like(rows)), valid
+
+
+def answer_attention(
+    queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor, rows: torch.Tensor, scaling: float
+) -> torch.Tensor:
+    """The causal attention probabilities of the given query rows, recomputed from their queries.
+
+    queries: [L, B, H_q, A, d] post-RoPE at columns ``rows`` [B, A]; keys: [L, B, H_kv, S, d] as
+    cached (post-RoPE); key_mask: [B, S] padding mask. Returns [L, B, H_q, A, S] in float32, the
+    rows an eager attention layer would return (query head q reads KV head q // (H_q / H_kv)).
+    Rows with no visible key (unused slots) come back as zeros.
+    """
+    L, B, Hq, A, d = queries.shape
+    H, S = keys.shape[2], keys.shape[3]
+    grouped = queries.float().reshape(L, B, H, (Hq // H) * A, d)  # the query heads of each KV head
+    scores = (grouped @ keys.float().transpose(-1, -2)).view(L, B, Hq, A, S) * scaling
+    visible = key_mask.bool().unsqueeze(1) & (torch.arange(S, device=keys.device).view(1, 1, S) <= rows.unsqueeze(-1))
+    scores = scores.masked_fill(~visible.view(1, B, 1, A, S), NEG_INF)
+    return torch.softmax(scores, dim=-1).nan_to_num(0.0)
 
 
 def redundancy_scores(keys: torch.Tensor, cot_mask: torch.Tensor) -> torch.Tensor:

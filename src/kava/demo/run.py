@@ -104,7 +104,7 @@ def demo_model(tokenizer, config: KavaConfig, seed: int, lm_state: dict[str, tor
     torch.manual_seed(seed)
     from transformers import LlamaForCausalLM
 
-    lm_config = tiny_llama_config(len(tokenizer) + 3, attn_implementation="eager")
+    lm_config = tiny_llama_config(len(tokenizer) + 3)
     lm = LlamaForCausalLM(lm_config)
     if lm_state is not None:
         lm.load_state_dict(lm_state)

@@ -9,6 +9,7 @@ and student passes of one batch and returns every loss term (method.md §5); ``s
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
 from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
 from kava.model.latent import KV, LatentState, cache_of, kv_of, run_latents
 from kava.model.projection import LatentProjection
-from kava.model.rope import unrotate_keys
+from kava.model.queries import capture_queries
+from kava.model.rope import rotate, unrotate_keys
 from kava.model.tokens import ExtendedEmbedding, add_special_tokens
 
 CONFIG_FILE = "kava_config.json"
@@ -36,11 +38,6 @@ def check_architecture(config) -> None:
         raise ConfigError(
             f"unsupported architecture {getattr(config, 'model_type', None)!r}: kava supports "
             f"{', '.join(SUPPORTED_ARCHITECTURES)} (Llama / Qwen2 causal LMs)"
-        )
-    if getattr(config, "_attn_implementation", "eager") != "eager":
-        raise ConfigError(
-            "the base model must be loaded with attn_implementation='eager': KaVa's eviction needs "
-            f"attention probabilities, which {config._attn_implementation!r} does not return"
         )
 
 
@@ -102,7 +99,7 @@ class KavaModel(nn.Module):
     def project(self, h: torch.Tensor) -> torch.Tensor:
         return h if self.projection is None else self.projection(h)
 
-    def decode(self, embeds, attention_mask, position_ids, cache, *, hidden_states=False, attentions=False):
+    def decode(self, embeds, attention_mask, position_ids, cache, *, hidden_states=False):
         """One decoder pass without the LM head (latent passes never need logits)."""
         return self.lm.get_decoder()(
             inputs_embeds=embeds,
@@ -111,7 +108,6 @@ class KavaModel(nn.Module):
             cache=cache,
             use_cache=True,
             output_hidden_states=hidden_states,
-            output_attentions=attentions,
         )
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -175,11 +171,12 @@ class KavaModel(nn.Module):
         mask = batch["t_attention_mask"]
         pos = positions_from_mask(mask)
         need_kv = cfg.alpha_kv > 0 and cfg.uses_student
-        need_attn = need_kv and (cfg.eviction == "importance" or (cfg.eviction == "rkv" and cfg.eviction_lambda > 0))
+        need_importance = need_kv and (cfg.eviction == "importance" or (cfg.eviction == "rkv" and cfg.eviction_lambda > 0))
         need_hidden = cfg.alpha_codi > 0 and cfg.uses_student
-        res = self.decode(
-            self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden, attentions=need_attn
-        )
+        rows, row_mask = compression.answer_rows(batch["t_answer_mask"])
+        capture = capture_queries(self.lm.get_decoder(), rows) if need_importance else nullcontext(None)
+        with capture as queries:
+            res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden)
         internals["ce_teacher"] = token_ce(res.last_hidden_state, batch["t_input_ids"], batch["t_ce_mask"], self.logits)
         targets: dict[str, torch.Tensor] = {}
         with torch.no_grad():
@@ -187,21 +184,33 @@ class KavaModel(nn.Module):
                 targets["distill_hidden"] = states_at(res.hidden_states, batch["t_distill_index"]).detach()
                 internals["teacher_distill_hidden"] = targets["distill_hidden"]
             if need_kv:
-                targets.update(self._compress(res, batch, pos))
+                answer_queries = (queries, rows, row_mask) if need_importance else None
+                targets.update(self._compress(res, batch, pos, answer_queries))
                 internals.update(teacher_k=targets["k"], teacher_v=targets["v"], slot_mask=targets["slot_mask"],
                                  kept_indices=targets["indices"])
         return targets, kv_of(res.cache)
 
-    def _compress(self, res, batch, pos) -> dict[str, torch.Tensor]:
+    def _importance(self, queries: list[torch.Tensor], rows, row_mask, cached, mask, pos) -> torch.Tensor:
+        """R-KV importance [L, B, H_kv, S] from the answer rows' queries kept during the teacher pass."""
+        decoder = self.lm.get_decoder()
+        attn_layer = decoder.layers[0].self_attn
+        B, A = rows.shape
+        q = torch.stack(queries).view(self.n_layers, B, A, -1, attn_layer.head_dim).transpose(2, 3)
+        q = rotate(q, pos.gather(1, rows), decoder.rotary_emb)  # [L, B, H_q, A, d], as the attention saw them
+        attn = compression.answer_attention(q, cached, mask, rows, attn_layer.scaling)
+        return compression.importance_scores(attn, row_mask, self.n_kv_heads)
+
+    def _compress(self, res, batch, pos, answer_queries) -> dict[str, torch.Tensor]:
+        """The M kept entries per layer and KV head; ``answer_queries`` = (queries, rows, row_mask)
+        from `capture_queries` when the eviction scores importance."""
         cfg = self.config
         cot = batch["t_cot_mask"]
         cached = torch.stack([layer.keys for layer in res.cache.layers]).detach()  # [L, B, H, S, d]
         values = torch.stack([layer.values for layer in res.cache.layers]).detach()
         keys = unrotate_keys(cached, pos, self.lm.get_decoder().rotary_emb) if cfg.kv_key_space == "pre_rope" else cached
         importance = redundancy = None
-        if res.attentions is not None:
-            attn = torch.stack(res.attentions).detach()
-            importance = compression.importance_scores(attn, batch["t_answer_mask"].bool(), self.n_kv_heads)
+        if answer_queries is not None:
+            importance = self._importance(*answer_queries, cached, batch["t_attention_mask"], pos)
         if cfg.eviction == "redundancy" or (cfg.eviction == "rkv" and cfg.eviction_lambda < 1):
             redundancy = compression.redundancy_scores(keys, cot)
         gen = torch.Generator().manual_seed(cfg.seed) if cfg.eviction == "random" else None

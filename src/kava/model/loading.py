@@ -47,12 +47,12 @@ def resolve_source(name_or_path: str) -> dict[str, Any]:
 def load_base_model(source: dict[str, Any], *, dtype=torch.float32, trust_remote_code: bool = False):
     """(model, tokenizer) for a source record; tokenizer is None for a bare-config source."""
     kind = source.get("kind")
-    common = {"dtype": dtype, "attn_implementation": "eager", "trust_remote_code": trust_remote_code}
+    # Any attention implementation works: importance recomputes the answer rows itself (model/queries.py).
+    common = {"dtype": dtype, "attn_implementation": "sdpa", "trust_remote_code": trust_remote_code}
     if kind == "config":
         config = AutoConfig.for_model(**source["config"])
-        config._attn_implementation = "eager"
         check_architecture(config)
-        return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="eager"), None
+        return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa"), None
     if kind == "gguf":
         gguf = {"gguf_file": source["gguf_file"]}
         tok = AutoTokenizer.from_pretrained(source["path"], **gguf)
