@@ -17,8 +17,8 @@ including eos; for KaVa ``passes_before = 1 + T``. The last emitted token is nev
 it adds no pass and no cache entry.
 
 Batches mix prompt lengths. Prompts are left-padded, position ids come from the attention mask,
-and every step appends one mask column, 0 for rows that have finished (they are fed the pad token
-and ignored). Each question's tokens, passes and cache size are therefore those it gets alone.
+and a question that emits eos leaves the batch, so later passes run only the unfinished ones.
+Each question's tokens, passes and cache size are therefore those it gets alone.
 Sampling draws each question's tokens from its own seeded generator for the same reason.
 """
 
@@ -124,29 +124,39 @@ def _last_logits(model, out) -> torch.Tensor:
 
 
 def _decode(model, opening: _Opening, max_new_tokens: int, chooser: "_Chooser") -> Generation:
+    """Feed each chosen token back until eos or the limit. A row that finishes leaves the batch
+    (its cache rows are dropped), so later passes spend nothing on it."""
     builder = model.builder
     B = opening.logits.shape[0]
     device = opening.logits.device
     tokens: list[list[int]] = [[] for _ in range(B)]
     passes = [opening.forward_passes] * B
-    active = torch.ones(B, dtype=torch.bool, device=device)
+    cache_tokens = [0] * B
+    rows = torch.arange(B, device=device)  # the question each batch row holds
     cache, mask, pos, logits = opening.cache, opening.attention_mask, opening.next_position, opening.logits
     for step in range(max_new_tokens):
-        chosen = chooser(logits)
-        for b in active.nonzero().flatten().tolist():
-            tokens[b].append(int(chosen[b]))
-        active = active & (chosen != builder.eos_id)
+        chosen = chooser(logits, rows.tolist())
+        for r, t in zip(rows.tolist(), chosen.tolist()):
+            tokens[r].append(t)
+        active = chosen != builder.eos_id
         if step == max_new_tokens - 1 or not active.any():
             break
-        feed = torch.where(active, chosen, torch.full_like(chosen, builder.pad_id))
-        mask = torch.cat([mask, active.long().view(B, 1)], dim=1)
-        out = model.decode(model.embed(feed.view(B, 1)), mask, pos.view(B, 1), cache)
-        for b in active.nonzero().flatten().tolist():
-            passes[b] += 1
-        pos = pos + active.long()
+        if not active.all():
+            for r, n in zip(rows[~active].tolist(), mask[~active].sum(-1).tolist()):
+                cache_tokens[r] = n
+            keep = active.nonzero().flatten()
+            cache.batch_select_indices(keep)
+            rows, mask, pos, chosen = rows[keep], mask[keep], pos[keep], chosen[keep]
+        mask = torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)
+        out = model.decode(model.embed(chosen.view(-1, 1)), mask, pos.view(-1, 1), cache)
+        for r in rows.tolist():
+            passes[r] += 1
+        pos = pos + 1
         cache, logits = out.cache, _last_logits(model, out)
+    for r, n in zip(rows.tolist(), mask.sum(-1).tolist()):
+        cache_tokens[r] = n
     finished = [bool(t) and t[-1] == builder.eos_id for t in tokens]
-    return Generation(tokens, finished, passes, mask.sum(-1).tolist())
+    return Generation(tokens, finished, passes, cache_tokens)
 
 
 class _Chooser:
@@ -158,11 +168,12 @@ class _Chooser:
         if sampling is not None:
             self.generators = [torch.Generator().manual_seed(sampling.seed * 1_000_003 + q) for q in question_ids]
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+    def __call__(self, logits: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        """The next token of each batch row; ``rows`` says which question each row holds."""
         if self.sampling is None:
             return logits.argmax(-1)
         probs = top_p_filter(torch.softmax(logits / self.sampling.temperature, dim=-1), self.sampling.top_p).cpu()
-        picks = [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)]
+        picks = [torch.multinomial(p, 1, generator=self.generators[r]) for p, r in zip(probs, rows)]
         return torch.cat(picks).to(logits.device)
 
 
