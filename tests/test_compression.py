@@ -111,3 +111,25 @@ def test_m_larger_than_sequence(m):
     assert sel.indices.shape[-1] == m
     assert sel.slot_mask.sum().item() == min(2, m)
     assert math.isclose(sel.indices[0, 0, 0, 0].item(), 1 if m == 1 else 0)
+
+
+def test_mask_columns_lists_true_columns_in_order():
+    cols, valid = C.mask_columns(torch.tensor([[0, 1, 0, 1, 1], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]]))
+    assert cols.tolist() == [[1, 3, 4], [0, 0, 0], [0, 0, 0]]
+    assert valid.tolist() == [[True, True, True], [False, False, False], [True, False, False]]
+
+
+def test_redundancy_over_the_cot_window_equals_the_formula_per_example():
+    """Examples with CoT windows of different places and lengths (and one with none) in one batch."""
+    torch.manual_seed(0)
+    keys = torch.randn(2, 3, 2, 7, 4)  # [L, B, H, S, d]
+    cot = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 0], [0] * 7]).bool()
+    r = C.redundancy_scores(keys, cot)
+    for b in range(2):
+        idx = cot[b].nonzero().flatten()
+        k = torch.nn.functional.normalize(keys[:, b][:, :, idx], dim=-1)  # [L, H, N_C, d]
+        sim = k @ k.transpose(-1, -2)
+        expected = torch.softmax(-(sim.sum(-1) - 1) / len(idx), dim=-1)
+        torch.testing.assert_close(r[:, b][:, :, idx], expected)
+        assert (r[:, b][:, :, ~cot[b]] == 0).all()
+    assert (r[:, 2] == 0).all()

@@ -28,17 +28,17 @@ def importance_scores(attentions: torch.Tensor, answer_mask: torch.Tensor, n_kv_
     return imp.view(L, B, n_kv_heads, Hq // n_kv_heads, S).amax(dim=3)
 
 
-def answer_rows(answer_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The answer rows of each example as columns [B, A] (A = the most any example has) and which
-    of those slots are real; unused slots point at column 0."""
-    B, S = answer_mask.shape
-    mask = answer_mask.bool()
+def mask_columns(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The True columns of each row, in order, as indices [B, A] (A = the most any row has) and
+    which of those slots are real; unused slots point at column 0."""
+    B, S = mask.shape
+    mask = mask.bool()
     counts = mask.sum(-1)
     A = max(int(counts.max()), 1)
     cols = torch.arange(S, device=mask.device)
-    rows = torch.argsort(torch.where(mask, cols, cols + S), dim=-1)[:, :A]  # answer columns first, in order
+    idx = torch.argsort(torch.where(mask, cols, cols + S), dim=-1)[:, :A]  # True columns first, in order
     valid = torch.arange(A, device=mask.device).view(1, A) < counts.view(B, 1)
-    return torch.where(valid, rows, torch.zeros_like(rows)), valid
+    return torch.where(valid, idx, torch.zeros_like(idx)), valid
 
 
 def answer_attention(
@@ -63,15 +63,21 @@ def answer_attention(
 def redundancy_scores(keys: torch.Tensor, cot_mask: torch.Tensor) -> torch.Tensor:
     """R_i = softmax_i( −(1/N_C) Σ_{j≠i} cos(k_i, k_j) ) over the CoT keys of each head.
 
-    keys: [L, B, H, S, d]; cot_mask: [B, S] bool. Non-CoT positions get 0.
+    keys: [L, B, H, S, d]; cot_mask: [B, S] bool. Only the CoT window is compared (N_C × N_C per
+    head, not S × S); non-CoT positions get 0.
     """
-    kn = torch.nn.functional.normalize(keys.float(), dim=-1)
-    sim = kn @ kn.transpose(-1, -2)  # [L, B, H, S, S]
-    m = cot_mask.to(sim.dtype).view(1, cot_mask.shape[0], 1, 1, -1)
-    n_c = cot_mask.sum(-1).clamp(min=1).to(sim.dtype).view(1, -1, 1, 1)
+    L, B, H, S, d = keys.shape
+    cols, valid = mask_columns(cot_mask)  # [B, C]
+    C = cols.shape[1]
+    kc = keys.float().gather(3, cols.view(1, B, 1, C, 1).expand(L, B, H, C, d))
+    kn = torch.nn.functional.normalize(kc, dim=-1)
+    sim = kn @ kn.transpose(-1, -2)  # [L, B, H, C, C]
+    m = valid.to(sim.dtype).view(1, B, 1, 1, C)
+    n_c = valid.sum(-1).clamp(min=1).to(sim.dtype).view(1, B, 1, 1)
     off_diag = (sim * m).sum(-1) - sim.diagonal(dim1=-2, dim2=-1) * m.squeeze(-2)
-    logits = (-off_diag / n_c).masked_fill(~cot_mask.view(1, cot_mask.shape[0], 1, -1), NEG_INF)
-    return torch.softmax(logits, dim=-1).nan_to_num(0.0)  # an example with N_C = 0 gives all zeros
+    logits = (-off_diag / n_c).masked_fill(~valid.view(1, B, 1, C), NEG_INF)
+    window = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # an example with N_C = 0 gives all zeros
+    return window.new_zeros(L, B, H, S).scatter_add(3, cols.view(1, B, 1, C).expand(L, B, H, C), window)
 
 
 @dataclass

@@ -173,7 +173,7 @@ class KavaModel(nn.Module):
         need_kv = cfg.alpha_kv > 0 and cfg.uses_student
         need_importance = need_kv and (cfg.eviction == "importance" or (cfg.eviction == "rkv" and cfg.eviction_lambda > 0))
         need_hidden = cfg.alpha_codi > 0 and cfg.uses_student
-        rows, row_mask = compression.answer_rows(batch["t_answer_mask"])
+        rows, row_mask = compression.mask_columns(batch["t_answer_mask"])
         capture = capture_queries(self.lm.get_decoder(), rows) if need_importance else nullcontext(None)
         with capture as queries:
             res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden)
