@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "eval": ("kava.evaluation.cli", "evaluate a trained model on a dataset (accuracy and cost)"),
     "demo": ("kava.demo.cli", "train and compare KaVa, CoT and No-CoT on a synthetic task, on CPU"),
     "demo-diagnose": ("kava.demo.diagnose_cli", "why a demo's latents help or not: latent ablation, teacher-cache oracle"),
+    "bench": ("kava.benchmark.cli", "time training steps and answers of KaVa beside the baselines (paired medians)"),
 }
 
 

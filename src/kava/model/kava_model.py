@@ -9,7 +9,8 @@ and student passes of one batch and returns every loss term (method.md §5); ``s
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,9 @@ class KavaModel(nn.Module):
         self.projection = LatentProjection(hidden, config.projection_dim) if config.use_projection else None
         if self.projection is not None:
             self.projection.to(device=lm.device, dtype=lm.dtype)
+        # Optional timing spans (name → context manager), set by `kava bench` to split a step into
+        # teacher / eviction / student; None costs nothing.
+        self.spans: Callable[[str], AbstractContextManager] | None = None
 
     # ---- building blocks shared by training and inference ------------------------------
     @property
@@ -113,6 +117,9 @@ class KavaModel(nn.Module):
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm.get_output_embeddings()(hidden)
 
+    def _span(self, name: str) -> AbstractContextManager:
+        return nullcontext() if self.spans is None else self.spans(name)
+
     def latents(self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, question_kv: KV | None = None) -> LatentState:
         return run_latents(self, prefix_ids, prefix_mask, question_kv)
 
@@ -135,7 +142,8 @@ class KavaModel(nn.Module):
             out["ce_teacher"] = internals["ce_teacher"].mean()
             total = total + out["ce_teacher"]
         if cfg.uses_student:
-            self._student(batch, internals, teacher_kv if cfg.shares_question_cache else None)
+            with self._span("student"):
+                self._student(batch, internals, teacher_kv if cfg.shares_question_cache else None)
             if cfg.student_ce:
                 out["ce_student"] = internals["ce_student"].mean()
                 total = total + out["ce_student"]
@@ -175,9 +183,10 @@ class KavaModel(nn.Module):
         need_hidden = cfg.alpha_codi > 0 and cfg.uses_student
         rows, row_mask = compression.mask_columns(batch["t_answer_mask"])
         capture = capture_queries(self.lm.get_decoder(), rows) if need_importance else nullcontext(None)
-        with capture as queries:
-            res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden)
-        internals["ce_teacher"] = token_ce(res.last_hidden_state, batch["t_input_ids"], batch["t_ce_mask"], self.logits)
+        with self._span("teacher"):
+            with capture as queries:
+                res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden)
+            internals["ce_teacher"] = token_ce(res.last_hidden_state, batch["t_input_ids"], batch["t_ce_mask"], self.logits)
         targets: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             if need_hidden:
@@ -185,7 +194,8 @@ class KavaModel(nn.Module):
                 internals["teacher_distill_hidden"] = targets["distill_hidden"]
             if need_kv:
                 answer_queries = (queries, rows, row_mask) if need_importance else None
-                targets.update(self._compress(res, batch, pos, answer_queries))
+                with self._span("eviction"):
+                    targets.update(self._compress(res, batch, pos, answer_queries))
                 internals.update(teacher_k=targets["k"], teacher_v=targets["v"], slot_mask=targets["slot_mask"],
                                  kept_indices=targets["indices"])
         return targets, kv_of(res.cache)
