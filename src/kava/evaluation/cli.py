@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, DatasetError, ConfigError) as exc:
         print(f"kava eval: error: {exc}", file=sys.stderr)
         return 2
-    if data.skipped:
-        print(f"skipped {data.skipped} malformed row(s) of {data.source}", file=sys.stderr)
+    if data.skip_notice():
+        print(data.skip_notice(), file=sys.stderr)
     result = evaluate(model, data, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                       sampling=sampling, progress=not args.no_progress)
     out = write_results(result, args.out)

@@ -116,8 +116,8 @@ def load_records(cfg):
     from kava.data.datasets import load_dataset
 
     data = load_dataset(cfg.data.name, cfg.data.split, skip_bad=cfg.data.skip_bad, limit=cfg.data.limit)
-    if data.skipped:
-        print(f"skipped {data.skipped} malformed row(s) of {data.source}", file=sys.stderr)
+    if data.skip_notice():
+        print(data.skip_notice(), file=sys.stderr)
     need_steps = cfg.method.teacher_uses_cot and cfg.method.uses_teacher
     for i, r in enumerate(data.records):
         r.validate(need_steps=need_steps, where=f"{data.source} record {i}")
