@@ -56,6 +56,35 @@ class TrainerState:
         return cls(**json.loads(path.read_text()))
 
 
+# Settings that do not change the trajectory of a run and may differ on resume.
+NOT_TRAJECTORY = ("eval_every", "save_every", "keep_last", "report_to", "gradient_checkpointing")
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every (nested) value that differs, keys in ``ignore`` aside."""
+    diffs = []
+    for key in dict.fromkeys([*saved, *current]):
+        if key in ignore:
+            continue
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs += differences(old, new, ignore, f"{prefix}{key}.")
+        elif old != new:
+            diffs.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return diffs
+
+
+def count_conflicts(saved: TrainerState, current: TrainerState) -> list[str]:
+    """Differences in step count, number of records or of processes: each makes another run."""
+    names = ("total_steps", "data_size", "world_size")
+    return [f"{n}: {getattr(saved, n)} -> {getattr(current, n)}" for n in names if getattr(saved, n) != getattr(current, n)]
+
+
+def resume_conflicts(saved: TrainerState, current: TrainerState) -> list[str]:
+    """Why ``current`` is not the run ``saved`` belongs to (empty: it is)."""
+    return differences(saved.train_config, current.train_config, NOT_TRAJECTORY) + count_conflicts(saved, current)
+
+
 # --------------------------------------------------------------------------- folders
 
 def checkpoint_path(root: Path, step: int) -> Path:
