@@ -5,6 +5,8 @@ so a run holds an exclusive lock on ``<folder>/.kava.lock`` while it works. The 
 ``flock``: the kernel drops it when the process ends however it ends (``kill -9`` included), so
 a stale lock file never blocks a later run. A second start checks the lock before any slow work
 (`check_free`, which writes nothing) and stops with one line naming the owner.
+
+A resumed run must be the run the folder holds: `differences` lists what changed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 LOCK_FILE = ".kava.lock"
 
@@ -66,3 +69,24 @@ def hold(folder: str | Path) -> Iterator[None]:
             lock.unlink()
             folder.rmdir()
         os.close(fd)
+
+
+def differences(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every (nested) value that differs, keys named in ``ignore`` aside."""
+    diffs = []
+    for key in dict.fromkeys([*saved, *current]):
+        if key in ignore:
+            continue
+        old, new = saved.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs += differences(old, new, ignore, f"{prefix}{key}.")
+        elif old != new:
+            diffs.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return diffs
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``path`` beside its final name, then rename: a reader or a crash never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

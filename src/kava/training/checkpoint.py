@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from kava.outputs import differences
+
 PREFIX = "ckpt-"
 STAGING = ".tmp"
 MODEL_DIR = "model"
@@ -58,20 +60,6 @@ class TrainerState:
 
 # Settings that do not change the trajectory of a run and may differ on resume.
 NOT_TRAJECTORY = ("eval_every", "save_every", "keep_last", "report_to", "gradient_checkpointing")
-
-
-def differences(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
-    """``key: old -> new`` for every (nested) value that differs, keys in ``ignore`` aside."""
-    diffs = []
-    for key in dict.fromkeys([*saved, *current]):
-        if key in ignore:
-            continue
-        old, new = saved.get(key), current.get(key)
-        if isinstance(old, dict) and isinstance(new, dict):
-            diffs += differences(old, new, ignore, f"{prefix}{key}.")
-        elif old != new:
-            diffs.append(f"{prefix}{key}: {old!r} -> {new!r}")
-    return diffs
 
 
 def count_conflicts(saved: TrainerState, current: TrainerState) -> list[str]:

@@ -51,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
             cfg = load_run_config(args.config, args.overrides)
             if args.export is not None:
                 return _export(cfg, args.export, args.export_from)
-            records, eval_fn = check_start(cfg, args.resume, main)
+            data, eval_fn = check_start(cfg, args.resume, main)
             if main:
                 owned.enter_context(hold(cfg.output_dir))
+                _report_data(data)
             model = build_model(cfg)
         except (ConfigError, DatasetError, RecordError, FileNotFoundError, FileExistsError, CorruptFile) as e:
             print(f"kava train: error: {_one_line(e)}", file=sys.stderr)
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
         if main:
             _write_yaml(Path(cfg.output_dir) / RUN_CONFIG, cfg.to_dict())
-        result = train(model, records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=args.resume)
+        result = train(model, data.records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=args.resume)
     if result.history and main:
         last = result.history[-1]
         not_terms = ("step", "epoch", "lr", "tokens_per_s", "step_time_s", "eval_time_s", "max_memory_gb")
@@ -78,7 +79,7 @@ def check_start(cfg, resume: bool, main: bool):
     folder (free, not a file, not an earlier run unless resuming), the split of the batch over
     the processes, the training records, and on ``--resume`` that this is the same run.
 
-    Returns the records and the evaluation callback.
+    Returns the training data (`LoadedDataset`) and the evaluation callback.
     """
     from kava.config import ConfigError
     from kava.outputs import check_free
@@ -97,10 +98,10 @@ def check_start(cfg, resume: bool, main: bool):
 
         if not torch.cuda.is_available():
             raise ConfigError(f"train.cpu: {world} processes without a GPU need train.cpu: true")
-    records = load_records(cfg)
+    data = load_records(cfg)
     if resume:
-        check_resume(cfg, fitted, len(records), world)
-    return records, make_eval_fn(cfg)
+        check_resume(cfg, fitted, len(data), world)
+    return data, make_eval_fn(cfg)
 
 
 def check_resume(cfg, fitted, n_records: int, world: int) -> None:
@@ -108,13 +109,13 @@ def check_resume(cfg, fitted, n_records: int, world: int) -> None:
     checkpoint cadence and validation), records and processes, from a checkpoint that is whole."""
     from kava.config import ConfigError
     from kava.integrity import check_model_dir
+    from kava.outputs import differences
     from kava.training.checkpoint import (
         MODEL_DIR,
         NOT_TRAJECTORY,
         STATE_FILE,
         TrainerState,
         count_conflicts,
-        differences,
         latest_checkpoint,
     )
     from kava.training.engine import CHECKPOINTS, plain_config
@@ -186,21 +187,23 @@ def load_tokenizer(name: str):
 
 
 def load_records(cfg):
-    """The training records, each checked up front: a bad row should stop the run now, not at hour 5."""
-    from kava.data.datasets import load_dataset
-
-    from kava.data.datasets import DatasetError
+    """The training data, each record checked up front: a bad row should stop the run now, not at hour 5."""
+    from kava.data.datasets import DatasetError, load_dataset
 
     data = load_dataset(cfg.data.name, cfg.data.split, skip_bad=cfg.data.skip_bad, limit=cfg.data.limit)
-    if data.skip_notice():
-        print(data.skip_notice(), file=sys.stderr)
     if not data.records:
         raise DatasetError(f"data.name: no training records in {data.source}")
     need_steps = cfg.method.teacher_uses_cot and cfg.method.uses_teacher
     for i, r in enumerate(data.records):
         r.validate(need_steps=need_steps, where=f"{data.source} record {i}")
+    return data
+
+
+def _report_data(data) -> None:
+    """What the run trains on, said once the start is accepted (a refusal stays one line)."""
+    if data.skip_notice():
+        print(data.skip_notice(), file=sys.stderr)
     print(f"training on {len(data)} records of {data.name} ({data.source})", file=sys.stderr)
-    return data.records
 
 
 def make_eval_fn(cfg):
@@ -246,10 +249,10 @@ def _export(cfg, out: Path, source: Path | None) -> int:
 
 
 def _write_yaml(path: Path, data: dict) -> None:
+    from kava.outputs import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def _one_line(e: BaseException) -> str:
