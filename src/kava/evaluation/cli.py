@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
             done = load_done(out, settings, data.records) if args.resume else {}
             owned.enter_context(hold(out))
             model = KavaModel.from_pretrained(args.model, device=args.device)
-        except (ValueError, FileNotFoundError, FileExistsError, DatasetError, ConfigError) as exc:
+        except (ValueError, OSError, DatasetError, ConfigError) as exc:  # OSError: a missing or unreadable file
             print(f"kava eval: error: {' '.join(str(exc).split())}", file=sys.stderr)
             return exits.BAD_INPUT
 
