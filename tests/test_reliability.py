@@ -2,8 +2,8 @@
 before any slow work and leaves the folder as it was, an output folder has one owner at a time,
 an interrupted evaluation resumes to the uninterrupted result, and exit statuses mean one thing.
 
-The CLI runs in-process (``kava.cli.main``) where it can, so an uncaught exception fails the test
-as a traceback would; one case runs as a real process to see its real stderr."""
+The CLI runs in-process (``kava.cli.main``), so an uncaught exception fails a test as a traceback
+would; the concurrent-start test runs a real ``kava train`` process and reads its real stderr."""
 
 from __future__ import annotations
 
