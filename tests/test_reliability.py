@@ -23,12 +23,12 @@ import yaml
 
 from kava import exits
 from kava.cli import main
-from kava.config import preset
+from kava.config import ConfigError, preset
 from kava.evaluation import evaluate as evaluate_module
 from kava.model.kava_model import KavaModel
 from kava.outputs import FolderInUse, check_free, hold
 from kava.training import cli as train_cli
-from kava.training.run_config import load_run_config
+from kava.training.run_config import TrainConfig, load_run_config
 
 from conftest import make_tokenizer, tiny_model
 from test_training import RECORDS, one_thread  # noqa: F401 (autouse fixture)
@@ -74,8 +74,12 @@ def history(out: Path) -> list[dict]:
 def trained(tmp_path_factory) -> Path:
     """A finished `kava train` run (LoRA on a seeded random base): ``<root>/run``."""
     root = tmp_path_factory.mktemp("trained")
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    assert main(["train", "--config", str(run_config(root, "run"))]) == exits.OK  # a finished run exits 0
+    try:
+        assert main(["train", "--config", str(run_config(root, "run"))]) == exits.OK  # a finished run exits 0
+    finally:
+        torch.set_num_threads(threads)
     return root
 
 
@@ -258,6 +262,24 @@ def test_bad_input_is_one_line_before_any_work_and_writes_nothing(case, trained,
     assert status == exits.BAD_INPUT
     assert "\n" not in err and err.startswith(f"kava {args[0]}: error:") and problem in err, err
     assert snapshot(root) == before  # nothing written, nothing created
+
+
+def test_the_micro_batch_fits_the_processes_and_the_shipped_tiny_config_runs_on_two():
+    tiny = load_run_config(Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml").train
+    assert (tiny.batch_size, tiny.for_processes(2).micro_batch_size) == (4, 2)  # torchrun --nproc_per_node 2
+    assert tiny.for_processes(1) is tiny
+    assert TrainConfig(batch_size=24, micro_batch_size=8).for_processes(2).micro_batch_size == 6  # 8 x 2 does not divide 24
+    with pytest.raises(ConfigError, match="does not split over 3 processes"):
+        tiny.for_processes(3)
+
+
+def test_a_second_ctrl_c_is_one_line_and_its_own_status(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt  # what StopSignal raises on a second SIGINT
+
+    monkeypatch.setattr("kava.evaluation.cli.run", interrupted)
+    assert main(["eval", "--model", "m", "--dataset", "d"]) == exits.ABORTED
+    assert capsys.readouterr().err.strip() == "kava eval: interrupted"
 
 
 # --------------------------------------------------------------------------- 4. one owner per folder; 5. exit statuses
