@@ -31,6 +31,9 @@ from kava.data.answers import answers_match, canonical_gold, extract_answer, for
         ("x = .5", 0.5),
         ("<<16-3-4=9>> <<9*2=18>> #### 18", 18.0),
         ("10-4", 4.0),  # a minus between numbers is a subtraction, not a sign
+        ("The answer is \u22127", -7.0),  # the Unicode minus sign
+        ("(\u22124)", -4.0),
+        ("10\u22124", 4.0),
         ("first 3, then 4, finally 5", 5.0),
         ("9 * 2 = 18 so 18 eggs. The answer is 20", 20.0),
         ("0", 0.0),
@@ -66,7 +69,7 @@ def test_answers_match_tolerance() -> None:
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("18", 18.0), (" 2,125 ", 2125.0), ("-3.5", -3.5), ("$40", 40.0), ("50%", 50.0), (43.0, 43.0), (7, 7.0)],
+    [("18", 18.0), (" 2,125 ", 2125.0), ("-3.5", -3.5), ("\u22127", -7.0), ("$40", 40.0), ("50%", 50.0), (43.0, 43.0), (7, 7.0)],
 )
 def test_parse_gold(text, expected: float) -> None:
     assert parse_gold(text) == expected

@@ -341,3 +341,22 @@ def test_line_separator_inside_a_string_is_not_a_new_row(tmp_path: Path) -> None
     write_jsonl([record], path)
     assert "\u2028" in path.read_text(encoding="utf-8")
     assert load_dataset(path).records == [record]
+
+
+@pytest.mark.parametrize(("filename", "text"), [("e.jsonl", ""), ("b.jsonl", "\n  \n"), ("e.txt", "\n"), ("e.json", "[]")])
+def test_an_empty_or_blank_file_is_an_error(tmp_path: Path, filename: str, text: str) -> None:
+    path = tmp_path / filename
+    path.write_text(text)
+    with pytest.raises(DatasetFormatError, match=f"{path}: no rows"):
+        load_dataset(path, skip_bad=True)
+
+
+def test_skip_notice_tells_malformed_rows_from_unconvertible_ones(tmp_path: Path) -> None:
+    plain = json.dumps({"question": "How many?", "answer": "It is 2.\n#### 2"})  # valid, no <<…>> annotation
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k" / "train.jsonl").write_text("\n".join([GOOD_GSM8K, plain, "{broken"]) + "\n")
+    ds = load_dataset("gsm8k-train-aug", data_dir=tmp_path, skip_bad=True)
+    assert (len(ds), ds.skipped, len(ds.left_out)) == (1, 2, 1)
+    notice = ds.skip_notice()
+    assert notice.startswith("skipped 1 malformed row(s) and left out 1 well-formed row(s) (no <<…>> annotation")
+    assert load_dataset("gsm8k-train-aug-nl", data_dir=tmp_path, limit=2).skip_notice() is None

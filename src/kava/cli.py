@@ -1,7 +1,7 @@
 """The ``kava`` command: a thin dispatcher over the Python API.
 
 Each subcommand lives next to the code it drives and exposes ``add_arguments(parser)`` and
-``run(args) -> int``; this file only wires them up, importing lazily so ``kava --help`` is fast.
+``run(args) -> int``; this file only wires them up, importing lazily so ``kava --help`` is fast. Exit statuses are those of `kava.exits`.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from kava import exits
 
 SUBCOMMANDS = {
     "train": ("kava.training.cli", "fine-tune a model with a KaVa method preset from a YAML config"),
@@ -28,7 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         modules[name] = importlib.import_module(module)
         modules[name].add_arguments(p)
     args = parser.parse_args(argv)
-    return int(modules[args.command].run(args) or 0)
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handler, or a second one: no traceback
+        print(f"\nkava {args.command}: interrupted", file=sys.stderr)
+        return exits.ABORTED
 
 
 if __name__ == "__main__":

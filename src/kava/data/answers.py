@@ -20,15 +20,16 @@ from decimal import Decimal
 __all__ = ["extract_answer", "answers_match", "parse_gold", "format_number", "canonical_gold"]
 
 # One number as it appears in prose. Pieces, in order:
-# - an optional minus sign, only when it cannot be a subtraction: not right after a word
-#   character, ")" or "." (so "10-4" yields 4, while "is -4" and "(-4" yield -4);
+# - an optional minus sign, ASCII "-" or Unicode "−" (U+2212, which typeset text and some models
+#   write), only when it cannot be a subtraction: not right after a word character, ")" or "."
+#   (so "10-4" yields 4, while "is -4" and "(−4" yield -4);
 # - an optional currency symbol between the sign and the digits ("-$5");
 # - digits with comma thousands separators in groups of three ("1,234,567"), or plain digits,
 #   or a bare fraction (".5"), never preceded by a digit so "1.2.3" does not yield ".3";
 # - an optional fractional part, which must have digits: in "18." the dot ends the sentence.
 _NUMBER = re.compile(
     r"""
-    (?P<sign>(?<![\w).])-)?
+    (?P<sign>(?<![\w).])[-\u2212])?
     [$€£]?
     (?P<digits>
         (?<![\d.,])\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?   # 1,234 or 1,234.56
@@ -39,8 +40,10 @@ _NUMBER = re.compile(
     re.VERBOSE,
 )
 
+MINUS = "\u2212"  # the Unicode minus sign, read as "-"
+
 # A gold answer is one number and nothing else, apart from a currency symbol or percent sign.
-_GOLD = re.compile(r"[+-]?[$€£]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?%?")
+_GOLD = re.compile(r"[+\-\u2212]?[$€£]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?%?")
 
 
 def extract_answer(text: str) -> float | None:
@@ -96,7 +99,7 @@ def parse_gold(text: str | int | float) -> float:
     stripped = text.strip()
     if not any(c.isdigit() for c in stripped) or not _GOLD.fullmatch(stripped):
         raise ValueError(f"gold answer {text!r} is not a number")
-    cleaned = stripped.replace(",", "").translate(str.maketrans("", "", "$€£%"))
+    cleaned = stripped.replace(",", "").replace(MINUS, "-").translate(str.maketrans("", "", "$€£%"))
     return float(cleaned)
 
 

@@ -65,11 +65,25 @@ class LoadedDataset:
     split: str | None
     source: str
     records: list[Record]
-    skip_reasons: list[str] = field(default_factory=list)
+    skip_reasons: list[str] = field(default_factory=list)  # malformed rows skipped (skip_bad), where and why
+    # Well-formed rows a derived set cannot use (a GSM8K row without <<…>> annotation has no
+    # equation-only CoT): left out, but not errors.
+    left_out: list[str] = field(default_factory=list)
 
     @property
     def skipped(self) -> int:
-        return len(self.skip_reasons)
+        """Rows of the source that are not among the records, for whatever reason."""
+        return len(self.skip_reasons) + len(self.left_out)
+
+    def skip_notice(self) -> str | None:
+        """One line saying what was left out and why, or None when nothing was."""
+        parts = []
+        if self.skip_reasons:
+            parts.append(f"skipped {len(self.skip_reasons)} malformed row(s)")
+        if self.left_out:
+            why = self.left_out[0].rpartition(": ")[2]  # one reason per derived set
+            parts.append(f"left out {len(self.left_out)} well-formed row(s) ({why})")
+        return f"{' and '.join(parts)} of {self.source}" if parts else None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -228,20 +242,26 @@ def _lines(path: Path, text: str, marker: object | None) -> Iterator[tuple[str, 
 def _collect(
     rows: Iterator[tuple[str, Any, object | None]],
     fmt: str | None,
+    source: str,
     *,
     skip_bad: bool,
     limit: int | None,
     transform: Callable[[Record], Record | None] | None = None,
     transform_reason: str = "",
-) -> tuple[list[Record], list[str]]:
+) -> tuple[list[Record], list[str], list[str]]:
     """Parse rows into validated records, stopping once `limit` records are kept.
 
     Malformed rows raise `DatasetFormatError` or, with `skip_bad`, are listed in the skip
-    reasons. `transform` may drop a well-formed row (returning None); that is listed too.
+    reasons. `transform` may drop a well-formed row (returning None); that is listed apart (the
+    third value) because it is not an error. A source with no row at all
+    (an empty or blank file) is a `DatasetFormatError`: there is nothing to train or score on.
     """
     records: list[Record] = []
     reasons: list[str] = []
+    left_out: list[str] = []
+    seen = False
     for where, payload, marker in rows:
+        seen = True
         if limit is not None and len(records) >= limit:
             break
         try:
@@ -269,11 +289,13 @@ def _collect(
         if transform is not None:
             converted = transform(record)
             if converted is None:
-                reasons.append(f"{where}: {transform_reason}")
+                left_out.append(f"{where}: {transform_reason}")
                 continue
             record = converted
         records.append(record)
-    return records, reasons
+    if not seen and limit != 0:
+        raise DatasetFormatError(f"{source}: no rows (empty or blank)")
+    return records, reasons, left_out
 
 
 # --------------------------------------------------------------------------- registry
@@ -450,15 +472,17 @@ def _load_file(
     derive: str | None = None,
 ) -> LoadedDataset:
     detected, rows = _read_rows(path)
-    records, reasons = _collect(rows, fmt or detected, skip_bad=skip_bad, limit=limit, **_transform(derive))
-    return LoadedDataset(name=name, split=split, source=str(path), records=records, skip_reasons=reasons)
+    records, reasons, left_out = _collect(rows, fmt or detected, str(path), skip_bad=skip_bad, limit=limit,
+                                          **_transform(derive))
+    return LoadedDataset(name=name, split=split, source=str(path), records=records, skip_reasons=reasons,
+                         left_out=left_out)
 
 
 def _transform(derive: str | None) -> dict[str, Any]:
     if derive is None:
         return {}
     if derive == "aug":
-        return {"transform": to_aug, "transform_reason": "no <<…>> annotation in the solution (not convertible)"}
+        return {"transform": to_aug, "transform_reason": "no <<…>> annotation in the solution, which an equation-only CoT needs"}
     return {"transform": to_aug_nl, "transform_reason": "no solution lines"}
 
 
@@ -519,8 +543,10 @@ def _load_hub(
             for s, part in zip(hub.splits, parts)
             for i, row in enumerate(part, start=1)
         )
-        records, reasons = _collect(rows, hub.fmt, skip_bad=skip_bad, limit=limit, **_transform(spec.derive))
-        return LoadedDataset(name=spec.name, split=split, source=source, records=records, skip_reasons=reasons)
+        records, reasons, left_out = _collect(rows, hub.fmt, source, skip_bad=skip_bad, limit=limit,
+                                              **_transform(spec.derive))
+        return LoadedDataset(name=spec.name, split=split, source=source, records=records, skip_reasons=reasons,
+                             left_out=left_out)
     raise DatasetNotFoundError(
         _not_found(spec, split, split_spec, looked, "hub load failed (" + "; ".join(failures) + ")")
     ) from last_exc

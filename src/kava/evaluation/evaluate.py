@@ -10,6 +10,11 @@ Cost follows method.md §6: forward passes and generated tokens per question, th
 ends with, and latency. Questions are decoded in batches sorted by question length (less
 padding; results do not depend on the batching, see ``decoding``), and a question's latency is
 its batch's wall time divided by the batch size.
+
+An evaluation can be streamed and resumed (``kava eval`` does, see ``results``): ``on_batch``
+receives each batch's predictions as it finishes, ``should_stop`` ends it between batches, and
+``done`` hands back the predictions of an interrupted run, which are not decoded again. Since a
+question's result does not depend on its batch mates, the resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +33,20 @@ from kava.data.answers import answers_match, extract_answer, parse_gold
 from kava.data.datasets import LoadedDataset
 from kava.data.records import Record
 from kava.evaluation.decoding import Sampling, generate
+from kava.outputs import write_atomic
 
 # Token limits when the caller gives none: a CoT needs room for the trace, an answer does not.
 DEFAULT_MAX_NEW_TOKENS = {"latent": 32, "direct": 32, "cot": 256}
 PREDICTIONS_FILE = "predictions.jsonl"
 SUMMARY_FILE = "summary.json"
+
+
+class EvaluationStopped(Exception):
+    """``should_stop`` ended an evaluation between batches; ``done`` of ``total`` questions were handed to ``on_batch``."""
+
+    def __init__(self, done: int, total: int) -> None:
+        super().__init__(f"stopped after {done} of {total} questions")
+        self.done, self.total = done, total
 
 
 @dataclass
@@ -49,12 +63,17 @@ def evaluate(
     max_new_tokens: int | None = None,
     sampling: Sampling | None = None,
     progress: bool = True,
+    done: Mapping[int, dict[str, Any]] | None = None,
+    on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Decode every record's question in the model's inference mode and score the answers.
 
     `records` may be a `LoadedDataset`, whose name, source and skipped-row count then appear in
     the summary. `max_new_tokens` defaults by mode (`DEFAULT_MAX_NEW_TOKENS`). The model is put
-    in eval mode for the run and restored afterwards.
+    in eval mode for the run and restored afterwards. `done` maps record indices to predictions
+    already made (a resumed run); `on_batch` is called with each new batch's predictions;
+    `should_stop()` is asked after each batch and, when true, raises `EvaluationStopped`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -64,27 +83,29 @@ def evaluate(
     mode = model.config.inference_mode
     limit = DEFAULT_MAX_NEW_TOKENS[mode] if max_new_tokens is None else max_new_tokens
     golds = [parse_gold(r.answer) for r in items]
-    order = sorted(range(len(items)), key=lambda i: len(items[i].question))
-    by_index: dict[int, dict[str, Any]] = {}
+    by_index: dict[int, dict[str, Any]] = dict(done or {})
+    order = sorted((i for i in range(len(items)) if i not in by_index), key=lambda i: len(items[i].question))
     was_training = model.training
     model.eval()
-    start = time.perf_counter()
     try:
-        with tqdm(total=len(items), desc=f"eval ({mode})", unit="q", disable=not progress) as bar:
+        with tqdm(total=len(items), initial=len(by_index), desc=f"eval ({mode})", unit="q", disable=not progress) as bar:
             for first in range(0, len(order), batch_size):
                 batch = order[first : first + batch_size]
                 t0 = time.perf_counter()
                 gen = generate(model, [items[i].question for i in batch], max_new_tokens=limit,
                                sampling=sampling, question_ids=batch)
                 latency = (time.perf_counter() - t0) / len(batch)
-                for row, i in enumerate(batch):
-                    by_index[i] = _prediction(model, i, items[i], golds[i], gen, row, latency)
+                new = [_prediction(model, i, items[i], golds[i], gen, row, latency) for row, i in enumerate(batch)]
+                by_index.update((p["index"], p) for p in new)
+                if on_batch is not None:
+                    on_batch(new)
                 bar.update(len(batch))
+                if should_stop is not None and len(by_index) < len(items) and should_stop():
+                    raise EvaluationStopped(len(by_index), len(items))
     finally:
         model.train(was_training)
-    elapsed = time.perf_counter() - start
     predictions = [by_index[i] for i in range(len(items))]
-    summary = summarize(predictions, elapsed)
+    summary = summarize(predictions)
     summary.update(_run_info(model, records, batch_size, limit, sampling))
     return EvalResult(predictions, summary)
 
@@ -132,8 +153,12 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def summarize(predictions: Sequence[dict[str, Any]], elapsed_s: float) -> dict[str, Any]:
-    """Accuracy with its 95 % Wilson interval, mean costs and throughput of a list of predictions."""
+def summarize(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy with its 95 % Wilson interval, mean costs and throughput of a list of predictions.
+
+    ``total_time_s`` is the decoding time, the sum of the questions' latencies (their batches'
+    wall times), so it adds up correctly over the sessions of a resumed evaluation.
+    """
     n = len(predictions)
     correct = sum(p["correct"] for p in predictions)
 
@@ -141,6 +166,7 @@ def summarize(predictions: Sequence[dict[str, Any]], elapsed_s: float) -> dict[s
         return sum(p[key] for p in predictions) / n
 
     lo, hi = wilson_interval(correct, n)
+    total_time = sum(p["latency_s"] for p in predictions)
     return {
         "n": n,
         "correct": correct,
@@ -153,8 +179,8 @@ def summarize(predictions: Sequence[dict[str, Any]], elapsed_s: float) -> dict[s
         "finished_fraction": mean("finished"),
         "no_answer_fraction": sum(p["answer"] is None for p in predictions) / n,
         "mean_latency_s": mean("latency_s"),
-        "total_time_s": elapsed_s,
-        "questions_per_s": n / elapsed_s,
+        "total_time_s": total_time,
+        "questions_per_s": n / total_time,
     }
 
 
@@ -179,11 +205,14 @@ def _run_info(model, records, batch_size: int, max_new_tokens: int, sampling: Sa
 
 
 def write_results(result: EvalResult, out_dir: str | Path) -> Path:
-    """Write ``predictions.jsonl`` and ``summary.json`` into `out_dir`; returns the folder."""
+    """Write ``predictions.jsonl`` and ``summary.json`` into `out_dir`; returns the folder.
+
+    Each file is written beside its final name and then renamed, so a reader (or a crash) never
+    sees half of one; the summary comes last, so its presence means the predictions are complete.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / PREDICTIONS_FILE, "w") as f:
-        for p in result.predictions:
-            f.write(json.dumps(p) + "\n")
-    (out / SUMMARY_FILE).write_text(json.dumps(result.summary, indent=2) + "\n")
+    write_atomic(out / PREDICTIONS_FILE, "".join(json.dumps(p) + "\n" for p in result.predictions))
+    write_atomic(out / SUMMARY_FILE, json.dumps(result.summary, indent=2) + "\n")
     return out
+

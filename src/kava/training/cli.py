@@ -6,18 +6,24 @@
     kava train --config configs/smollm2-135m.yaml --export out/   # merge LoRA, standalone folder
 
 Multi-GPU: ``accelerate launch [--config_file configs/accelerate_fsdp.yaml] -m kava.cli train ...``.
-Configuration, dataset and model-source problems are reported as one line (exit status 2)
-before anything slow happens.
+Every problem with the inputs — configuration, dataset, model source, output folder, a resume
+that does not match the run — is reported as one line (exit status 2, `kava.exits`) before
+anything slow happens, and leaves the output folder as it was. A run owns its output folder
+while it works (`kava.outputs`); stopped by SIGINT / SIGTERM it saves a checkpoint and exits
+with status 75, finished with 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
 
 import yaml
+
+RUN_CONFIG = "run_config.yaml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,37 +37,104 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kava import exits
     from kava.config import ConfigError
     from kava.data.datasets import DatasetError
     from kava.data.records import RecordError
+    from kava.integrity import CorruptFile
+    from kava.outputs import hold
     from kava.training.run_config import load_run_config
 
-    try:
-        cfg = load_run_config(args.config, args.overrides)
-        if args.export is not None:
-            return _export(cfg, args.export, args.export_from)
-        from kava.training.engine import check_output_dir  # imports torch: after the quick checks
+    main = os.environ.get("RANK", "0") == "0"
+    with contextlib.ExitStack() as owned:
+        try:
+            cfg = load_run_config(args.config, args.overrides)
+            if args.export is not None:
+                return _export(cfg, args.export, args.export_from)
+            data, eval_fn = check_start(cfg, args.resume, main)
+            if main:
+                owned.enter_context(hold(cfg.output_dir))
+                _report_data(data)
+            model = build_model(cfg)
+        except (ConfigError, DatasetError, RecordError, FileNotFoundError, FileExistsError, CorruptFile) as e:
+            print(f"kava train: error: {_one_line(e)}", file=sys.stderr)
+            return exits.BAD_INPUT
 
-        check_output_dir(cfg.output_dir, args.resume)
-        records = load_records(cfg)
-        eval_fn = make_eval_fn(cfg)
-        model = build_model(cfg)
-    except (ConfigError, DatasetError, RecordError, FileNotFoundError, FileExistsError) as e:
-        print(f"kava train: error: {_one_line(e)}", file=sys.stderr)
-        return 2
+        from kava.training.engine import train
 
-    from kava.training.engine import train
-
-    if os.environ.get("RANK", "0") == "0":
-        _write_yaml(Path(cfg.output_dir) / "run_config.yaml", cfg.to_dict())
-    result = train(model, records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=args.resume)
-    if result.history and os.environ.get("RANK", "0") == "0":
+        if main:
+            _write_yaml(Path(cfg.output_dir) / RUN_CONFIG, cfg.to_dict())
+        result = train(model, data.records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=args.resume)
+    if result.history and main:
         last = result.history[-1]
         not_terms = ("step", "epoch", "lr", "tokens_per_s", "step_time_s", "eval_time_s", "max_memory_gb")
         terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in not_terms)
         print(f"step {result.step}: {terms}")
         print(f"trained model: {result.final_dir}" if result.final_dir else f"interrupted; resume from {result.checkpoint}")
-    return 0
+    return exits.INTERRUPTED if result.interrupted else exits.OK
+
+
+def check_start(cfg, resume: bool, main: bool):
+    """Everything that can refuse a start, checked before anything slow or written: the output
+    folder (free, not a file, not an earlier run unless resuming), the split of the batch over
+    the processes, the training records, and on ``--resume`` that this is the same run.
+
+    Returns the training data (`LoadedDataset`) and the evaluation callback.
+    """
+    from kava.config import ConfigError
+    from kava.outputs import check_free
+    from kava.training.engine import check_output_dir  # imports torch: after the config checks
+
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output_dir: {out} is a file, not a folder")
+    if main:
+        check_free(out)
+    check_output_dir(out, resume)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    fitted = cfg.train.for_processes(world)
+    if world > 1 and not cfg.train.cpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.cpu: {world} processes without a GPU need train.cpu: true")
+    data = load_records(cfg)
+    if resume:
+        check_resume(cfg, fitted, len(data), world)
+    return data, make_eval_fn(cfg)
+
+
+def check_resume(cfg, fitted, n_records: int, world: int) -> None:
+    """``--resume`` must continue the run in ``output_dir``: the same settings (apart from logging,
+    checkpoint cadence and validation), records and processes, from a checkpoint that is whole."""
+    from kava.config import ConfigError
+    from kava.integrity import check_model_dir
+    from kava.outputs import differences
+    from kava.training.checkpoint import (
+        MODEL_DIR,
+        NOT_TRAJECTORY,
+        STATE_FILE,
+        TrainerState,
+        count_conflicts,
+        latest_checkpoint,
+    )
+    from kava.training.engine import CHECKPOINTS, plain_config
+
+    out = Path(cfg.output_dir)
+    diffs = []
+    if (out / RUN_CONFIG).is_file():
+        saved = yaml.safe_load((out / RUN_CONFIG).read_text())
+        diffs = differences(saved, cfg.to_dict(), ("output_dir", "eval", *NOT_TRAJECTORY))
+    ckpt = latest_checkpoint(out / CHECKPOINTS)
+    if ckpt is not None:
+        current = TrainerState(step=0, samples_seen=0, total_steps=fitted.total_steps(n_records), world_size=world,
+                               data_size=n_records, train_config=plain_config(fitted))
+        diffs += count_conflicts(TrainerState.load(ckpt / STATE_FILE), current)
+    if diffs:
+        raise ConfigError(f"--resume: {out} holds a different run ({'; '.join(diffs)}); "
+                          "resume with its settings, or train into a new output_dir")
+    if ckpt is not None:
+        check_model_dir(ckpt / MODEL_DIR)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -69,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
 def build_model(cfg, method=None):
     """The `KavaModel` a run config describes (``method`` overrides the config's method).
 
-    A random model (``model.source.config``) is initialised under ``train.seed``, so building it
-    again — to resume or to export — gives the same base weights.
+    Everything initialised is drawn under ``train.seed`` — a random base (``model.source.config``,
+    its seed recorded in ``base_model.json``), the LoRA matrices and the projection φ — so two
+    fresh runs of one config are the same run, and building it again (to resume, to export, or
+    in ``kava eval``) gives the same base weights.
     """
     import torch
 
@@ -86,9 +161,7 @@ def build_model(cfg, method=None):
             ids = {f"{t}_token_id": getattr(tokenizer, f"{t}_token_id") for t in ("bos", "eos", "pad")}
             config = {"vocab_size": len(tokenizer), **ids, **cfg.model.source["config"]}
             source = {"kind": "config", "config": config, "seed": cfg.train.seed, "tokenizer": cfg.model.tokenizer}
-            with torch.random.fork_rng():
-                torch.manual_seed(cfg.train.seed)
-                lm, _ = load_base_model(source, dtype=dtype)
+            lm, _ = load_base_model(source, dtype=dtype)
         else:
             source = resolve_source(cfg.model.source)
             lm, tokenizer = load_base_model(source, dtype=dtype)
@@ -96,33 +169,41 @@ def build_model(cfg, method=None):
         raise
     except (OSError, ValueError) as e:
         raise ConfigError(f"{key}: cannot load {cfg.model.tokenizer or cfg.model.source!r}: {_one_line(e)}") from e
-    return KavaModel(lm, tokenizer, method or cfg.method, base_source=source)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)  # LoRA's A matrices and φ are drawn here: train.seed decides them too
+        return KavaModel(lm, tokenizer, method or cfg.method, base_source=source)
 
 
 def load_tokenizer(name: str):
     """A tokenizer alone, from the same kinds of source as a model (smollm2, .gguf, folder, hub id)."""
     from transformers import AutoTokenizer
 
-    from kava.model.loading import resolve_source
+    from kava.model.loading import locate, resolve_source
 
-    source = resolve_source(name)
+    source = locate(resolve_source(name))
     if source["kind"] == "gguf":
         return AutoTokenizer.from_pretrained(source["path"], gguf_file=source["gguf_file"])
     return AutoTokenizer.from_pretrained(source["path"])
 
 
 def load_records(cfg):
-    """The training records, each checked up front: a bad row should stop the run now, not at hour 5."""
-    from kava.data.datasets import load_dataset
+    """The training data, each record checked up front: a bad row should stop the run now, not at hour 5."""
+    from kava.data.datasets import DatasetError, load_dataset
 
     data = load_dataset(cfg.data.name, cfg.data.split, skip_bad=cfg.data.skip_bad, limit=cfg.data.limit)
-    if data.skipped:
-        print(f"skipped {data.skipped} malformed row(s) of {data.source}", file=sys.stderr)
+    if not data.records:
+        raise DatasetError(f"data.name: no training records in {data.source}")
     need_steps = cfg.method.teacher_uses_cot and cfg.method.uses_teacher
     for i, r in enumerate(data.records):
         r.validate(need_steps=need_steps, where=f"{data.source} record {i}")
+    return data
+
+
+def _report_data(data) -> None:
+    """What the run trains on, said once the start is accepted (a refusal stays one line)."""
+    if data.skip_notice():
+        print(data.skip_notice(), file=sys.stderr)
     print(f"training on {len(data)} records of {data.name} ({data.source})", file=sys.stderr)
-    return data.records
 
 
 def make_eval_fn(cfg):
@@ -146,6 +227,7 @@ def _export(cfg, out: Path, source: Path | None) -> int:
     import json
 
     from kava.config import ConfigError, KavaConfig
+    from kava.integrity import check_model_dir
     from kava.model.kava_model import BASE_FILE, CONFIG_FILE
     from kava.training.checkpoint import MODEL_DIR
     from kava.training.engine import FINAL
@@ -156,6 +238,7 @@ def _export(cfg, out: Path, source: Path | None) -> int:
         trained = trained / MODEL_DIR
     if not (trained / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"--from: {trained} is not a trained kava model or checkpoint")
+    check_model_dir(trained)
     model = build_model(cfg, KavaConfig.load(trained / CONFIG_FILE))
     saved = json.loads((trained / BASE_FILE).read_text())
     if saved != model.base_source:
@@ -166,10 +249,10 @@ def _export(cfg, out: Path, source: Path | None) -> int:
 
 
 def _write_yaml(path: Path, data: dict) -> None:
+    from kava.outputs import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False))
 
 
 def _one_line(e: BaseException) -> str:

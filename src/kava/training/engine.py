@@ -33,11 +33,8 @@ from __future__ import annotations
 import json
 import os
 import resource
-import signal
 import sys
-import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from itertools import islice
@@ -52,6 +49,7 @@ from tqdm.auto import tqdm
 from kava.config import ConfigError, KavaConfig
 from kava.data.records import Record
 from kava.model.kava_model import KavaModel
+from kava.stop import StopSignal
 from kava.training.checkpoint import (
     MODEL_DIR,
     TrainerState,
@@ -61,6 +59,7 @@ from kava.training.checkpoint import (
     register_state_hooks,
     remove_staging,
     restore_checkpoint,
+    resume_conflicts,
     save_checkpoint,
 )
 from kava.training.run_config import TrainConfig
@@ -70,8 +69,6 @@ EvalFn = Callable[[KavaModel], dict[str, float]]
 HISTORY_FILE = "history.jsonl"
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
-# Settings that do not change the trajectory of a run and may differ on resume.
-_NOT_TRAJECTORY = ("eval_every", "save_every", "keep_last", "report_to", "gradient_checkpointing")
 
 
 @dataclass
@@ -111,7 +108,7 @@ def train(
     total = cfg.total_steps(None if records is None else len(records))
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1, got {stop_after}")
-    accelerator = _make_accelerator(cfg, output_dir, model.config)
+    accelerator, cfg = _make_accelerator(cfg, output_dir, model.config)
     main = accelerator.is_main_process
     ckpt_root = output_dir / CHECKPOINTS
     start = _resume_point(output_dir, ckpt_root, resume, main)
@@ -147,7 +144,7 @@ def train(
     order = _order(records, stream, cfg.seed, state.samples_seen)
     bar = tqdm(total=total, initial=state.step, desc="train", disable=not main, dynamic_ncols=True)
     first_step, last_ckpt, stopping = state.step, start, False
-    with _StopSignal() as stop:
+    with StopSignal("stopping after this step (checkpoint, then exit)") as stop:
         while state.step < total and not stopping:
             t0 = time.perf_counter()
             step_records = list(islice(order, cfg.batch_size))
@@ -258,7 +255,8 @@ def _any_process(accelerator, flag: bool) -> bool:
 
 # --------------------------------------------------------------------------- set-up
 
-def _make_accelerator(cfg: TrainConfig, output_dir: Path, method: KavaConfig):
+def _make_accelerator(cfg: TrainConfig, output_dir: Path, method: KavaConfig) -> tuple[Any, TrainConfig]:
+    """The accelerator, and ``cfg`` fitted to its number of processes (`TrainConfig.for_processes`)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
@@ -277,13 +275,12 @@ def _make_accelerator(cfg: TrainConfig, output_dir: Path, method: KavaConfig):
             f"launched with WORLD_SIZE={world_env} but accelerate runs {accelerator.num_processes} process(es); "
             "for multi-process CPU training set train.cpu: true"
         )
-    per_step = cfg.micro_batch_size * accelerator.num_processes
-    if cfg.batch_size % per_step:
-        raise ConfigError(
-            f"train.batch_size: {cfg.batch_size} is not a multiple of micro_batch_size × processes = {per_step}"
-        )
-    accelerator.gradient_accumulation_steps = cfg.batch_size // per_step
-    return accelerator
+    fitted = cfg.for_processes(accelerator.num_processes)
+    if fitted is not cfg and accelerator.is_main_process:
+        print(f"train.micro_batch_size {cfg.micro_batch_size} -> {fitted.micro_batch_size}: the batch of "
+              f"{cfg.batch_size} splits over {accelerator.num_processes} processes", file=sys.stderr)
+    accelerator.gradient_accumulation_steps = fitted.batch_size // (fitted.micro_batch_size * accelerator.num_processes)
+    return accelerator, fitted
 
 
 def _mixed_precision(cfg: TrainConfig) -> str:
@@ -345,15 +342,7 @@ def _resume_point(output_dir: Path, ckpt_root: Path, resume: bool, main: bool) -
 
 def _check_resumable(saved: TrainerState, current: TrainerState, path: Path) -> TrainerState:
     """The resumed run must be the same run: same data size and trajectory-relevant settings."""
-    diffs = [
-        f"{k}: {saved.train_config.get(k)!r} -> {v!r}"
-        for k, v in current.train_config.items()
-        if k not in _NOT_TRAJECTORY and saved.train_config.get(k) != v
-    ]
-    if saved.total_steps != current.total_steps:
-        diffs.append(f"total_steps: {saved.total_steps} -> {current.total_steps}")
-    if saved.data_size != current.data_size:
-        diffs.append(f"number of records: {saved.data_size} -> {current.data_size}")
+    diffs = resume_conflicts(saved, current)
     if diffs:
         raise ValueError(f"{path}: cannot resume a different run ({'; '.join(diffs)})")
     saved.train_config = current.train_config  # adopt the new logging/checkpoint cadence
@@ -423,36 +412,6 @@ def record_order(records: Sequence[Record], seed: int, start: int = 0) -> Iterat
         for i in np.random.default_rng([seed, epoch]).permutation(n)[offset:]:
             yield records[int(i)]
         epoch, offset = epoch + 1, 0
-
-
-# --------------------------------------------------------------------------- signals
-
-class _StopSignal:
-    """SIGINT / SIGTERM request a stop at the end of the current step; a second SIGINT aborts at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopSignal":
-        if threading.current_thread() is not threading.main_thread():
-            warnings.warn("train() runs outside the main thread: SIGINT/SIGTERM will not stop it cleanly", stacklevel=3)
-            return self
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-        print(f"\n{signal.Signals(signum).name}: stopping after this step (checkpoint, then exit)", file=sys.stderr)
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------- gradient checkpointing

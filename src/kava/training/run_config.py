@@ -79,6 +79,22 @@ class TrainConfig:
         if self.mixed_precision not in MIXED_PRECISION:
             raise ConfigError(f"train.mixed_precision: {self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}")
 
+    def for_processes(self, world: int) -> "TrainConfig":
+        """This config on ``world`` processes: ``micro_batch_size`` shrinks, if it must, to the
+        largest size that splits the global batch evenly over the processes.
+
+        The records of a step stay the same (the global batch is the run's identity); only how
+        many a process takes per forward changes, so ``torchrun --nproc_per_node 2`` runs a
+        config written for one process as shipped. A batch that cannot split is a `ConfigError`.
+        """
+        if self.batch_size % world:
+            raise ConfigError(
+                f"train.batch_size: {self.batch_size} does not split over {world} processes; use a multiple of {world}"
+            )
+        per_process = self.batch_size // world
+        micro = max(d for d in range(1, min(self.micro_batch_size, per_process) + 1) if per_process % d == 0)
+        return self if micro == self.micro_batch_size else dataclasses.replace(self, micro_batch_size=micro)
+
     def total_steps(self, n_records: int | None) -> int:
         """Optimizer steps of the run: ``max_steps``, else ``epochs`` over ``n_records`` (None: a stream)."""
         if self.max_steps is not None:

@@ -1,0 +1,12 @@
+"""Exit statuses of the ``kava`` commands, so scripts can tell a finished run from one to resume.
+
+Documented in the README ("When things go wrong"); tests pin them. Any other status (1: an
+uncaught exception, with Python's traceback) is a bug or a failure of the machine.
+"""
+
+OK = 0  # finished
+BAD_INPUT = 2  # refused before any slow work: one line on stderr names the problem; nothing written
+# Stopped by SIGINT / SIGTERM after saving its state (training checkpoint, predictions so far):
+# ``--resume`` continues. 75 is sysexits' EX_TEMPFAIL, "try again later".
+INTERRUPTED = 75
+ABORTED = 130  # a second Ctrl-C: stopped at once, without saving beyond the last checkpoint or batch
