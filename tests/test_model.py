@@ -405,3 +405,26 @@ def test_importance_from_kept_queries_equals_eager_attention_maps(arch, records,
     torch.testing.assert_close(seen[0], eager, atol=1e-6, rtol=0)
     ref = compression.select_entries(eager, batch["t_cot_mask"], 4)
     assert torch.equal(kept, ref.indices)
+
+
+@pytest.mark.parametrize("lam, named", [(1.0, "importance"), (0.0, "redundancy")])
+def test_rkv_at_the_ends_of_lambda_is_the_named_variant(lam, named, records):
+    """The eviction table's variants are R-KV at a fixed λ: same kept entries, same L_KV."""
+    batch = build("kava").builder.training_batch(records)
+    with torch.no_grad():
+        rkv = build("kava", eviction="rkv", eviction_lambda=lam)(batch, return_internals=True)
+        var = build("kava", eviction=named)(batch, return_internals=True)
+    assert torch.equal(rkv["internals"]["kept_indices"], var["internals"]["kept_indices"])
+    torch.testing.assert_close(rkv["kv"], var["kv"])
+
+
+def test_config_choices_come_from_the_tables():
+    from kava import compression, losses
+    from kava.config import ConfigError
+
+    for name in compression.EVICTIONS:
+        assert preset("kava", eviction=name).eviction == name
+    for name in losses.ELEMENTWISE:
+        assert preset("kava", kv_loss=name, codi_loss=name).kv_loss == name
+    with pytest.raises(ConfigError, match="'eviction'.*rkv, importance, redundancy, crop, random"):
+        preset("kava", eviction="h2o")

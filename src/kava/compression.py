@@ -7,6 +7,7 @@ compressed cache is a stop-gradient target.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,43 @@ class Selection:
     slot_mask: torch.Tensor  # [B, M] True where slot m is matched with a real CoT entry
 
 
+def _crop(shape: tuple[int, ...], cot_mask: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Keep the first M CoT entries (the earliest score highest)."""
+    return (-torch.arange(shape[-1], device=cot_mask.device, dtype=torch.float)).expand(shape)
+
+
+def _random(shape: tuple[int, ...], cot_mask: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(shape, generator=generator, device="cpu").to(cot_mask.device)
+
+
+@dataclass(frozen=True)
+class EvictionVariant:
+    """How one eviction variant scores CoT entries: S = λ·I + (1−λ)·R with its own λ (None: the
+    config's ``eviction_lambda``), or a score that reads no model signal (``fixed``)."""
+
+    lam: float | None = None
+    fixed: Callable[[tuple[int, ...], torch.Tensor, torch.Generator | None], torch.Tensor] | None = None
+
+    def weight(self, lam: float) -> float:
+        return lam if self.lam is None else self.lam
+
+    def needs_importance(self, lam: float) -> bool:
+        return self.fixed is None and self.weight(lam) > 0
+
+    def needs_redundancy(self, lam: float) -> bool:
+        return self.fixed is None and self.weight(lam) < 1
+
+
+# Every eviction variant (method.md §4), by its config name; the config's allowed names come from here.
+EVICTIONS: dict[str, EvictionVariant] = {
+    "rkv": EvictionVariant(),
+    "importance": EvictionVariant(lam=1.0),
+    "redundancy": EvictionVariant(lam=0.0),
+    "crop": EvictionVariant(fixed=_crop),
+    "random": EvictionVariant(fixed=_random),
+}
+
+
 def eviction_scores(
     eviction: str,
     cot_mask: torch.Tensor,
@@ -97,23 +135,21 @@ def eviction_scores(
     lam: float = 0.1,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Per-entry keep score [L, B, H, S] for each eviction variant (higher = keep)."""
-    B, S = cot_mask.shape
-    shape = (n_layers, B, n_kv_heads, S)
-    if eviction in ("rkv", "importance", "redundancy"):
-        lam = {"importance": 1.0, "redundancy": 0.0}.get(eviction, lam)
-        score = torch.zeros(shape, device=cot_mask.device)
-        if lam > 0:
-            score = score + lam * importance
-        if lam < 1:
-            score = score + (1 - lam) * redundancy
-        return score
-    if eviction == "crop":
-        pos = torch.arange(S, device=cot_mask.device, dtype=torch.float)
-        return (-pos).expand(shape)
-    if eviction == "random":
-        return torch.rand(shape, generator=generator, device="cpu").to(cot_mask.device)
-    raise ValueError(f"unknown eviction {eviction!r}")
+    """Per-entry keep score [L, B, H, S] for an eviction variant of `EVICTIONS` (higher = keep);
+    ``importance`` / ``redundancy`` are needed where the variant says so."""
+    if eviction not in EVICTIONS:
+        raise ValueError(f"unknown eviction {eviction!r}")
+    variant = EVICTIONS[eviction]
+    shape = (n_layers, cot_mask.shape[0], n_kv_heads, cot_mask.shape[1])
+    if variant.fixed is not None:
+        return variant.fixed(shape, cot_mask, generator)
+    w = variant.weight(lam)
+    score = torch.zeros(shape, device=cot_mask.device)
+    if variant.needs_importance(lam):
+        score = score + w * importance
+    if variant.needs_redundancy(lam):
+        score = score + (1 - w) * redundancy
+    return score
 
 
 def select_entries(scores: torch.Tensor, cot_mask: torch.Tensor, m: int) -> Selection:

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-EVICTIONS = ("rkv", "importance", "redundancy", "crop", "random")
-LOSSES = ("smooth_l1", "l1", "mse")
+from kava.compression import EVICTIONS
+from kava.losses import ELEMENTWISE
+
 LATENT_MODES = ("jacobi", "sequential")
 KEY_SPACES = ("post_rope", "pre_rope")
 EVICTION_SCOPES = ("per_head", "shared")
@@ -34,7 +35,7 @@ class KavaConfig:
     # §3 student latents
     num_latents: int = 24  # M
     num_iterations: int = 3  # T (0 = pause tokens)
-    latent_mode: Literal["jacobi", "sequential"] = "jacobi"
+    latent_mode: str = "jacobi"  # one of LATENT_MODES
     use_projection: bool = True
     projection_dim: int | None = None  # d_p, defaults to the hidden size
     # Training only, when teacher and student both run. The student's `[bos] Q` is the teacher's
@@ -50,24 +51,24 @@ class KavaConfig:
     answer_prompt: str = "The answer is:"
     use_chat_template: bool = False
     # §4 compression
-    eviction: Literal["rkv", "importance", "redundancy", "crop", "random"] = "rkv"
+    eviction: str = "rkv"  # a name of kava.compression.EVICTIONS
     eviction_lambda: float = 0.1
     # per_head (the paper): each layer and KV head keeps its own M entries, so latent slot m is
     # matched with a different CoT token in every head. shared: one set of M positions per example
     # (top-M of the score averaged over layers and heads), so slot m stands for one CoT token in
     # every layer and head — a consistent target a small student can learn (the CPU demo's choice).
-    eviction_scope: Literal["per_head", "shared"] = "per_head"
-    kv_key_space: Literal["post_rope", "pre_rope"] = "post_rope"
+    eviction_scope: str = "per_head"  # one of EVICTION_SCOPES
+    kv_key_space: str = "post_rope"  # one of KEY_SPACES
     # §5 losses
     student_ce: bool = True
     teacher_ce: bool = True
     alpha_codi: float = 10.0
     alpha_kv: float = 1.0
-    codi_loss: Literal["smooth_l1", "l1", "mse"] = "smooth_l1"
-    kv_loss: Literal["smooth_l1", "l1", "mse"] = "smooth_l1"
+    codi_loss: str = "smooth_l1"  # a name of kava.losses.ELEMENTWISE
+    kv_loss: str = "smooth_l1"
     kv_layerwise_std: bool = True
     # fine-tuning
-    finetune: Literal["lora", "full"] = "lora"
+    finetune: str = "lora"  # one of FINETUNE
     lora_r: int = 128
     lora_alpha: int = 32
     lora_dropout: float = 0.1
@@ -118,9 +119,9 @@ class KavaConfig:
             raise ConfigError(f"option 'num_iterations' (T) must be an integer >= 0, got {self.num_iterations!r}")
         if not 0.0 <= float(self.eviction_lambda) <= 1.0:
             raise ConfigError(f"option 'eviction_lambda' (λ) must lie in [0, 1], got {self.eviction_lambda!r}")
-        choice("eviction", EVICTIONS)
-        choice("codi_loss", LOSSES)
-        choice("kv_loss", LOSSES)
+        choice("eviction", tuple(EVICTIONS))
+        choice("codi_loss", tuple(ELEMENTWISE))
+        choice("kv_loss", tuple(ELEMENTWISE))
         choice("latent_mode", LATENT_MODES)
         choice("kv_key_space", KEY_SPACES)
         choice("eviction_scope", EVICTION_SCOPES)

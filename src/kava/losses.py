@@ -16,14 +16,18 @@ import torch.nn.functional as F
 STD_EPS = 1e-6
 
 
+# Element-wise distillation losses by config name (``codi_loss``, ``kv_loss``); the config's allowed names come from here.
+ELEMENTWISE = {
+    "smooth_l1": lambda pred, target: F.smooth_l1_loss(pred, target, reduction="none", beta=1.0),
+    "l1": lambda pred, target: (pred - target).abs(),
+    "mse": lambda pred, target: (pred - target).pow(2),
+}
+
+
 def elementwise(kind: str, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    if kind == "smooth_l1":
-        return F.smooth_l1_loss(pred, target, reduction="none", beta=1.0)
-    if kind == "l1":
-        return (pred - target).abs()
-    if kind == "mse":
-        return (pred - target).pow(2)
-    raise ValueError(f"unknown loss {kind!r}")
+    if kind not in ELEMENTWISE:
+        raise ValueError(f"unknown loss {kind!r}")
+    return ELEMENTWISE[kind](pred, target)
 
 
 def token_ce(

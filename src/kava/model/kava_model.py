@@ -179,7 +179,7 @@ class KavaModel(nn.Module):
         mask = batch["t_attention_mask"]
         pos = positions_from_mask(mask)
         need_kv = cfg.alpha_kv > 0 and cfg.uses_student
-        need_importance = need_kv and (cfg.eviction == "importance" or (cfg.eviction == "rkv" and cfg.eviction_lambda > 0))
+        need_importance = need_kv and compression.EVICTIONS[cfg.eviction].needs_importance(cfg.eviction_lambda)
         need_hidden = cfg.alpha_codi > 0 and cfg.uses_student
         rows, row_mask = compression.mask_columns(batch["t_answer_mask"])
         capture = capture_queries(self.lm.get_decoder(), rows) if need_importance else nullcontext(None)
@@ -221,7 +221,7 @@ class KavaModel(nn.Module):
         importance = redundancy = None
         if answer_queries is not None:
             importance = self._importance(*answer_queries, cached, batch["t_attention_mask"], pos)
-        if cfg.eviction == "redundancy" or (cfg.eviction == "rkv" and cfg.eviction_lambda < 1):
+        if compression.EVICTIONS[cfg.eviction].needs_redundancy(cfg.eviction_lambda):
             redundancy = compression.redundancy_scores(keys, cot)
         gen = torch.Generator().manual_seed(cfg.seed) if cfg.eviction == "random" else None
         scores = compression.eviction_scores(
