@@ -10,7 +10,11 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from kava.config import preset
 from kava.data.records import Record
+from kava.demo.task import generate
+from kava.model.kava_model import KavaModel
+from kava.training.run_config import TrainConfig
 
 DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
@@ -60,3 +64,55 @@ def records() -> list[Record]:
         Record("A baker makes 24 loaves.", ("<<24-9=15>>", "<<15*1=15>>"), "15"),
         Record("Sara reads 3 books a week for 4 weeks and then 2 more books. How many?", ("<<3*4=12>>", "<<12+2=14>>", "<<14+0=14>>", "<<14*1=14>>"), "14"),
     ]
+
+
+def build_model(name: str = "kava", arch: str = "llama", *, seed: int = 0, perturb_lora: bool = True,
+                finishing_eos: bool = False, **over) -> KavaModel:
+    """A tiny random KavaModel in eval mode (M = 3, LoRA r = 4 without dropout unless overridden).
+
+    ``perturb_lora``: LoRA's B starts at zero; perturb it so the adapter changes the forward.
+    ``finishing_eos``: eos wins whenever the first hidden feature is large — random weights alone
+    almost never emit eos, and this makes questions finish at different steps, each as a function
+    of its own state only.
+    """
+    over = {"num_latents": 3, "lora_r": 4, "lora_dropout": 0.0, **over}
+    model = KavaModel(tiny_model(arch, seed=seed), make_tokenizer(), preset(name, **over))
+    torch.manual_seed(seed + 1)
+    with torch.no_grad():
+        if perturb_lora:
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)
+        if finishing_eos:
+            eos_row = model.lm.get_output_embeddings().weight[model.builder.eos_id]
+            eos_row.zero_()
+            eos_row[0] = 1.5
+    return model.eval()
+
+
+def decoding_model(name: str, arch: str = "llama", **over) -> KavaModel:
+    """The decoding tests' model: M = 4 and questions that finish at different steps."""
+    return build_model(name, arch, finishing_eos=True, **{"num_latents": 4, **over})
+
+
+def training_model(seed: int = 0, **over) -> KavaModel:
+    """The training tests' model: KaVa, M = 4, LoRA dropout 0.1, LoRA as initialised, mode left to the engine."""
+    over = {"num_latents": 4, "lora_r": 4, "lora_dropout": 0.1, **over}
+    return KavaModel(tiny_model(seed=seed), make_tokenizer(), preset("kava", **over))
+
+
+TRAIN_RECORDS = generate(40, seed=3)  # synthetic problems for the training tests
+
+
+def train_config(**over) -> TrainConfig:
+    return TrainConfig(**{"batch_size": 4, "micro_batch_size": 2, "max_steps": 6, "lr": 2e-3,
+                          "save_every": 2, "report_to": (), **over})
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread; two threads on a busy 2-core machine run 30x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

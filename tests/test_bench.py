@@ -9,7 +9,7 @@ import pytest
 
 from kava.benchmark.bench import SpanTimer, paired_ratio, step_table, time_training_steps
 
-from test_model import build
+from conftest import build_model as build
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios():

@@ -40,6 +40,16 @@ def test_importance_averages_over_answer_rows_only():
     torch.testing.assert_close(imp[0, 0, 0], torch.tensor([.3, .4, .1, .2]))
 
 
+def test_importance_is_the_mean_over_answer_rows_then_the_max_over_the_group():
+    """Two answer rows, two query heads sharing one KV head: mean-then-max gives [.5, .5, .5];
+    max-then-mean would give [1, .5, .5]."""
+    a = torch.zeros(1, 1, 2, 3, 3)
+    a[0, 0, 0, 1], a[0, 0, 0, 2] = torch.tensor([1., 0, 0]), torch.tensor([0., 0, 1])
+    a[0, 0, 1, 1], a[0, 0, 1, 2] = torch.tensor([0., 1, 0]), torch.tensor([1., 0, 0])
+    imp = C.importance_scores(a, torch.tensor([[False, True, True]]), 1)
+    torch.testing.assert_close(imp[0, 0, 0], torch.tensor([.5, .5, .5]))
+
+
 def test_redundancy_matches_formula():
     keys = torch.tensor([[1., 0], [1., 0.1], [0, 1], [5, 5]]).view(1, 1, 1, 4, 2)
     cot = torch.tensor([[True, True, True, False]])
@@ -54,7 +64,6 @@ def test_redundancy_matches_formula():
 
 
 def _select(eviction, scores_imp, scores_red, cot, M, lam=0.1):
-    S = cot.shape[1]
     s = C.eviction_scores(eviction, cot, 1, scores_imp.shape[2] if scores_imp is not None else 1,
                           importance=scores_imp, redundancy=scores_red, lam=lam,
                           generator=torch.Generator().manual_seed(0))

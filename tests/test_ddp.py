@@ -20,7 +20,9 @@ import pytest
 
 from kava.training.engine import train
 
-from test_training import RECORDS, build, config, one_thread  # noqa: F401 (autouse fixture)
+from conftest import TRAIN_RECORDS as RECORDS, train_config as config, training_model as build
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TESTS = Path(__file__).resolve().parent
 OVERRIDES = {"alpha_codi": 0.0, "kv_layerwise_std": False, "lora_dropout": 0.0}
@@ -30,7 +32,7 @@ WORKER = textwrap.dedent(
     import sys
     sys.path.insert(0, {tests!r})
     from test_ddp import OVERRIDES, STEPS
-    from test_training import RECORDS, build, config
+    from conftest import TRAIN_RECORDS as RECORDS, train_config as config, training_model as build
     from kava.training.engine import train
     train(build(**OVERRIDES), RECORDS, config(micro_batch_size=2, max_steps=STEPS, cpu=True), output_dir={out!r})
     """

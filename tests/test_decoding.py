@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kava.config import preset
 from kava.data.sequences import positions_from_mask
 from kava.evaluation.decoding import Generation, Sampling, generate, top_p_filter
 from kava.model.kava_model import KavaModel
 
-from conftest import make_tokenizer, tiny_model
+from conftest import decoding_model
 
 QUESTIONS = [
     "Tom has 12 apples. He gets 7 more. How many apples does he have?",
@@ -22,21 +21,7 @@ PRESETS = ["kava", "codi", "pause", "cot", "nocot"]
 MAX_NEW = 12
 
 
-def build(name: str, arch: str = "llama", **over) -> KavaModel:
-    """A tiny random model with an active LoRA whose eos wins whenever the first hidden feature
-    is large: random weights alone almost never emit eos, and this makes questions finish at
-    different steps, as a function of their own state only."""
-    over = {"num_latents": 4, "lora_r": 4, "lora_dropout": 0.0, **over}
-    model = KavaModel(tiny_model(arch), make_tokenizer(), preset(name, **over))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-        eos_row = model.lm.get_output_embeddings().weight[model.builder.eos_id]
-        eos_row.zero_()
-        eos_row[0] = 1.5
-    return model.eval()
+build = decoding_model
 
 
 def row(gen: Generation, b: int) -> tuple:

@@ -8,7 +8,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from kava.config import preset
 from kava.data.datasets import load_dataset
@@ -20,7 +19,7 @@ from kava.evaluation.evaluate import answer_part, evaluate, wilson_interval, wri
 from kava.model.kava_model import KavaModel
 
 from conftest import DATA_DIR, make_tokenizer, tiny_model
-from test_decoding import build
+from conftest import decoding_model as build
 
 FIELDS = {"index", "question", "gold", "gold_value", "prediction", "answer", "correct", "finished",
           "forward_passes", "generated_tokens", "cache_tokens", "cache_entries", "latency_s"}

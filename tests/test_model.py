@@ -13,21 +13,12 @@ from kava.model.latent import kv_of
 from kava.model.loading import load_base_model
 from kava.model.rope import unrotate_keys
 
-from conftest import make_tokenizer, tiny_model
+from conftest import build_model, make_tokenizer, tiny_model
 
 ATOL = 1e-5
 
 
-def build(name="kava", arch="llama", seed=0, **over) -> KavaModel:
-    over = {"num_latents": 3, "lora_r": 4, "lora_dropout": 0.0, **over}
-    model = KavaModel(tiny_model(arch, seed=seed), make_tokenizer(), preset(name, **over))
-    # LoRA's B starts at zero; perturb it so the adapter actually changes the forward.
-    torch.manual_seed(seed + 1)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.normal_(0, 0.05)
-    return model.eval()
+build = build_model
 
 
 def example_view(internals: dict, batch: dict, b: int) -> dict[str, torch.Tensor]:
@@ -253,7 +244,27 @@ def test_unrotate_recovers_pre_rope_keys():
     torch.testing.assert_close(unrotate_keys(k_rot, pos, rotary), k, atol=1e-5, rtol=1e-5)
 
 
-def test_pre_rope_key_space_runs_and_is_position_free(records):
+def test_pre_rope_keys_do_not_move_when_every_position_shifts(records):
+    """RoPE attention sees only relative positions, so shifting every position leaves the hidden
+    states, and so the unrotated keys, as they were; the cached (post-RoPE) keys move."""
+    model = build("kava")
+    batch = model.builder.training_batch(records)
+    mask = batch["t_attention_mask"]
+    pos = positions_from_mask(mask)
+    decoder = model.lm.get_decoder()
+    keys = {}
+    with torch.no_grad():
+        for shift in (0, 7):
+            res = decoder(inputs_embeds=model.embed(batch["t_input_ids"]), attention_mask=mask, position_ids=pos + shift,
+                          cache=DynamicCache(), use_cache=True)
+            cached = torch.stack([layer.keys for layer in res.cache.layers])
+            keys[shift] = (cached, unrotate_keys(cached, pos + shift, decoder.rotary_emb))
+    real = mask.bool().view(1, mask.shape[0], 1, -1, 1)
+    torch.testing.assert_close(keys[0][1] * real, keys[7][1] * real, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(keys[0][0] * real, keys[7][0] * real, atol=1e-2)
+
+
+def test_pre_rope_key_space_changes_what_is_matched(records):
     model = build("kava", kv_key_space="pre_rope")
     internals = model(model.builder.training_batch(records), return_internals=True)["internals"]
     assert torch.isfinite(internals["student_k"]).all() and torch.isfinite(internals["teacher_k"]).all()

@@ -10,7 +10,7 @@ from kava.config import preset
 from kava.data.records import Record
 from kava.evaluation.oracle import teacher_cache_oracle
 
-from test_decoding import build
+from conftest import decoding_model as build
 
 
 def _greedy_after_trace(model, record: Record, drop_last: bool, max_new: int, keep: int | None = None) -> str:

@@ -31,7 +31,9 @@ from kava.training import cli as train_cli
 from kava.training.run_config import TrainConfig, load_run_config
 
 from conftest import make_tokenizer, tiny_model
-from test_training import RECORDS, one_thread  # noqa: F401 (autouse fixture)
+from conftest import TRAIN_RECORDS as RECORDS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 TIMING = ("step_time_s", "tokens_per_s", "max_memory_gb", "eval_time_s", "latency_s", "total_time_s",

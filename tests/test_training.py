@@ -20,26 +20,23 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM
 
-from kava.config import preset
-from kava.demo.task import generate
 from kava.model.kava_model import KavaModel
 from kava.training import cli
 from kava.training.checkpoint import MODEL_DIR, TEST_DELAY_ENV, latest_checkpoint, list_checkpoints
 from kava.training.engine import enable_gradient_checkpointing, record_order, train
 from kava.training.export import export_merged
-from kava.training.run_config import TrainConfig, load_run_config
+from kava.training.run_config import load_run_config
 
-from conftest import make_tokenizer, tiny_model
+from conftest import TRAIN_RECORDS, make_tokenizer, train_config, training_model
 
 TESTS = Path(__file__).resolve().parent
-RECORDS = generate(40, seed=3)
 TERMS = ("loss", "ce_teacher", "ce_student", "codi", "kv")
 # The child process of the signal and crash tests: trains the same tiny model for many steps.
 CHILD = textwrap.dedent(
     """
     import sys, time
     sys.path.insert(0, {tests!r})
-    from test_training import RECORDS, build, config
+    from conftest import TRAIN_RECORDS as RECORDS, train_config as config, training_model as build
     from kava.training.engine import train
     slow = lambda model: (time.sleep(0.3), {{}})[1]  # an evaluation that makes each step take a while
     train(build(), RECORDS, config(max_steps={steps}, save_every={save_every}, eval_every=1),
@@ -48,23 +45,8 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; two threads on a busy 2-core machine run 30x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def build(seed: int = 0, **over) -> KavaModel:
-    over = {"num_latents": 4, "lora_r": 4, "lora_dropout": 0.1, **over}
-    return KavaModel(tiny_model(seed=seed), make_tokenizer(), preset("kava", **over))
-
-
-def config(**over) -> TrainConfig:
-    return TrainConfig(**{"batch_size": 4, "micro_batch_size": 2, "max_steps": 6, "lr": 2e-3,
-                          "save_every": 2, "report_to": (), **over})
+pytestmark = pytest.mark.usefixtures("one_thread")
+build, config, RECORDS = training_model, train_config, TRAIN_RECORDS
 
 
 def weights(model: KavaModel) -> dict[str, torch.Tensor]:
