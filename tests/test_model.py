@@ -439,3 +439,18 @@ def test_config_choices_come_from_the_tables():
         assert preset("kava", kv_loss=name, codi_loss=name).kv_loss == name
     with pytest.raises(ConfigError, match="'eviction'.*rkv, importance, redundancy, crop, random"):
         preset("kava", eviction="h2o")
+
+
+def test_the_key_space_of_selection_and_of_matching_are_separate_knobs(records):
+    """Matching pre-RoPE keys keeps the entries post-RoPE selection keeps; selecting on pre-RoPE
+    keys is its own choice and keeps others (redundancy compares other vectors)."""
+    batch = build("kava").builder.training_batch(records)
+    with torch.no_grad():
+        paper = build("kava", eviction="redundancy")(batch, return_internals=True)["internals"]
+        match_pre = build("kava", eviction="redundancy", kv_key_space="pre_rope")(batch, return_internals=True)["internals"]
+        both_pre = build("kava", eviction="redundancy", kv_key_space="pre_rope",
+                         selection_key_space="pre_rope")(batch, return_internals=True)["internals"]
+    assert torch.equal(paper["kept_indices"], match_pre["kept_indices"])
+    assert not torch.allclose(paper["teacher_k"], match_pre["teacher_k"])
+    assert not torch.equal(match_pre["kept_indices"], both_pre["kept_indices"])
+    assert match_pre["teacher_k"].shape == both_pre["teacher_k"].shape

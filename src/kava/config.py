@@ -58,7 +58,10 @@ class KavaConfig:
     # (top-M of the score averaged over layers and heads), so slot m stands for one CoT token in
     # every layer and head — a consistent target a small student can learn (the CPU demo's choice).
     eviction_scope: str = "per_head"  # one of EVICTION_SCOPES
-    kv_key_space: str = "post_rope"  # one of KEY_SPACES
+    kv_key_space: str = "post_rope"  # one of KEY_SPACES: the keys L_KV compares
+    # The keys redundancy (eviction) compares: a knob of its own, so that matching pre-RoPE keys
+    # does not silently change which entries are kept. The paper: post-RoPE for both.
+    selection_key_space: str = "post_rope"  # one of KEY_SPACES
     # §5 losses
     student_ce: bool = True
     teacher_ce: bool = True
@@ -124,6 +127,7 @@ class KavaConfig:
         choice("kv_loss", tuple(ELEMENTWISE))
         choice("latent_mode", LATENT_MODES)
         choice("kv_key_space", KEY_SPACES)
+        choice("selection_key_space", KEY_SPACES)
         choice("eviction_scope", EVICTION_SCOPES)
         choice("finetune", FINETUNE)
         for name in ("alpha_codi", "alpha_kv"):

@@ -92,7 +92,8 @@ class DemoSettings:
     def method_config(self, method: str) -> KavaConfig:
         over: dict[str, Any] = {"finetune": "full", "seed": 0}
         if method in LATENT_METHODS:
-            over.update(teacher_drop_last_step=self.teacher_drop_last_step, kv_key_space=self.kv_key_space)
+            over.update(teacher_drop_last_step=self.teacher_drop_last_step, kv_key_space=self.kv_key_space,
+                        selection_key_space=self.kv_key_space)
             if method != "codi":  # CODI keeps its own M and generates its latents sequentially
                 over.update(num_latents=self.num_latents, num_iterations=0 if method == "pause" else self.num_iterations)
         return preset(method, **over)

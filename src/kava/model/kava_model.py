@@ -217,12 +217,14 @@ class KavaModel(nn.Module):
         cot = batch["t_cot_mask"]
         cached = torch.stack([layer.keys for layer in res.cache.layers]).detach()  # [L, B, H, S, d]
         values = torch.stack([layer.values for layer in res.cache.layers]).detach()
-        keys = unrotate_keys(cached, pos, self.lm.get_decoder().rotary_emb) if cfg.kv_key_space == "pre_rope" else cached
+        unrotated = unrotate_keys(cached, pos, self.lm.get_decoder().rotary_emb) if "pre_rope" in (
+            cfg.kv_key_space, cfg.selection_key_space) else None
+        keys = unrotated if cfg.kv_key_space == "pre_rope" else cached  # the space L_KV compares in
         importance = redundancy = None
         if answer_queries is not None:
             importance = self._importance(*answer_queries, cached, batch["t_attention_mask"], pos)
         if compression.EVICTIONS[cfg.eviction].needs_redundancy(cfg.eviction_lambda):
-            redundancy = compression.redundancy_scores(keys, cot)
+            redundancy = compression.redundancy_scores(unrotated if cfg.selection_key_space == "pre_rope" else cached, cot)
         gen = torch.Generator().manual_seed(cfg.seed) if cfg.eviction == "random" else None
         scores = compression.eviction_scores(
             cfg.eviction, cot, self.n_layers, self.n_kv_heads,
