@@ -8,7 +8,17 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from kava.config import preset
 from kava.data.records import Record
@@ -39,17 +49,25 @@ def make_tokenizer() -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
+# Every supported family (kava.model.arch) as a tiny random GQA config: 4 query / 2 KV heads.
+TINY_MODELS = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "mistral": (MistralConfig, MistralForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),  # q/k norms before RoPE
+}
+ARCHS = tuple(TINY_MODELS)
+
+
 def tiny_model(arch: str = "llama", vocab: int = 330, seed: int = 0, **kw):
     torch.manual_seed(seed)
     common = dict(
         vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
         attn_implementation="sdpa", tie_word_embeddings=False,
     )
-    common.update(kw)
-    if arch == "llama":
-        return LlamaForCausalLM(LlamaConfig(**common)).eval()
-    return Qwen2ForCausalLM(Qwen2Config(**common)).eval()
+    config_cls, model_cls = TINY_MODELS[arch]
+    return model_cls(config_cls(**(common | kw))).eval()
 
 
 @pytest.fixture

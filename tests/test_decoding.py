@@ -9,7 +9,7 @@ from kava.data.sequences import positions_from_mask
 from kava.evaluation.decoding import Generation, Sampling, generate, top_p_filter
 from kava.model.kava_model import KavaModel
 
-from conftest import decoding_model
+from conftest import ARCHS, decoding_model
 
 QUESTIONS = [
     "Tom has 12 apples. He gets 7 more. How many apples does he have?",
@@ -29,7 +29,7 @@ def row(gen: Generation, b: int) -> tuple:
 
 
 @pytest.mark.parametrize("name", PRESETS)
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_padding_invariance(name, arch):
     model = build(name, arch)
     batched = generate(model, QUESTIONS, max_new_tokens=MAX_NEW)
@@ -87,9 +87,10 @@ def greedy_without_cache(model: KavaModel, question: str, max_new_tokens: int) -
     return out
 
 
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("name", ["kava", "codi", "cot"])
-def test_cached_greedy_equals_recomputation(name):
-    model = build(name)
+def test_cached_greedy_equals_recomputation(name, arch):
+    model = build(name, arch)
     gen = generate(model, QUESTIONS, max_new_tokens=MAX_NEW)
     with torch.no_grad():
         for b, q in enumerate(QUESTIONS):

