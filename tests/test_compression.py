@@ -66,7 +66,7 @@ def test_redundancy_matches_formula():
 def _select(eviction, scores_imp, scores_red, cot, M, lam=0.1):
     s = C.eviction_scores(eviction, cot, 1, scores_imp.shape[2] if scores_imp is not None else 1,
                           importance=scores_imp, redundancy=scores_red, lam=lam,
-                          generator=torch.Generator().manual_seed(0))
+                          seeds=list(range(cot.shape[0])))
     return C.select_entries(s, cot, M)
 
 

@@ -455,3 +455,19 @@ def test_the_key_space_of_selection_and_of_matching_are_separate_knobs(records):
     assert not torch.allclose(paper["teacher_k"], match_pre["teacher_k"])
     assert not torch.equal(match_pre["kept_indices"], both_pre["kept_indices"])
     assert match_pre["teacher_k"].shape == both_pre["teacher_k"].shape
+
+
+def test_random_eviction_draws_per_example_whatever_the_batch(records):
+    """Each example keeps the same random entries alone and batched (its own seed, its own CoT
+    columns); two different examples draw differently."""
+    model = build("kava", eviction="random", num_latents=2)
+    with torch.no_grad():
+        batch = model.builder.training_batch(records)
+        batched = model(batch, return_internals=True)["internals"]
+        for b, r in enumerate(records):
+            single = model.builder.training_batch([r])
+            alone = model(single, return_internals=True)["internals"]
+            mine, ref = example_view(batched, batch, b), example_view(alone, single, 0)
+            assert torch.equal(mine["kept"], ref["kept"]), b
+    offsets = [example_view(batched, batch, b)["kept"] for b in range(len(records))]
+    assert not all(torch.equal(offsets[0], o) for o in offsets[1:])

@@ -7,7 +7,7 @@ compressed cache is a stop-gradient target.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -87,13 +87,23 @@ class Selection:
     slot_mask: torch.Tensor  # [B, M] True where slot m is matched with a real CoT entry
 
 
-def _crop(shape: tuple[int, ...], cot_mask: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _crop(shape: tuple[int, ...], cot_mask: torch.Tensor, seeds: Sequence[int] | None) -> torch.Tensor:
     """Keep the first M CoT entries (the earliest score highest)."""
     return (-torch.arange(shape[-1], device=cot_mask.device, dtype=torch.float)).expand(shape)
 
 
-def _random(shape: tuple[int, ...], cot_mask: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    return torch.rand(shape, generator=generator, device="cpu").to(cot_mask.device)
+def _random(shape: tuple[int, ...], cot_mask: torch.Tensor, seeds: Sequence[int] | None) -> torch.Tensor:
+    """Uniform scores over each example's own CoT entries, drawn from that example's seed: its kept
+    set depends on nothing else in the batch (not its mates, not the padding)."""
+    if seeds is None or len(seeds) != shape[1]:
+        raise ValueError("random eviction needs one seed per example")
+    L, B, H, S = shape
+    scores = torch.zeros(shape)
+    cot = cot_mask.cpu()
+    for b, seed in enumerate(seeds):  # one generator per example; an ablation, not a hot path
+        cols = cot[b].nonzero().flatten()
+        scores[:, b][:, :, cols] = torch.rand(L, H, len(cols), generator=torch.Generator().manual_seed(seed))
+    return scores.to(cot_mask.device)
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class EvictionVariant:
     config's ``eviction_lambda``), or a score that reads no model signal (``fixed``)."""
 
     lam: float | None = None
-    fixed: Callable[[tuple[int, ...], torch.Tensor, torch.Generator | None], torch.Tensor] | None = None
+    fixed: Callable[[tuple[int, ...], torch.Tensor, Sequence[int] | None], torch.Tensor] | None = None
 
     def weight(self, lam: float) -> float:
         return lam if self.lam is None else self.lam
@@ -133,16 +143,17 @@ def eviction_scores(
     importance: torch.Tensor | None = None,
     redundancy: torch.Tensor | None = None,
     lam: float = 0.1,
-    generator: torch.Generator | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Per-entry keep score [L, B, H, S] for an eviction variant of `EVICTIONS` (higher = keep);
-    ``importance`` / ``redundancy`` are needed where the variant says so."""
+    ``importance`` / ``redundancy`` are needed where the variant says so, ``seeds`` (one per example)
+    by ``random``."""
     if eviction not in EVICTIONS:
         raise ValueError(f"unknown eviction {eviction!r}")
     variant = EVICTIONS[eviction]
     shape = (n_layers, cot_mask.shape[0], n_kv_heads, cot_mask.shape[1])
     if variant.fixed is not None:
-        return variant.fixed(shape, cot_mask, generator)
+        return variant.fixed(shape, cot_mask, seeds)
     w = variant.weight(lam)
     score = torch.zeros(shape, device=cot_mask.device)
     if variant.needs_importance(lam):

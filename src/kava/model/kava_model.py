@@ -9,6 +9,7 @@ and student passes of one batch and returns every loss term (method.md §5); ``s
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -40,6 +41,12 @@ def states_at(hidden_states: tuple[torch.Tensor, ...], index: torch.Tensor) -> t
     h = torch.stack(hidden_states[1:])  # [L, B, S, D]; index 0 is the embedding output
     idx = index.view(1, -1, 1, 1).expand(h.shape[0], -1, 1, h.shape[-1])
     return h.gather(2, idx).squeeze(2)
+
+
+def example_seeds(ids: torch.Tensor, mask: torch.Tensor, seed: int) -> list[int]:
+    """A seed per example from its own tokens (padding excluded) and the config seed: the same
+    example always draws the same numbers, whatever it is batched with."""
+    return [zlib.crc32(row[keep].cpu().numpy().tobytes(), seed) for row, keep in zip(ids, mask.bool())]
 
 
 class KavaModel(nn.Module):
@@ -218,10 +225,10 @@ class KavaModel(nn.Module):
             importance = self._importance(*answer_queries, cached, batch["t_attention_mask"], pos)
         if compression.EVICTIONS[cfg.eviction].needs_redundancy(cfg.eviction_lambda):
             redundancy = compression.redundancy_scores(unrotated if cfg.selection_key_space == "pre_rope" else cached, cot)
-        gen = torch.Generator().manual_seed(cfg.seed) if cfg.eviction == "random" else None
+        seeds = example_seeds(batch["t_input_ids"], batch["t_attention_mask"], cfg.seed) if cfg.eviction == "random" else None
         scores = compression.eviction_scores(
             cfg.eviction, cot, self.n_layers, self.n_kv_heads,
-            importance=importance, redundancy=redundancy, lam=cfg.eviction_lambda, generator=gen,
+            importance=importance, redundancy=redundancy, lam=cfg.eviction_lambda, seeds=seeds,
         )
         if cfg.eviction_scope == "shared":
             scores = scores.mean(dim=(0, 2), keepdim=True).expand_as(scores)
