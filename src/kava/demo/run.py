@@ -45,18 +45,20 @@ class DemoSettings:
     seeds: tuple[int, ...] = (0,)
     task: TaskConfig = field(default_factory=TaskConfig)
     # Per phase: nocot and cot train from scratch, "latent" methods fine-tune the CoT model.
-    # Sized to the 10-minute budget on 2 cores (per step: nocot 90 ms, cot 120-130 ms, kava 255 ms).
-    # Two fresh-clone runs: 500 / 1200 / 1600 steps took 10.2 min; 500 / 1000 / 1500 took 9.6 min,
-    # but CoT cut to 1000 steps had not converged (its learning curve on validation: 52 % at the
-    # end, against 75 % for 1200 steps) and KaVa after it ended at 30 % (34 % after the 1200-step
-    # CoT). So CoT keeps 1200 steps, and No-CoT, flat at 2-6 % on its validation curve from 100 to
-    # 500 steps, gives 100 of its steps to the budget.
-    # On the validation split, CoT reached 71.5 % after 1000 and 84 % after 1500 steps (cosine over
-    # 1500); KaVa after that CoT model 11.5 / 11 / 20 / 33 % at 400 / 800 / 1200 / 1600 steps;
-    # No-CoT 4.5 % after 500 steps (benchmarks/demo_recipe_search.jsonl holds every run).
+    # Sized to the 10-minute budget on 2 cores. Two fresh-clone runs: 500 / 1200 / 1600 steps took
+    # 10.2 min; 500 / 1000 / 1500 took 9.6 min, but CoT cut to 1000 steps had not converged (its
+    # learning curve on validation: 52 % at the end, against 75 % for 1200 steps) and KaVa after it
+    # ended at 30 % (34 % after the 1200-step CoT). So CoT keeps 1200 steps, and No-CoT, flat at
+    # 2-6 % on its validation curve from 100 to 500 steps, gives 100 of its steps to the budget.
+    # (benchmarks/demo_recipe_search.jsonl holds every validation run.)
     steps: dict[str, int] = field(default_factory=lambda: {"nocot": 400, "cot": 1200, "latent": 1500})
-    # lr 4e-3 for KaVa: 14.5 % vs 19.5 % after 600 steps (validation).
-    lr: dict[str, float] = field(default_factory=lambda: {"nocot": 3e-3, "cot": 3e-3, "latent": 2e-3})
+    # Latent lr, validation split, 1600 KaVa steps after a 1500-step CoT: 2e-3 33.0 %, 1e-3 37.0 %,
+    # 4e-3 worse (14.5 vs 19.5 % at 600 steps); with alpha_codi = 1: 2e-3 35.0, 1e-3 43.0, 5e-4 39.5 %.
+    lr: dict[str, float] = field(default_factory=lambda: {"nocot": 3e-3, "cot": 3e-3, "latent": 1e-3})
+    # α_CODI for every latent method with a CODI term (kava, pccot, codi). The paper's 10 makes
+    # L_CODI ~85 % of KaVa's loss here and crowds out L_KV (0.316 vs its mean-target baseline 0.323
+    # at lr 1e-3); at 1: L_KV 0.259 vs 0.331, KaVa 43.0 % vs 37.0 %, PCCoT 41.0 % vs 36.0 % (validation).
+    alpha_codi: float = 1.0
     batch_size: int = 16
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05
@@ -94,6 +96,8 @@ class DemoSettings:
         if method in LATENT_METHODS:
             over.update(teacher_drop_last_step=self.teacher_drop_last_step, kv_key_space=self.kv_key_space,
                         selection_key_space=self.kv_key_space)
+            if method in ("kava", "pccot", "codi"):
+                over.update(alpha_codi=self.alpha_codi)
             if method != "codi":  # CODI keeps its own M and generates its latents sequentially
                 over.update(num_latents=self.num_latents, num_iterations=0 if method == "pause" else self.num_iterations)
         return preset(method, **over)
