@@ -56,7 +56,7 @@ class DemoSettings:
     # 4e-3 worse (14.5 vs 19.5 % at 600 steps); with alpha_codi = 1: 2e-3 35.0, 1e-3 43.0, 5e-4 39.5 %.
     lr: dict[str, float] = field(default_factory=lambda: {"nocot": 3e-3, "cot": 3e-3, "latent": 1e-3})
     # α_CODI for every latent method with a CODI term (kava, pccot, codi). The paper's 10 makes
-    # L_CODI ~85 % of KaVa's loss here and crowds out L_KV (0.316 vs its mean-target baseline 0.323
+    # L_CODI ~85 % of KaVa's loss here and crowds out L_KV (0.292 vs its mean-target baseline 0.319
     # at lr 1e-3); at 1: L_KV 0.259 vs 0.331, KaVa 43.0 % vs 37.0 %, PCCoT 41.0 % vs 36.0 % (validation).
     alpha_codi: float = 1.0
     batch_size: int = 16
