@@ -65,7 +65,7 @@ def test_compressed_oracle_keeps_m_entries_and_ignores_batch_mates(records):
     assert full.kept_entries > 4
 
 
-def test_overrides_are_undone_and_configs_without_targets_are_refused(records):
+def test_overrides_leave_the_model_alone_and_configs_without_targets_are_refused(records):
     model = build("kava", num_latents=4)
     before = model.config
     teacher_cache_oracle(model, records[:1], overrides={"num_latents": 64, "teacher_drop_last_step": False})

@@ -62,14 +62,20 @@ class Generation:
 
 
 @dataclass
-class _Opening:
-    """State after the passes that precede the first answer (or CoT) token."""
+class Opening:
+    """State after the passes that precede the first answer (or CoT) token: what `decode_from`
+    continues from. Diagnostics build their own (e.g. a cache holding the teacher's entries)."""
 
     cache: DynamicCache
     attention_mask: torch.Tensor  # [B, S] over the cache
     next_position: torch.Tensor  # [B] position id of the next fed token
     logits: torch.Tensor  # [B, V] predicting the first emitted token
     forward_passes: int
+
+    @classmethod
+    def after(cls, model, out, attention_mask: torch.Tensor, next_position: torch.Tensor, forward_passes: int) -> "Opening":
+        """The opening left by decoder output ``out``, whose last column predicts the first token."""
+        return cls(out.cache, attention_mask, next_position, _last_logits(model, out), forward_passes)
 
 
 def generate(
@@ -93,12 +99,19 @@ def generate(
     ids = list(range(len(questions))) if question_ids is None else list(question_ids)
     if len(ids) != len(questions):
         raise ValueError(f"{len(ids)} question_ids for {len(questions)} questions")
-    chooser = _Chooser(sampling, ids)
     with torch.no_grad():
-        return _decode(model, _open(model, questions), max_new_tokens, chooser)
+        return decode_from(model, _open(model, questions), max_new_tokens, sampling, ids)
 
 
-def _open(model, questions: Sequence[str]) -> _Opening:
+def decode_from(model, opening: Opening, max_new_tokens: int, sampling: Sampling | None = None,
+                question_ids: Sequence[int] | None = None) -> Generation:
+    """Emit tokens from ``opening`` until eos or ``max_new_tokens`` (greedy unless ``sampling``);
+    `question_ids` seed each row's sampler as in `generate`."""
+    ids = list(range(opening.logits.shape[0])) if question_ids is None else list(question_ids)
+    return _decode(model, opening, max_new_tokens, _Chooser(sampling, ids))
+
+
+def _open(model, questions: Sequence[str]) -> Opening:
     mode = model.config.inference_mode
     builder = model.builder
     device = model.device
@@ -109,12 +122,12 @@ def _open(model, questions: Sequence[str]) -> _Opening:
         mask = torch.cat([state.attention_mask, torch.ones_like(tail)], dim=1)
         pos = state.next_position.view(-1, 1) + torch.arange(tail.shape[1], device=device).view(1, -1)
         out = model.decode(model.embed(tail), mask, pos, cache_of(state.kv))
-        return _Opening(out.cache, mask, pos[:, -1] + 1, _last_logits(model, out), state.forward_passes + 1)
+        return Opening.after(model, out, mask, pos[:, -1] + 1, state.forward_passes + 1)
     if mode in ("cot", "direct"):
         prompt = builder.direct_prompt(questions, with_answer_prompt=mode == "direct")
         ids, mask = prompt["prompt_ids"].to(device), prompt["prompt_mask"].to(device)
         out = model.decode(model.embed(ids), mask, positions_from_mask(mask), DynamicCache())
-        return _Opening(out.cache, mask, mask.sum(-1), _last_logits(model, out), 1)
+        return Opening.after(model, out, mask, mask.sum(-1), 1)
     raise ValueError(f"unknown inference mode {mode!r}; expected one of {', '.join(MODES)}")
 
 
@@ -123,7 +136,7 @@ def _last_logits(model, out) -> torch.Tensor:
     return model.logits(out.last_hidden_state[:, -1]).float()
 
 
-def _decode(model, opening: _Opening, max_new_tokens: int, chooser: "_Chooser") -> Generation:
+def _decode(model, opening: Opening, max_new_tokens: int, chooser: "_Chooser") -> Generation:
     """Feed each chosen token back until eos or the limit. A row that finishes leaves the batch
     (its cache rows are dropped), so later passes spend nothing on it."""
     builder = model.builder

@@ -23,8 +23,8 @@ from transformers import DynamicCache
 
 from kava.data.answers import answers_match, extract_answer, parse_gold
 from kava.data.records import Record
-from kava.data.sequences import positions_from_mask
-from kava.evaluation.decoding import _Chooser, _decode, _last_logits, _Opening
+from kava.data.sequences import SequenceBuilder, positions_from_mask
+from kava.evaluation.decoding import Opening, decode_from
 from kava.model.latent import cache_of, kv_of
 
 
@@ -49,8 +49,7 @@ def teacher_cache_oracle(
     the settings of its KV-distillation targets — unless ``overrides`` (KavaConfig fields, e.g.
     ``{"num_latents": 64, "teacher_drop_last_step": False}``) asks for others for this call.
     """
-    saved = model.config
-    cfg = replace(saved, **(overrides or {}))
+    cfg = replace(model.config, **(overrides or {}))
     if not (cfg.uses_teacher and cfg.uses_student and cfg.alpha_kv > 0 and cfg.teacher_uses_cot):
         raise ValueError(
             f"the oracle needs a config that builds compressed CoT targets (alpha_kv > 0 with a CoT teacher, "
@@ -60,32 +59,30 @@ def teacher_cache_oracle(
         raise ValueError("no records for the oracle")
     was_training = model.training
     model.eval()
-    model.config = model.builder.config = cfg
+    builder = SequenceBuilder(model.tokenizer, cfg)  # the teacher sequences of these settings
     predictions: list[str] = []
     correct = kept = 0
     try:
         with torch.no_grad():
             for first in range(0, len(records), batch_size):
                 chunk = list(records[first : first + batch_size])
-                opening, n_kept = _oracle_opening(model, chunk)
-                gen = _decode(model, opening, max_new_tokens, _Chooser(None, range(len(chunk))))
+                opening, n_kept = _oracle_opening(model, builder, cfg, chunk)
+                gen = decode_from(model, opening, max_new_tokens)
                 for tokens, done, record in zip(gen.tokens, gen.finished, chunk):
-                    text = model.builder.tok.decode(tokens[:-1] if done else tokens, skip_special_tokens=False)
+                    text = builder.tok.decode(tokens[:-1] if done else tokens, skip_special_tokens=False)
                     predictions.append(text)
                     correct += answers_match(extract_answer(text), parse_gold(record.answer))
                 kept += n_kept
     finally:
-        model.config = model.builder.config = saved
         model.train(was_training)
     return OracleResult(correct / len(records), predictions, kept / len(records))
 
 
-def _oracle_opening(model, records: list[Record]) -> tuple[_Opening, float]:
+def _oracle_opening(model, builder: SequenceBuilder, cfg, records: list[Record]) -> tuple[Opening, float]:
     device = model.device
-    builder = model.builder
     batch = {k: v.to(device) for k, v in builder.training_batch(records).items()}
-    targets = model.teacher_targets(batch)
-    k_t, v_t, slots = targets["k_cached"], targets["v"], targets["slot_mask"]  # [L,B,H,M,d], [B,M]
+    targets = model.teacher_targets(batch, cfg).kv
+    k_t, v_t, slots = targets.k_cached, targets.v, targets.slot_mask  # [L,B,H,M,d], [B,M]
 
     prompt = builder.direct_prompt([r.question for r in records], with_answer_prompt=False)
     q_ids, q_mask = prompt["prompt_ids"].to(device), prompt["prompt_mask"].to(device)
@@ -99,5 +96,4 @@ def _oracle_opening(model, records: list[Record]) -> tuple[_Opening, float]:
     start = q_mask.sum(-1) + batch["t_cot_mask"].sum(-1)
     pos = start.view(B, 1) + torch.arange(tail.shape[1], device=device).view(1, -1)
     res = model.decode(model.embed(tail), mask, pos, cache_of(kv))
-    opening = _Opening(res.cache, mask, pos[:, -1] + 1, _last_logits(model, res), forward_passes=0)
-    return opening, float(slots.sum())
+    return Opening.after(model, res, mask, pos[:, -1] + 1, forward_passes=0), float(slots.sum())

@@ -12,6 +12,7 @@ import json
 import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,25 @@ def states_at(hidden_states: tuple[torch.Tensor, ...], index: torch.Tensor) -> t
     h = torch.stack(hidden_states[1:])  # [L, B, S, D]; index 0 is the embedding output
     idx = index.view(1, -1, 1, 1).expand(h.shape[0], -1, 1, h.shape[-1])
     return h.gather(2, idx).squeeze(2)
+
+
+@dataclass
+class CompressedKV:
+    """The teacher's kept CoT entries: M per layer and KV head (method.md §4)."""
+
+    k: torch.Tensor  # [L, B, H, M, d] keys in the space L_KV compares (kv_key_space)
+    k_cached: torch.Tensor  # the same entries as the cache holds them (post-RoPE)
+    v: torch.Tensor  # [L, B, H, M, d]
+    slot_mask: torch.Tensor  # [B, M] slots matched with a real CoT entry
+    indices: torch.Tensor  # [L, B, H, M] their columns in the teacher sequence, ascending
+
+
+@dataclass
+class TeacherTargets:
+    """The stop-gradient targets of one batch: what the student's distillation terms compare against."""
+
+    kv: CompressedKV | None = None  # when L_KV is on
+    distill_hidden: torch.Tensor | None = None  # [L, B, D] at the last token of P, when L_CODI is on
 
 
 def example_seeds(ids: torch.Tensor, mask: torch.Tensor, seed: int) -> list[int]:
@@ -137,7 +157,7 @@ class KavaModel(nn.Module):
         out: dict[str, Any] = {}
         internals: dict[str, Any] = {}
         total = torch.zeros((), device=self.device)
-        teacher, teacher_kv = self._teacher(batch, internals) if cfg.uses_teacher else (None, None)
+        teacher, teacher_kv = self._teacher(batch, internals, cfg) if cfg.uses_teacher else (None, None)
         if teacher is not None and cfg.teacher_ce:
             out["ce_teacher"] = internals["ce_teacher"].mean()
             total = total + out["ce_teacher"]
@@ -148,13 +168,13 @@ class KavaModel(nn.Module):
                 out["ce_student"] = internals["ce_student"].mean()
                 total = total + out["ce_student"]
             if cfg.alpha_codi > 0:
-                term = codi_loss(internals["student_distill_hidden"], teacher["distill_hidden"], cfg.codi_loss)
+                term = codi_loss(internals["student_distill_hidden"], teacher.distill_hidden, cfg.codi_loss)
                 out["codi"] = term.value
                 internals["codi_per_example"] = term.per_example
                 total = total + cfg.alpha_codi * term.value
             if cfg.alpha_kv > 0:
                 ks, vs = internals["student_k"], internals["student_v"]
-                kv_args = (teacher["k"], teacher["v"], teacher["slot_mask"], cfg.kv_loss, cfg.kv_layerwise_std)
+                kv_args = (teacher.kv.k, teacher.kv.v, teacher.kv.slot_mask, cfg.kv_loss, cfg.kv_layerwise_std)
                 term = kv_loss(ks, vs, *kv_args)
                 out["kv"] = term.value
                 internals["kv_per_example"] = term.per_example
@@ -165,17 +185,16 @@ class KavaModel(nn.Module):
             out["internals"] = internals
         return out
 
-    def teacher_targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The stop-gradient targets of one batch as the losses see them (compressed ``k``, ``v``, ``k_cached``,
-        ``slot_mask``, ``indices``; ``distill_hidden``), without running the student."""
-        return self._teacher(batch, {})[0]
+    def teacher_targets(self, batch: dict[str, torch.Tensor], config: KavaConfig | None = None) -> TeacherTargets:
+        """The stop-gradient targets of one batch as the losses see them, without running the student;
+        under ``config`` (e.g. another M or eviction) instead of the model's own when given."""
+        return self._teacher(batch, {}, config or self.config)[0]
 
-    def _teacher(self, batch: dict[str, torch.Tensor], internals: dict[str, Any]) -> tuple[dict[str, torch.Tensor], KV]:
+    def _teacher(self, batch: dict[str, torch.Tensor], internals: dict[str, Any], cfg: KavaConfig) -> tuple[TeacherTargets, KV]:
         """Teacher pass: CE with gradient; compressed KV and distillation states as stop-grad targets.
 
         Also returns the pass's cache, still in the graph, for the student to reuse over ``[bos] Q``.
         """
-        cfg = self.config
         mask = batch["t_attention_mask"]
         pos = positions_from_mask(mask)
         need_kv = cfg.alpha_kv > 0 and cfg.uses_student
@@ -187,17 +206,17 @@ class KavaModel(nn.Module):
             with capture as queries:
                 res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden)
             internals["ce_teacher"] = token_ce(res.last_hidden_state, batch["t_input_ids"], batch["t_ce_mask"], self.logits)
-        targets: dict[str, torch.Tensor] = {}
+        targets = TeacherTargets()
         with torch.no_grad():
             if need_hidden:
-                targets["distill_hidden"] = states_at(res.hidden_states, batch["t_distill_index"]).detach()
-                internals["teacher_distill_hidden"] = targets["distill_hidden"]
+                targets.distill_hidden = states_at(res.hidden_states, batch["t_distill_index"]).detach()
+                internals["teacher_distill_hidden"] = targets.distill_hidden
             if need_kv:
                 answer_queries = (queries, rows, row_mask) if need_importance else None
                 with self._span("eviction"):
-                    targets.update(self._compress(res, batch, pos, answer_queries))
-                internals.update(teacher_k=targets["k"], teacher_v=targets["v"], slot_mask=targets["slot_mask"],
-                                 kept_indices=targets["indices"])
+                    targets.kv = self._compress(res, batch, pos, answer_queries, cfg)
+                internals.update(teacher_k=targets.kv.k, teacher_v=targets.kv.v, slot_mask=targets.kv.slot_mask,
+                                 kept_indices=targets.kv.indices)
         return targets, kv_of(res.cache)
 
     def _importance(self, queries: list[torch.Tensor], rows, row_mask, cached, mask, pos) -> torch.Tensor:
@@ -210,10 +229,9 @@ class KavaModel(nn.Module):
         attn = compression.answer_attention(q, cached, mask, rows, attn_layer.scaling)
         return compression.importance_scores(attn, row_mask, self.n_kv_heads)
 
-    def _compress(self, res, batch, pos, answer_queries) -> dict[str, torch.Tensor]:
+    def _compress(self, res, batch, pos, answer_queries, cfg: KavaConfig) -> CompressedKV:
         """The M kept entries per layer and KV head; ``answer_queries`` = (queries, rows, row_mask)
         from `capture_queries` when the eviction scores importance."""
-        cfg = self.config
         cot = batch["t_cot_mask"]
         cached = torch.stack([layer.keys for layer in res.cache.layers]).detach()  # [L, B, H, S, d]
         values = torch.stack([layer.values for layer in res.cache.layers]).detach()
@@ -234,14 +252,13 @@ class KavaModel(nn.Module):
             scores = scores.mean(dim=(0, 2), keepdim=True).expand_as(scores)
         sel = compression.select_entries(scores, cot, cfg.num_latents)
         k = compression.gather_entries(keys, sel)
-        return {
-            "k": k,
-            # The kept keys as the cache holds them (post-RoPE), whatever space the loss compares in.
-            "k_cached": k if keys is cached else compression.gather_entries(cached, sel),
-            "v": compression.gather_entries(values, sel),
-            "slot_mask": sel.slot_mask,
-            "indices": sel.indices,
-        }
+        return CompressedKV(
+            k=k,
+            k_cached=k if keys is cached else compression.gather_entries(cached, sel),
+            v=compression.gather_entries(values, sel),
+            slot_mask=sel.slot_mask,
+            indices=sel.indices,
+        )
 
     def _student(self, batch: dict[str, torch.Tensor], internals: dict[str, Any], teacher_kv: KV | None) -> None:
         """Student pass: latents, then the answer on their cache; the teacher's cache, when given,
