@@ -15,7 +15,8 @@ from kava.data.records import Record
 from kava.evaluation import cli
 from kava.evaluation import evaluate as evaluate_module
 from kava.evaluation.decoding import Generation, Sampling
-from kava.evaluation.evaluate import answer_part, evaluate, wilson_interval, write_results
+from kava.evaluation.answering import answer_part
+from kava.evaluation.evaluate import evaluate, wilson_interval, write_results
 from kava.model.kava_model import KavaModel
 
 from conftest import DATA_DIR, make_tokenizer, tiny_model

@@ -115,7 +115,7 @@ def time_inference(models: dict[str, Any], questions: Sequence[str], batch_size:
     """Per model: median latency per question (s), and the mean forward passes, emitted
     tokens and cache entries per question, answering ``questions`` in batches of ``batch_size``."""
     from kava.evaluation.decoding import generate
-    from kava.evaluation.evaluate import DEFAULT_MAX_NEW_TOKENS
+    from kava.evaluation.answering import DEFAULT_MAX_NEW_TOKENS
 
     chunks = [questions[i:i + batch_size] for i in range(0, len(questions), batch_size)]
     latency: dict[str, list[float]] = {mode: [] for mode in models}

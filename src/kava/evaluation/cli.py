@@ -20,7 +20,8 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="kava checkpoint folder (written by training)")
+    parser.add_argument("--model", required=True, help="a trained model: a run folder (its final/ or newest checkpoint), "
+                        "a checkpoint, or a model / exported folder")
     parser.add_argument("--dataset", required=True, help="registered dataset name (gsm8k, svamp, ...) or a file")
     parser.add_argument("--split", default=None, help="split of a registered dataset (default: its test split)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from kava.evaluation.evaluate import EvaluationStopped, evaluate
     from kava.evaluation.results import ResultWriter, check_start, load_done
     from kava.integrity import check_model_dir
-    from kava.model.kava_model import KavaModel
+    from kava.model.kava_model import KavaModel, find_model_dir
     from kava.outputs import hold
     from kava.stop import StopSignal
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
             sampling = _sampling(args)
             check_start(out, resume=args.resume, overwrite=args.overwrite)
             _check_device(args.device)
-            check_model_dir(args.model)
+            check_model_dir(find_model_dir(args.model))
             data = load_dataset(args.dataset, args.split, skip_bad=args.skip_bad, limit=args.limit)
             if not data.records:
                 raise DatasetError(f"--dataset: no questions left in {data.source}")

@@ -85,8 +85,9 @@ def generate(
     max_new_tokens: int,
     sampling: Sampling | None = None,
     question_ids: Sequence[int] | None = None,
+    mode: str | None = None,
 ) -> Generation:
-    """Decode the answers to `questions` as one batch in the model's inference mode.
+    """Decode the answers to `questions` as one batch in `mode` (default: the model's inference mode).
 
     `question_ids` are stable per-question numbers (e.g. dataset indices) that seed each
     question's sampler, so a sampled answer does not depend on batch size or order; they default
@@ -100,7 +101,7 @@ def generate(
     if len(ids) != len(questions):
         raise ValueError(f"{len(ids)} question_ids for {len(questions)} questions")
     with torch.no_grad():
-        return decode_from(model, _open(model, questions), max_new_tokens, sampling, ids)
+        return decode_from(model, _open(model, questions, mode or model.config.inference_mode), max_new_tokens, sampling, ids)
 
 
 def decode_from(model, opening: Opening, max_new_tokens: int, sampling: Sampling | None = None,
@@ -111,8 +112,7 @@ def decode_from(model, opening: Opening, max_new_tokens: int, sampling: Sampling
     return _decode(model, opening, max_new_tokens, _Chooser(sampling, ids))
 
 
-def _open(model, questions: Sequence[str]) -> Opening:
-    mode = model.config.inference_mode
+def _open(model, questions: Sequence[str], mode: str) -> Opening:
     builder = model.builder
     device = model.device
     if mode == "latent":

@@ -29,14 +29,13 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from kava.data.answers import answers_match, extract_answer, parse_gold
+from kava.data.answers import answers_match, parse_gold
 from kava.data.datasets import LoadedDataset
 from kava.data.records import Record
+from kava.evaluation.answering import DEFAULT_MAX_NEW_TOKENS, read_answer
 from kava.evaluation.decoding import Sampling, generate
 from kava.outputs import write_atomic
 
-# Token limits when the caller gives none: a CoT needs room for the trace, an answer does not.
-DEFAULT_MAX_NEW_TOKENS = {"latent": 32, "direct": 32, "cot": 256}
 PREDICTIONS_FILE = "predictions.jsonl"
 SUMMARY_FILE = "summary.json"
 
@@ -111,12 +110,8 @@ def evaluate(
 
 
 def _prediction(model, index: int, record: Record, gold: float, gen, row: int, latency: float) -> dict[str, Any]:
-    builder = model.builder
     tokens = gen.tokens[row]
-    text_ids = tokens[:-1] if gen.finished[row] else tokens
-    text = builder.tok.decode(text_ids, skip_special_tokens=False)
-    answer_text = answer_part(text, model.config.answer_prompt) if model.config.inference_mode == "cot" else text
-    pred = extract_answer(answer_text)
+    text, pred = read_answer(model, gen, row, model.config.inference_mode)
     cache_tokens = gen.cache_tokens[row]
     return {
         "index": index,
@@ -133,13 +128,6 @@ def _prediction(model, index: int, record: Record, gold: float, gen, row: int, l
         "cache_entries": cache_tokens * model.n_layers * model.n_kv_heads * 2,
         "latency_s": latency,
     }
-
-
-def answer_part(trace: str, answer_prompt: str) -> str:
-    """The text after the first answer prompt of a CoT trace, or the whole trace without one."""
-    prompt = answer_prompt.strip()
-    cut = trace.find(prompt)
-    return trace if cut < 0 else trace[cut + len(prompt) :]
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

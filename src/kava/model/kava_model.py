@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from torch import nn
 from kava import compression
 from kava.config import KavaConfig
 from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
+from kava.layout import CHECKPOINT_MODEL, CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
 from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
 from kava.model.arch import architecture
 from kava.model.latent import KV, LatentState, cache_of, kv_of, run_latents
@@ -61,6 +62,20 @@ class TeacherTargets:
 
     kv: CompressedKV | None = None  # when L_KV is on
     distill_hidden: torch.Tensor | None = None  # [L, B, D] at the last token of P, when L_CODI is on
+
+
+def find_model_dir(path: str | Path) -> Path:
+    """The kava model folder in ``path``: the folder itself, a run's ``final/`` (else its newest
+    checkpoint's model), or a checkpoint's ``model/``. An export is a model folder itself."""
+    p = Path(path)
+    newest = sorted(
+        (int(c.name[len(CHECKPOINT_PREFIX):]), c / CHECKPOINT_MODEL)
+        for c in (p / CHECKPOINTS).glob(f"{CHECKPOINT_PREFIX}*") if c.name[len(CHECKPOINT_PREFIX):].isdigit()
+    )
+    for candidate in (p, p / FINAL, p / CHECKPOINT_MODEL, *(m for _, m in reversed(newest))):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"{p}: not a kava model folder, run or checkpoint ({CONFIG_FILE} missing)")
 
 
 def example_seeds(ids: torch.Tensor, mask: torch.Tensor, seed: int) -> list[int]:
@@ -142,6 +157,23 @@ class KavaModel(nn.Module):
 
     def latents(self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, question_kv: KV | None = None) -> LatentState:
         return run_latents(self, prefix_ids, prefix_mask, question_kv)
+
+    def generate(self, questions: str | Sequence[str], *, mode: str | None = None, temperature: float | None = None,
+                 top_p: float = 1.0, seed: int = 0, max_new_tokens: int | None = None, batch_size: int = 32):
+        """Answer one question (→ an `Answer`) or several (→ a list), greedily unless ``temperature``.
+
+        ``mode``: ``latent``, ``cot`` or ``direct``; default the mode the model was trained for.
+        Each answer carries its text, the number read from it, forward passes, tokens and latency
+        (`kava.evaluation.answering`, the decoding `kava eval` uses).
+        """
+        from kava.evaluation.answering import answer_questions
+        from kava.evaluation.decoding import Sampling
+
+        sampling = None if temperature is None else Sampling(temperature, top_p, seed)
+        single = isinstance(questions, str)
+        answers = answer_questions(self, [questions] if single else list(questions), mode=mode, sampling=sampling,
+                                   max_new_tokens=max_new_tokens, batch_size=batch_size)
+        return answers[0] if single else answers
 
     # ---- training forward --------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor], return_internals: bool = False) -> dict[str, Any]:
@@ -341,9 +373,7 @@ class KavaModel(nn.Module):
         from kava.model.loading import load_base_model
         from transformers import AutoTokenizer
 
-        d = Path(directory)
-        if not (d / CONFIG_FILE).exists():
-            raise FileNotFoundError(f"{d}: not a kava checkpoint ({CONFIG_FILE} missing)")
+        d = find_model_dir(directory)
         config = KavaConfig.load(d / CONFIG_FILE)
         source = json.loads((d / BASE_FILE).read_text()) if (d / BASE_FILE).exists() else {}
         if source.get("kind") in ("local", "gguf") and not Path(source["path"]).is_absolute():

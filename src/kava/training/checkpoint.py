@@ -29,11 +29,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from kava.layout import CHECKPOINT_MODEL as MODEL_DIR
+from kava.layout import CHECKPOINT_PREFIX as PREFIX
 from kava.outputs import differences
 
-PREFIX = "ckpt-"
 STAGING = ".tmp"
-MODEL_DIR = "model"
 STATE_FILE = "trainer_state.json"
 RNG_FILE = "random_states_{rank}.pkl"  # accelerate's per-process RNG file name
 TEST_DELAY_ENV = "KAVA_CHECKPOINT_TEST_DELAY"  # seconds to stall mid-write; lets tests kill a write

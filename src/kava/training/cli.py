@@ -118,7 +118,8 @@ def check_resume(cfg, fitted, n_records: int, world: int) -> None:
         count_conflicts,
         latest_checkpoint,
     )
-    from kava.training.engine import CHECKPOINTS, plain_config
+    from kava.layout import CHECKPOINTS
+    from kava.training.engine import plain_config
 
     out = Path(cfg.output_dir)
     diffs = []
@@ -228,16 +229,14 @@ def _export(cfg, out: Path, source: Path | None) -> int:
 
     from kava.config import ConfigError, KavaConfig
     from kava.integrity import check_model_dir
-    from kava.model.kava_model import BASE_FILE, CONFIG_FILE
-    from kava.training.checkpoint import MODEL_DIR
-    from kava.training.engine import FINAL
+    from kava.layout import FINAL
+    from kava.model.kava_model import BASE_FILE, CONFIG_FILE, find_model_dir
     from kava.training.export import export_merged
 
-    trained = source or Path(cfg.output_dir) / FINAL
-    if (trained / MODEL_DIR / CONFIG_FILE).is_file():  # a training checkpoint: its model/ folder
-        trained = trained / MODEL_DIR
-    if not (trained / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"--from: {trained} is not a trained kava model or checkpoint")
+    try:
+        trained = find_model_dir(source or Path(cfg.output_dir) / FINAL)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"--from: {e}") from None
     check_model_dir(trained)
     model = build_model(cfg, KavaConfig.load(trained / CONFIG_FILE))
     saved = json.loads((trained / BASE_FILE).read_text())

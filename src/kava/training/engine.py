@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from kava.config import ConfigError, KavaConfig
 from kava.data.records import Record
+from kava.layout import CHECKPOINTS, FINAL
 from kava.model.kava_model import KavaModel
 from kava.stop import StopSignal
 from kava.training.checkpoint import (
@@ -67,8 +68,6 @@ from kava.training.run_config import TrainConfig
 RecordStream = Callable[[int, int], Iterable[Record]]  # (seed, start index) -> endless records from there
 EvalFn = Callable[[KavaModel], dict[str, float]]
 HISTORY_FILE = "history.jsonl"
-CHECKPOINTS = "checkpoints"
-FINAL = "final"
 
 
 @dataclass

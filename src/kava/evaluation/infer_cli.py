@@ -1,0 +1,198 @@
+"""``kava infer``: ask a trained model questions — interactively, from a file, or from stdin.
+
+- Interactive (a terminal): type a question, get the answer with its forward passes and time.
+  ``:mode latent|cot|direct``, ``:temp T`` (``:temp off`` for greedy), ``:help``, ``:quit`` (or
+  Ctrl-D); arrow keys browse the history. A bad command or an empty question is one line, and the
+  session goes on.
+- Batch: ``--input questions.txt`` (one question per line) or ``.jsonl`` (a ``question`` field per
+  row) ``--output answers.jsonl``: one JSON row per question, the same answers ``kava eval`` gives.
+- Stdin: ``echo "question" | kava infer --model DIR`` prints one answer line per input line
+  (JSON rows with ``--output``).
+
+Answers come from `kava.evaluation.answering` (the decoder of ``kava eval``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+HELP = """commands:
+  :mode latent|cot|direct   answer in this mode (now: {mode})
+  :temp T | :temp off       sample at temperature T, or decode greedily (now: {temp})
+  :help                     this help
+  :quit                     leave (Ctrl-D too)
+anything else is a question."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a trained model: a run folder, a checkpoint, or a model / "
+                        "exported folder")
+    parser.add_argument("--mode", choices=("latent", "cot", "direct"), default=None,
+                        help="how to answer (default: the mode the model was trained for)")
+    parser.add_argument("--input", default=None, help="questions: .txt (one per line) or .jsonl (a 'question' field)")
+    parser.add_argument("--output", default=None, help="write one JSON row per answer here (.jsonl)")
+    parser.add_argument("--temperature", type=float, default=None, help="sample at this temperature (default: greedy)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (with --temperature)")
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="token limit (default: 256 for cot, 32 otherwise)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kava import exits
+
+    try:
+        questions = _read_questions(Path(args.input)) if args.input else None
+        _check_output(args.output)
+        model = _load(args)
+    except (ValueError, OSError) as exc:
+        print(f"kava infer: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exits.BAD_INPUT
+    session = Session(model, args)
+    try:
+        if questions is None and sys.stdin.isatty():
+            return session.interactive()
+        if questions is None:
+            questions = [line.strip() for line in sys.stdin if line.strip()]
+        answers = session.answer(questions)
+    except ValueError as exc:
+        print(f"kava infer: error: {exc}", file=sys.stderr)
+        return exits.BAD_INPUT
+    if args.output:
+        with open(args.output, "w") as f:
+            for a in answers:
+                f.write(json.dumps(asdict(a)) + "\n")
+        print(f"wrote {len(answers)} answers to {args.output}", file=sys.stderr)
+    else:
+        for a in answers:
+            print(_line(a))
+    return exits.OK
+
+
+def _read_questions(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"--input: {path} not found")
+    lines = path.read_text().splitlines()
+    if path.suffix == ".jsonl":
+        questions = []
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"--input: {path} line {n} is not JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+                raise ValueError(f"--input: {path} line {n} has no 'question' text")
+            questions.append(row["question"])
+    else:
+        questions = [line.strip() for line in lines if line.strip()]
+    if not questions:
+        raise ValueError(f"--input: {path} holds no questions")
+    return questions
+
+
+def _check_output(output: str | None) -> None:
+    if output is not None and Path(output).is_dir():
+        raise ValueError(f"--output: {output} is a folder; give a .jsonl file")
+
+
+def _load(args: argparse.Namespace):
+    from kava.config import ConfigError
+    from kava.evaluation.answering import check_mode
+    from kava.integrity import check_model_dir
+    from kava.model.kava_model import KavaModel, find_model_dir
+
+    try:
+        check_model_dir(find_model_dir(args.model))
+        model = KavaModel.from_pretrained(args.model, device=args.device)
+        check_mode(model, args.mode)
+    except ConfigError as e:
+        raise ValueError(f"--model {args.model}: {e}") from None
+    return model
+
+
+def _line(a) -> str:
+    number = "no number" if a.answer is None else f"{a.answer:g}"
+    return f"{number}\t[{a.mode}, {a.forward_passes} forward passes, {1000 * a.latency_s:.0f} ms]\t{a.text.strip()}"
+
+
+class Session:
+    """The settings a user can change while asking (mode, temperature) and the answering itself."""
+
+    def __init__(self, model, args: argparse.Namespace):
+        from kava.evaluation.answering import check_mode
+
+        self.model, self.args = model, args
+        self.mode = check_mode(model, args.mode)
+        self.temperature = args.temperature
+
+    def answer(self, questions: list[str]):
+        from kava.evaluation.answering import answer_questions
+        from kava.evaluation.decoding import Sampling
+
+        sampling = None if self.temperature is None else Sampling(self.temperature, self.args.top_p, self.args.seed)
+        return answer_questions(self.model, questions, mode=self.mode, sampling=sampling,
+                                max_new_tokens=self.args.max_new_tokens, batch_size=self.args.batch_size)
+
+    def interactive(self) -> int:
+        import readline  # noqa: F401  (arrow keys and history for input())
+
+        from kava import exits
+
+        print(f"kava infer: {self.args.model} ({self.mode} mode). Ask a question; :help for commands.")
+        while True:
+            try:
+                line = input("kava> ").strip()
+            except EOFError:
+                print()
+                return exits.OK
+            except KeyboardInterrupt:
+                print()
+                continue
+            if not line:
+                continue
+            if line.startswith(":"):
+                if self.command(line):
+                    return exits.OK
+                continue
+            try:
+                [a] = self.answer([line])
+            except ValueError as e:
+                print(f"error: {e}")
+                continue
+            print(_line(a))
+
+    def command(self, line: str) -> bool:
+        """Apply one command; True when it ends the session."""
+        from kava.evaluation.answering import check_mode
+
+        name, _, value = line[1:].partition(" ")
+        value = value.strip()
+        if name in ("quit", "q", "exit"):
+            return True
+        if name == "help":
+            print(HELP.format(mode=self.mode, temp="greedy" if self.temperature is None else self.temperature))
+        elif name == "mode":
+            try:
+                self.mode = check_mode(self.model, value)
+                print(f"mode: {self.mode}")
+            except ValueError as e:
+                print(f"error: {e}")
+        elif name == "temp":
+            try:
+                t = None if value == "off" else float(value)
+                if t is not None and not t > 0:
+                    raise ValueError
+                self.temperature = t
+                print(f"temperature: {'greedy' if t is None else t}")
+            except ValueError:
+                print(f"error: :temp takes a number > 0 or 'off', got {value!r}")
+        else:
+            print(f"error: unknown command :{name} (:help lists them)")
+        return False

@@ -1,0 +1,115 @@
+"""`KavaModel.generate` and `kava infer`: batch, stdin and an interactive session in a real terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+import time
+
+import pytest
+
+from kava.evaluation.evaluate import evaluate
+from kava.model.kava_model import KavaModel
+
+from conftest import build_model
+
+CLI = [sys.executable, "-m", "kava.cli", "infer"]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny KaVa model (all weights saved) whose questions finish at different steps."""
+    model = build_model("kava", finetune="full", finishing_eos=True, perturb_lora=False, num_latents=4)
+    model.base_source = {"kind": "config", "config": model.lm.config.to_dict()}
+    d = tmp_path_factory.mktemp("model") / "final"
+    model.save_pretrained(d)
+    return d
+
+
+def test_generate_answers_one_or_many_in_any_mode(saved, records):
+    model = KavaModel.from_pretrained(saved)
+    one = model.generate(records[0].question)
+    many = model.generate([r.question for r in records])
+    assert (one.text, one.answer, one.forward_passes) == (many[0].text, many[0].answer, many[0].forward_passes)
+    assert one.mode == "latent" and one.forward_passes == 1 + 3 + 1 + one.generated_tokens - 1
+    cot = model.generate(records[0].question, mode="cot", max_new_tokens=5)
+    assert cot.mode == "cot" and cot.generated_tokens <= 5
+    with pytest.raises(ValueError, match="question 2 is empty"):
+        model.generate(["a question", "  "])
+    with pytest.raises(ValueError, match="mode 'chat'"):
+        model.generate("a question", mode="chat")
+
+
+def test_batch_mode_gives_the_predictions_of_kava_eval(saved, records, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question": r.question}) + "\n" for r in records))
+    out = tmp_path / "a.jsonl"
+    proc = subprocess.run([*CLI, "--model", str(saved.parent), "--input", str(questions), "--output", str(out),
+                           "--batch-size", "2"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    expected = evaluate(KavaModel.from_pretrained(saved), records, batch_size=4, progress=False).predictions
+    assert [(r["question"], r["text"], r["answer"], r["forward_passes"]) for r in rows] == \
+           [(p["question"], p["prediction"], p["answer"], p["forward_passes"]) for p in expected]
+
+
+def test_stdin_mode_prints_one_line_per_question(saved, records):
+    text = "".join(r.question + "\n" for r in records[:2])
+    proc = subprocess.run([*CLI, "--model", str(saved)], input=text, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and all("[latent, " in line for line in lines)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--model", "{tmp}/none"], "not a kava model folder"),
+    (["--model", "{model}", "--input", "{tmp}/empty.txt"], "holds no questions"),
+    (["--model", "{model}", "--input", "{tmp}/bad.jsonl"], "line 2 is not JSON"),
+    (["--model", "{model}", "--mode", "direct", "--input", "{tmp}/missing.txt"], "not found"),
+])
+def test_bad_input_is_one_line(saved, tmp_path, argv, needle):
+    (tmp_path / "empty.txt").write_text("\n \n")
+    (tmp_path / "bad.jsonl").write_text('{"question": "ok"}\n{oops\n')
+    argv = [a.format(tmp=tmp_path, model=saved) for a in argv]
+    proc = subprocess.run([*CLI, *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _read_until(fd: int, needle: str, timeout: float = 60.0) -> str:
+    seen, end = "", time.monotonic() + timeout
+    while needle not in seen:
+        if time.monotonic() > end:
+            raise AssertionError(f"no {needle!r} in the terminal; saw {seen!r}")
+        if select.select([fd], [], [], 0.5)[0]:
+            seen += os.read(fd, 4096).decode(errors="replace")
+    return seen
+
+
+def test_interactive_session_in_a_terminal(saved, records):
+    """Driven through a pseudo-terminal: a question answered, a mode switch, a bad command and an
+    empty question survived, quit."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: kava infer with the pty as its terminal
+        os.execv(sys.executable, [*CLI, "--model", str(saved)])
+    try:
+        _read_until(fd, "kava> ")
+        os.write(fd, (records[0].question + "\n").encode())
+        assert "[latent, " in _read_until(fd, "kava> ")
+        os.write(fd, b":mode cot\n")
+        assert "mode: cot" in _read_until(fd, "kava> ")
+        os.write(fd, b":frobnicate\n")
+        assert "unknown command :frobnicate" in _read_until(fd, "kava> ")
+        os.write(fd, b":temp -1\n")
+        assert "error: :temp takes a number" in _read_until(fd, "kava> ")
+        os.write(fd, (records[1].question + "\n").encode())
+        assert "[cot, " in _read_until(fd, "kava> ")
+        os.write(fd, b":quit\n")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        os.close(fd)
