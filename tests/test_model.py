@@ -50,6 +50,16 @@ def example_view(internals: dict, batch: dict, b: int) -> dict[str, torch.Tensor
     return out
 
 
+def batched_and_alone(model, records):
+    """(b, example b's view batched with the others, its view run alone) for every record."""
+    batch = model.builder.training_batch(records)
+    batched = model(batch, return_internals=True)["internals"]
+    for b, r in enumerate(records):
+        single = model.builder.training_batch([r])
+        alone = model(single, return_internals=True)["internals"]
+        yield b, example_view(batched, batch, b), example_view(alone, single, 0)
+
+
 @pytest.mark.parametrize("shared", [True, False], ids=["shared_question", "own_question"])
 @pytest.mark.parametrize("name", ["kava", "pccot", "codi"])
 @pytest.mark.parametrize("arch", ARCHS)
@@ -58,12 +68,7 @@ def test_padding_invariance(name, arch, shared, records):
     model = build(name, arch, student_shares_question_cache=shared)
     assert model.config.shares_question_cache == shared
     with torch.no_grad():
-        batch = model.builder.training_batch(records)
-        batched = model(batch, return_internals=True)["internals"]
-        for b, r in enumerate(records):
-            single = model.builder.training_batch([r])
-            alone = model(single, return_internals=True)["internals"]
-            mine, ref = example_view(batched, batch, b), example_view(alone, single, 0)
+        for b, mine, ref in batched_and_alone(model, records):
             assert mine.keys() == ref.keys()
             for key in ref:
                 if ref[key].dtype == torch.bool or ref[key].dtype == torch.long:
@@ -462,12 +467,8 @@ def test_random_eviction_draws_per_example_whatever_the_batch(records):
     columns); two different examples draw differently."""
     model = build("kava", eviction="random", num_latents=2)
     with torch.no_grad():
-        batch = model.builder.training_batch(records)
-        batched = model(batch, return_internals=True)["internals"]
-        for b, r in enumerate(records):
-            single = model.builder.training_batch([r])
-            alone = model(single, return_internals=True)["internals"]
-            mine, ref = example_view(batched, batch, b), example_view(alone, single, 0)
-            assert torch.equal(mine["kept"], ref["kept"]), b
-    offsets = [example_view(batched, batch, b)["kept"] for b in range(len(records))]
+        views = list(batched_and_alone(model, records))
+    for b, mine, ref in views:
+        assert torch.equal(mine["kept"], ref["kept"]), b
+    offsets = [mine["kept"] for _, mine, _ in views]
     assert not all(torch.equal(offsets[0], o) for o in offsets[1:])

@@ -68,11 +68,14 @@ def find_model_dir(path: str | Path) -> Path:
     """The kava model folder in ``path``: the folder itself, a run's ``final/`` (else its newest
     checkpoint's model), or a checkpoint's ``model/``. An export is a model folder itself."""
     p = Path(path)
-    newest = sorted(
+    for candidate in (p, p / FINAL, p / CHECKPOINT_MODEL):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    steps = sorted(
         (int(c.name[len(CHECKPOINT_PREFIX):]), c / CHECKPOINT_MODEL)
         for c in (p / CHECKPOINTS).glob(f"{CHECKPOINT_PREFIX}*") if c.name[len(CHECKPOINT_PREFIX):].isdigit()
     )
-    for candidate in (p, p / FINAL, p / CHECKPOINT_MODEL, *(m for _, m in reversed(newest))):
+    for _, candidate in reversed(steps):  # the newest checkpoint first
         if (candidate / CONFIG_FILE).is_file():
             return candidate
     raise FileNotFoundError(f"{p}: not a kava model folder, run or checkpoint ({CONFIG_FILE} missing)")
@@ -232,8 +235,10 @@ class KavaModel(nn.Module):
         need_kv = cfg.alpha_kv > 0 and cfg.uses_student
         need_importance = need_kv and compression.EVICTIONS[cfg.eviction].needs_importance(cfg.eviction_lambda)
         need_hidden = cfg.alpha_codi > 0 and cfg.uses_student
-        rows, row_mask = compression.mask_columns(batch["t_answer_mask"])
-        capture = capture_queries(self.lm.get_decoder(), rows, self.arch.query_module) if need_importance else nullcontext(None)
+        capture = nullcontext(None)
+        if need_importance:
+            rows, row_mask = compression.mask_columns(batch["t_answer_mask"])
+            capture = capture_queries(self.lm.get_decoder(), rows, self.arch.query_module)
         with self._span("teacher"):
             with capture as queries:
                 res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden)
