@@ -9,6 +9,10 @@ import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
@@ -55,6 +59,15 @@ TINY_MODELS = {
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),  # q/k norms before RoPE
+    "gemma2": (Gemma2Config, Gemma2ForCausalLM),  # soft-capping, scaled embedding, sliding layers
+    "gemma3_text": (Gemma3TextConfig, Gemma3ForCausalLM),  # + q/k norms, local and global RoPE
+}
+# What a family needs beyond the common tiny shape: short sliding windows (so the tests' sequences
+# cross them), one sliding and one global layer, and eager attention where SDPA has no path.
+ARCH_EXTRAS = {
+    "mistral": {"sliding_window": 8},
+    "gemma2": {"sliding_window": 8, "attn_implementation": "eager"},
+    "gemma3_text": {"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"]},
 }
 ARCHS = tuple(TINY_MODELS)
 
@@ -67,7 +80,7 @@ def tiny_model(arch: str = "llama", vocab: int = 330, seed: int = 0, **kw):
         attn_implementation="sdpa", tie_word_embeddings=False,
     )
     config_cls, model_cls = TINY_MODELS[arch]
-    return model_cls(config_cls(**(common | kw))).eval()
+    return model_cls(config_cls(**(common | ARCH_EXTRAS.get(arch, {}) | kw))).eval()
 
 
 @pytest.fixture
@@ -104,7 +117,7 @@ def build_model(name: str = "kava", arch: str = "llama", *, seed: int = 0, pertu
         if finishing_eos:
             eos_row = model.lm.get_output_embeddings().weight[model.builder.eos_id]
             eos_row.zero_()
-            eos_row[0] = 1.5
+            eos_row[0] = 2.5  # 1.5 left every Gemma 2 No-CoT question running to the limit
     return model.eval()
 
 

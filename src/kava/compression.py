@@ -43,21 +43,30 @@ def mask_columns(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def answer_attention(
-    queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor, rows: torch.Tensor, scaling: float
+    queries: torch.Tensor, keys: torch.Tensor, key_mask: torch.Tensor, rows: torch.Tensor, scaling: float,
+    *, softcap: float | None = None, windows: Sequence[int | None] | None = None,
 ) -> torch.Tensor:
     """The causal attention probabilities of the given query rows, recomputed from their queries.
 
     queries: [L, B, H_q, A, d] post-RoPE at columns ``rows`` [B, A]; keys: [L, B, H_kv, S, d] as
     cached (post-RoPE); key_mask: [B, S] padding mask. Returns [L, B, H_q, A, S] in float32, the
     rows an eager attention layer would return (query head q reads KV head q // (H_q / H_kv)).
+    ``softcap`` caps the scores as c·tanh(s / c) (Gemma 2); ``windows`` gives each layer's sliding
+    window (None: full attention), over columns as the model's own mask does.
     Rows with no visible key (unused slots) come back as zeros.
     """
     L, B, Hq, A, d = queries.shape
     H, S = keys.shape[2], keys.shape[3]
     grouped = queries.float().reshape(L, B, H, (Hq // H) * A, d)  # the query heads of each KV head
     scores = (grouped @ keys.float().transpose(-1, -2)).view(L, B, Hq, A, S) * scaling
-    visible = key_mask.bool().unsqueeze(1) & (torch.arange(S, device=keys.device).view(1, 1, S) <= rows.unsqueeze(-1))
-    scores = scores.masked_fill(~visible.view(1, B, 1, A, S), NEG_INF)
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    behind = rows.unsqueeze(-1) - torch.arange(S, device=keys.device).view(1, 1, S)  # [B, A, S]: row − column
+    visible = key_mask.bool().unsqueeze(1) & (behind >= 0)
+    if windows is not None and any(w is not None for w in windows):
+        span = torch.tensor([S if w is None else w for w in windows], device=keys.device).view(L, 1, 1, 1)
+        visible = visible.unsqueeze(0) & (behind.unsqueeze(0) < span)  # [L, B, A, S]
+    scores = scores.masked_fill(~visible.view(-1, B, 1, A, S), NEG_INF)
     return torch.softmax(scores, dim=-1).nan_to_num(0.0)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import DynamicCache
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -25,7 +26,7 @@ from kava.config import KavaConfig
 from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
 from kava.layout import CHECKPOINT_MODEL, CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
 from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
-from kava.model.arch import architecture
+from kava.model import arch
 from kava.model.latent import KV, LatentState, cache_of, kv_of, run_latents
 from kava.model.projection import LatentProjection
 from kava.model.queries import capture_queries
@@ -90,7 +91,7 @@ def example_seeds(ids: torch.Tensor, mask: torch.Tensor, seed: int) -> list[int]
 class KavaModel(nn.Module):
     def __init__(self, lm, tokenizer, config: KavaConfig, base_source: dict[str, Any] | None = None):
         super().__init__()
-        self.arch = architecture(lm.config)
+        self.arch = arch.architecture(lm.config)
         self.config = config
         self.tokenizer = tokenizer
         self.base_source = base_source or {}
@@ -142,7 +143,12 @@ class KavaModel(nn.Module):
         return h if self.projection is None else self.projection(h)
 
     def decode(self, embeds, attention_mask, position_ids, cache, *, hidden_states=False):
-        """One decoder pass without the LM head (latent passes never need logits)."""
+        """One decoder pass without the LM head (latent passes never need logits).
+
+        ``cache`` is a plain `DynamicCache` (or `cache_of`): one that keeps every entry, also in
+        sliding-window layers (the attention mask applies the window), as compression needs the
+        whole trace and the latents are appended after it.
+        """
         return self.lm.get_decoder()(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -153,7 +159,10 @@ class KavaModel(nn.Module):
         )
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm.get_output_embeddings()(hidden)
+        return arch.softcap(self.lm.get_output_embeddings()(hidden), arch.final_softcap(self.lm.config))
+
+    def _rotaries(self) -> list[arch.Rotary]:
+        return arch.layer_rotaries(self.lm.get_decoder())
 
     def _span(self, name: str) -> AbstractContextManager:
         return nullcontext() if self.spans is None else self.spans(name)
@@ -238,10 +247,10 @@ class KavaModel(nn.Module):
         capture = nullcontext(None)
         if need_importance:
             rows, row_mask = compression.mask_columns(batch["t_answer_mask"])
-            capture = capture_queries(self.lm.get_decoder(), rows, self.arch.query_module)
+            capture = capture_queries(self.lm.get_decoder(), rows, self.arch.query_module, self.arch.query_heads_first)
         with self._span("teacher"):
             with capture as queries:
-                res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, None, hidden_states=need_hidden)
+                res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, DynamicCache(), hidden_states=need_hidden)
             internals["ce_teacher"] = token_ce(res.last_hidden_state, batch["t_input_ids"], batch["t_ce_mask"], self.logits)
         targets = TeacherTargets()
         with torch.no_grad():
@@ -262,8 +271,10 @@ class KavaModel(nn.Module):
         attn_layer = decoder.layers[0].self_attn
         B, A = rows.shape
         q = torch.stack(queries).view(self.n_layers, B, A, -1, attn_layer.head_dim).transpose(2, 3)
-        q = rotate(q, pos.gather(1, rows), decoder.rotary_emb)  # [L, B, H_q, A, d], as the attention saw them
-        attn = compression.answer_attention(q, cached, mask, rows, attn_layer.scaling)
+        q = rotate(q, pos.gather(1, rows), self._rotaries())  # [L, B, H_q, A, d], as the attention saw them
+        config = self.lm.config
+        attn = compression.answer_attention(q, cached, mask, rows, attn_layer.scaling,
+                                            softcap=arch.attention_softcap(config), windows=arch.sliding_windows(config))
         return compression.importance_scores(attn, row_mask, self.n_kv_heads)
 
     def _compress(self, res, batch, pos, answer_queries, cfg: KavaConfig) -> CompressedKV:
@@ -272,7 +283,7 @@ class KavaModel(nn.Module):
         cot = batch["t_cot_mask"]
         cached = torch.stack([layer.keys for layer in res.cache.layers]).detach()  # [L, B, H, S, d]
         values = torch.stack([layer.values for layer in res.cache.layers]).detach()
-        unrotated = unrotate_keys(cached, pos, self.lm.get_decoder().rotary_emb) if "pre_rope" in (
+        unrotated = unrotate_keys(cached, pos, self._rotaries()) if "pre_rope" in (
             cfg.kv_key_space, cfg.selection_key_space) else None
         keys = unrotated if cfg.kv_key_space == "pre_rope" else cached  # the space L_KV compares in
         importance = redundancy = None
@@ -321,7 +332,7 @@ class KavaModel(nn.Module):
         if cfg.kv_key_space == "pre_rope":
             M = cfg.num_latents
             lat_pos = (state.next_position - M).view(-1, 1) + torch.arange(M, device=ks.device).view(1, M)
-            ks = unrotate_keys(ks, lat_pos, self.lm.get_decoder().rotary_emb)
+            ks = unrotate_keys(ks, lat_pos, self._rotaries())
         internals["student_k"], internals["student_v"] = ks, vs
 
     # ---- trainable state ---------------------------------------------------------------

@@ -17,17 +17,18 @@ import torch
 
 
 @contextmanager
-def capture_queries(decoder, rows: torch.Tensor, module: str = "q_proj") -> Iterator[list[torch.Tensor]]:
+def capture_queries(decoder, rows: torch.Tensor, module: str = "q_proj", heads_first: bool = False
+                    ) -> Iterator[list[torch.Tensor]]:
     """Inside the block, every decoder layer appends its pre-RoPE queries at ``rows`` ([B, A] column
     indices) to the yielded list, detached, as [B, A, H_q·d], in layer order. ``module`` names the
-    attention submodule that outputs them.
+    attention submodule that outputs them, ``heads_first`` whether its output is [B, H_q, S, d].
 
     The hooks are removed on exit, so recomputation under gradient checkpointing adds nothing.
     """
     captured: list[torch.Tensor] = []
 
     def keep(hooked, args, output: torch.Tensor) -> None:
-        q = output.detach().flatten(2)  # [B, S, H_q·d], also from a q-norm's [B, S, H_q, d]
+        q = (output.transpose(1, 2) if heads_first else output).detach().flatten(2)  # [B, S, H_q·d]
         captured.append(q.gather(1, rows.unsqueeze(-1).expand(-1, -1, q.shape[-1])))
 
     handles = [getattr(layer.self_attn, module).register_forward_hook(keep) for layer in decoder.layers]

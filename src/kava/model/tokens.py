@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from kava.data.sequences import SPECIAL_TOKENS
+from kava.model.arch import embedding_scale
 
 
 def add_special_tokens(tokenizer) -> int:
@@ -31,7 +32,11 @@ def add_special_tokens(tokenizer) -> int:
 
 
 class ExtendedEmbedding(nn.Module):
-    """Base embedding table + trainable rows for ids >= ``first_new_id``."""
+    """Base embedding table + trainable rows for ids >= ``first_new_id``.
+
+    The new rows live in the table's units and are scaled as the base module scales its own rows
+    (Gemma multiplies by √hidden inside the embedding), so a new token enters at the same scale.
+    """
 
     def __init__(self, base: nn.Embedding, first_new_id: int, n_new: int = len(SPECIAL_TOKENS), seed: int = 0):
         super().__init__()
@@ -41,6 +46,7 @@ class ExtendedEmbedding(nn.Module):
             )
         self.base = base
         self.first_new_id = first_new_id
+        self.scale = embedding_scale(base)
         w = base.weight.detach().float()
         g = torch.Generator().manual_seed(seed)
         # Start near the mean embedding, each row distinct, so new tokens begin in-distribution.
@@ -51,4 +57,4 @@ class ExtendedEmbedding(nn.Module):
         is_new = ids >= self.first_new_id
         base = self.base(ids.masked_fill(is_new, 0))
         new = self.new_rows[(ids - self.first_new_id).clamp(min=0, max=self.new_rows.shape[0] - 1)]
-        return torch.where(is_new.unsqueeze(-1), new.to(base.dtype), base)
+        return torch.where(is_new.unsqueeze(-1), (new * self.scale).to(base.dtype), base)
