@@ -196,6 +196,8 @@ def plot_loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]
                 if steps:
                     ax.plot(steps, _smooth(values), style, color=f"C{i % 10}", linewidth=1,
                             label=row if key == term else f"{row} (mean-target baseline)")
+        if term == "kv":
+            ax.legend(fontsize=6, loc="upper right")
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(True, alpha=0.3)
