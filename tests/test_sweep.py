@@ -188,3 +188,19 @@ variants: {crop: {eviction: crop}}
     capsys.readouterr()
     assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
     assert "ran 0, skipped 3" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_tiny_train_base_sweep(tmp_path, one_thread):
+    """`kava train` then `kava eval` per run (configs/tiny-cpu.yaml: the SmolLM2 tokenizer; ~20 s)."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
+    grid = _grid(tmp_path, f"base: {config}\nsettings: {{train.max_steps: 2, train.save_every: 2, train.report_to: []}}\n"
+                           "eval: {dataset: gsm8k, limit: 2, batch_size: 2, max_new_tokens: 4}\nmethods: [kava]\n")
+    out = tmp_path / "o"
+    assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "runs" / "kava-seed0" / "metrics.json").read_text())
+    assert metrics["summary"]["n"] == 2 and metrics["setting"]["eval_data"] == "gsm8k"
+    assert (out / "runs" / "kava-seed0" / "train" / "final").is_dir()
+    assert (out / "report" / "loss_curves.png").is_file()
