@@ -19,6 +19,8 @@ SUBCOMMANDS = {
     "demo": ("kava.demo.cli", "train and compare KaVa, CoT and No-CoT on a synthetic task, on CPU"),
     "demo-diagnose": ("kava.demo.diagnose_cli", "why a demo's latents help or not: latent ablation, teacher-cache oracle"),
     "bench": ("kava.benchmark.cli", "time training steps and answers of KaVa beside the baselines (paired medians)"),
+    "sweep": ("kava.experiments.sweep_cli", "run a grid of runs (methods, ablation variants, knobs, seeds), resumable"),
+    "report": ("kava.experiments.report_cli", "tables and plots over a folder of runs: mean ± std over seeds, paper beside"),
 }
 
 

@@ -9,4 +9,5 @@ BAD_INPUT = 2  # refused before any slow work: one line on stderr names the prob
 # Stopped by SIGINT / SIGTERM after saving its state (training checkpoint, predictions so far):
 # ``--resume`` continues. 75 is sysexits' EX_TEMPFAIL, "try again later".
 INTERRUPTED = 75
+INCOMPLETE = 3  # kava report --strict: some runs lack valid metrics (named on stderr); the report is written
 ABORTED = 130  # a second Ctrl-C: stopped at once, without saving beyond the last checkpoint or batch

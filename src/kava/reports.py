@@ -1,4 +1,4 @@
-"""Results across methods and seeds: aggregation, a printable table, a JSON summary and plots.
+"""Results across methods and seeds: aggregation, tables (Markdown, CSV, LaTeX), a JSON summary and plots.
 
 Input is one evaluation summary per (method, seed) — the ``summary`` dict that
 ``kava.evaluation.evaluate`` writes — so the same report serves the CPU demo and paper-style
@@ -45,24 +45,65 @@ def aggregate(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict
     return out
 
 
-def format_table(agg: Mapping[str, Mapping[str, Any]]) -> str:
-    """A Markdown table (it reads fine in a terminal too): mean ± std over seeds."""
+# (report name, column heading, number format, scale) of the table's columns, in order.
+COLUMNS = (
+    ("accuracy", "accuracy %", ".1f", 100.0),
+    ("forward_passes", "forward passes / question", ".1f", 1.0),
+    ("generated_tokens", "generated tokens", ".1f", 1.0),
+    ("kv_cache_tokens", "KV-cache tokens", ".1f", 1.0),
+    ("latency_s", "latency ms / question", ".1f", 1000.0),
+)
 
-    def cell(stat: Mapping[str, float], fmt: str, scale: float = 1.0) -> str:
+
+def format_table(agg: Mapping[str, Mapping[str, Any]], style: str = "markdown",
+                 paper: Mapping[str, float | None] | None = None, counts: bool = False) -> str:
+    """The results table, one row per method (or method and variant): mean ± std over seeds.
+
+    ``style``: ``markdown`` (reads fine in a terminal too), ``csv`` (mean and std in columns of
+    their own, for other tools) or ``latex`` (a tabular). ``paper``: row → the paper's accuracy
+    (%), set beside ours (None: no paper setting). ``counts``: a column with the number of seeds.
+    """
+    if style not in ("markdown", "csv", "latex"):
+        raise ValueError(f"unknown table style {style!r}")
+    heads = ["method", *(["seeds"] if counts else []), *(c[1] for c in COLUMNS), *(["paper accuracy %"] if paper else [])]
+    if style == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["method", *(["seeds"] if counts else []),
+                         *(f"{name}_{part}" for name, *_ in COLUMNS for part in ("mean", "std")),
+                         *(["paper_accuracy"] if paper else [])])
+        for method, r in agg.items():  # unscaled, as named: accuracy a fraction, latency in seconds
+            values = [v for name, *_ in COLUMNS for v in (r[name]["mean"], r[name]["std"])]
+            ref = paper.get(method) if paper else None
+            writer.writerow([method, *([r["accuracy"]["n"]] if counts else []), *(f"{v:.6g}" for v in values),
+                             *(["" if ref is None else f"{ref / 100:.3f}"] if paper else [])])
+        return buf.getvalue().rstrip("\n")
+
+    pm = " $\\pm$ " if style == "latex" else " ± "
+
+    def cell(stat: Mapping[str, float], fmt: str, scale: float) -> str:
         m, s = stat["mean"] * scale, stat["std"] * scale
-        return f"{m:{fmt}} ± {s:{fmt}}" if stat["n"] > 1 else f"{m:{fmt}}"
+        return f"{m:{fmt}}{pm}{s:{fmt}}" if stat["n"] > 1 else f"{m:{fmt}}"
 
-    lines = [
-        "| method | accuracy % | forward passes / question | generated tokens | KV-cache tokens | latency ms / question |",
-        "|---|---|---|---|---|---|",
-    ]
-    for method, r in agg.items():
-        lines.append(
-            f"| {method} | {cell(r['accuracy'], '.1f', 100)} | {cell(r['forward_passes'], '.1f')} | "
-            f"{cell(r['generated_tokens'], '.1f')} | {cell(r['kv_cache_tokens'], '.1f')} | "
-            f"{cell(r['latency_s'], '.1f', 1000)} |"
-        )
-    return "\n".join(lines)
+    rows = [[method, *([str(r["accuracy"]["n"])] if counts else []),
+             *(cell(r[name], fmt, scale) for name, _, fmt, scale in COLUMNS),
+             *([_or_blank(paper.get(method), "—" if style == "markdown" else "--")] if paper else [])]
+            for method, r in agg.items()]
+    if style == "markdown":
+        lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+    esc = lambda text: text.replace("_", "\\_").replace("%", "\\%").replace("&", "\\&")  # noqa: E731
+    lines = ["\\begin{tabular}{l" + "r" * (len(heads) - 1) + "}", "\\toprule",
+             " & ".join(esc(h) for h in heads) + " \\\\", "\\midrule"]
+    lines += [" & ".join([esc(row[0]), *row[1:]]) + " \\\\" for row in rows]
+    return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"])
+
+
+def _or_blank(value: float | None, blank: str) -> str:
+    return blank if value is None else f"{value:.1f}"
 
 
 def write_summary(agg: Mapping[str, Any], path: str | Path, extra: Mapping[str, Any] | None = None) -> None:
@@ -70,14 +111,14 @@ def write_summary(agg: Mapping[str, Any], path: str | Path, extra: Mapping[str, 
     Path(path).write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def _figure():
+def _figure(height: float = 4.2):
     """A figure and axes of the reports' size, drawn off-screen (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(6, 4.2), dpi=120)
+    return plt.subplots(figsize=(6, height), dpi=120)
 
 
 def _save(fig, path: str | Path) -> None:
@@ -129,3 +170,94 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path
         ax.set_title(title, fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     _save(fig, path)
+
+
+# The loss terms a training history may hold (`KavaModel.forward`), in the order they are drawn.
+LOSS_TERMS = ("loss", "ce_student", "ce_teacher", "codi", "kv")
+KV_BASELINE = "kv_mean_baseline"  # L_KV of a student that outputs the mean target: kv's scale
+
+
+def plot_loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path: str | Path,
+                     title: str = "") -> None:
+    """Every loss term against the training step, one panel per term, one line per row (its seeds'
+    mean, smoothed); the L_KV panel draws ``kv_mean_baseline`` dashed in the row's colour, so a
+    ``kv`` under it shows the student learnt more than the mean target.
+
+    ``histories``: row → one ``history.jsonl`` (list of per-step entries) per seed.
+    """
+    terms = [t for t in LOSS_TERMS if any(t in e for runs in histories.values() for h in runs for e in h)]
+    if not terms:
+        raise ValueError("no loss terms in the histories")
+    fig, axes = _figure_grid(len(terms))
+    for ax, term in zip(axes, terms):
+        for i, (row, runs) in enumerate(histories.items()):
+            for key, style in ((term, "-"), *(((KV_BASELINE, "--"),) if term == "kv" else ())):
+                steps, values = _seed_mean(runs, key)
+                if steps:
+                    ax.plot(steps, _smooth(values), style, color=f"C{i % 10}", linewidth=1,
+                            label=row if key == term else f"{row} (mean-target baseline)")
+        if term == "kv":
+            ax.legend(fontsize=6, loc="upper right")
+        ax.set_title(term, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=6, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+def plot_ablation_bars(agg: Mapping[str, Mapping[str, Any]], path: str | Path,
+                       paper: Mapping[str, float | None] | None = None, title: str = "") -> None:
+    """Accuracy of each row as a bar with its std over seeds as error bar (and the paper's number
+    as a black mark where there is one): an ablation's variants side by side."""
+    fig, ax = _figure(height=max(3.0, 0.32 * len(agg) + 1.2))
+    rows = list(agg)
+    means = [100 * agg[r]["accuracy"]["mean"] for r in rows]
+    stds = [100 * agg[r]["accuracy"]["std"] for r in rows]
+    ax.barh(range(len(rows)), means, xerr=stds, capsize=3, color="C0", alpha=0.8)
+    marks = [(i, paper[r]) for i, r in enumerate(rows) if paper and paper.get(r) is not None]
+    if marks:
+        ax.plot([m for _, m in marks], [i for i, _ in marks], "k|", markersize=14, label="paper")
+        ax.legend(fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy (%), mean ± std over seeds")
+    ax.set_xlim(0, 100)
+    ax.grid(True, axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    _save(fig, path)
+
+
+def _seed_mean(runs: Sequence[Sequence[Mapping[str, Any]]], key: str) -> tuple[list[int], list[float]]:
+    """Steps every seed logged ``key`` at, and the seeds' mean there."""
+    per_seed = [{e["step"]: e[key] for e in h if key in e} for h in runs]
+    steps = sorted(set.intersection(*(set(d) for d in per_seed))) if per_seed else []
+    return steps, [statistics.fmean(d[s] for d in per_seed) for s in steps]
+
+
+def _smooth(values: Sequence[float]) -> list[float]:
+    """A trailing moving average over ~2 % of the curve: per-step losses are too noisy to read."""
+    w = max(1, len(values) // 50)
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v - (values[i - w] if i >= w else 0.0)
+        out.append(acc / min(i + 1, w))
+    return out
+
+
+def _figure_grid(n: int):
+    """A figure with ``n`` small panels, two per row, drawn off-screen."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = 2 if n > 1 else 1
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.2 * rows), dpi=110, squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])

@@ -82,6 +82,9 @@ class DemoSettings:
     curve_points: int = 5
     curve_valid_size: int = 100
     threads: int | None = None  # torch CPU threads; None keeps torch's default
+    # KavaConfig knobs set on top of every latent method's config (a sweep's ablation variant,
+    # e.g. {"eviction": "crop"}); empty for the demo itself, so its runs' identities are unchanged.
+    method_overrides: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def full(cls) -> "DemoSettings":
@@ -100,6 +103,7 @@ class DemoSettings:
                 over.update(alpha_codi=self.alpha_codi)
             if method != "codi":  # CODI keeps its own M and generates its latents sequentially
                 over.update(num_latents=self.num_latents, num_iterations=0 if method == "pause" else self.num_iterations)
+            over.update(self.method_overrides)
         return preset(method, **over)
 
 
@@ -186,6 +190,80 @@ def _finished_run(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | N
     return record
 
 
+@dataclass
+class DemoData:
+    """What every run of one demo shares: the task, its fixed test set, the training stream and
+    the learning curve's evaluation (None without curves). Built once, not once per run."""
+
+    task: SyntheticTask
+    test: list[Record]
+    stream: Callable[[int, int], Iterator]
+    curve_eval: Callable[[KavaModel], dict[str, float]] | None
+
+    @classmethod
+    def build(cls, s: DemoSettings) -> "DemoData":
+        task = SyntheticTask(s.task)
+        curve_eval = _curve_eval(s, task.valid_set(s.curve_valid_size)) if s.curve_points else None
+        return cls(task, task.test_set(s.test_size), engine_stream(task), curve_eval)
+
+
+def train_config(s: DemoSettings, method: str, seed: int):
+    """The engine settings of one demo run (its phase's steps and lr)."""
+    from kava.training.run_config import TrainConfig
+
+    phase = "latent" if method in LATENT_METHODS else method
+    return TrainConfig(
+        batch_size=s.batch_size, micro_batch_size=s.batch_size, max_steps=s.steps[phase], lr=s.lr[phase],
+        weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio, seed=seed, cpu=True,
+        save_every=s.save_every, keep_last=1, report_to=(),
+    )
+
+
+def run_identity(s: DemoSettings, method: str, seed: int) -> dict[str, Any]:
+    """The identity a completed run of (method, seed) under ``s`` records in its ``demo_run.json``."""
+    return _run_identity(s.method_config(method), train_config(s, method, seed), s.task)
+
+
+def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data: DemoData, *,
+              cot_model: KavaModel | None = None, evaluate_test: bool = True, resume: bool = False,
+              progress: bool = True) -> tuple[dict[str, Any], KavaModel | None]:
+    """Train (and evaluate on the test set) one demo run; returns its record and the trained model.
+
+    One (method, seed) of the demo, and one run of a sweep over the demo (`kava.experiments`).
+    Latent methods start from ``cot_model`` (the CoT model of the same seed). With ``resume`` a
+    completed run with the same identity is reused (the model returned is then None) and an
+    interrupted one continues from its checkpoint.
+    """
+    from kava.evaluation.evaluate import evaluate, write_results
+    from kava.training.engine import train
+
+    run_dir = Path(run_dir)
+    if method in LATENT_METHODS and cot_model is None:
+        raise ValueError(f"{method} starts from the CoT model of seed {seed}: train or load it first")
+    cfg = train_config(s, method, seed)
+    identity = run_identity(s, method, seed)
+    record = _finished_run(run_dir, identity) if resume else None
+    if record is not None:
+        print(f"[seed {seed}] {method}: reusing the completed run in {run_dir}", flush=True)
+        return record, None
+    init = cot_model.lm.state_dict() if method in LATENT_METHODS else None
+    model = demo_model(build_tokenizer(), s.method_config(method), seed, init)
+    print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
+    # The curve's cadence is left out of the identity (cfg): it does not change the trained model.
+    curve_cfg = replace(cfg, eval_every=max(1, cfg.max_steps // s.curve_points)) if data.curve_eval else cfg
+    result = train(model, data.stream, curve_cfg, output_dir=run_dir, eval_fn=data.curve_eval, resume=resume)
+    if result.interrupted:
+        raise KeyboardInterrupt(f"stopped while training {method}; checkpoint in {result.checkpoint}; "
+                                "continue with --resume")
+    record = {"identity": identity, **_timings(result.history), "summary": None}
+    if evaluate_test:
+        ev = evaluate(model, data.test, batch_size=s.eval_batch_size, progress=progress)
+        write_results(ev, run_dir / "eval")
+        record["summary"] = ev.summary
+    (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    return record, model
+
+
 def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progress: bool = True,
              resume: bool = False) -> dict[str, Any]:
     """Train and evaluate every method for every seed; write runs, summary.json and plots.
@@ -193,10 +271,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
     With ``resume`` an earlier call into the same folder is continued: completed runs are reused
     (their settings must match), an interrupted one resumes from its last checkpoint.
     """
-    from kava.evaluation.evaluate import evaluate, write_results
     from kava.reports import aggregate, format_table, plot_accuracy_vs_passes, plot_learning_curves, write_summary
-    from kava.training.engine import train
-    from kava.training.run_config import TrainConfig
 
     s = settings or DemoSettings()
     if s.threads:
@@ -205,10 +280,8 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
     if not resume and (out / "runs").is_dir() and any((out / "runs").iterdir()):
         raise FileExistsError(f"{out} already holds demo runs: pass --resume to continue them, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    task = SyntheticTask(s.task)
-    test = task.test_set(s.test_size)
-    stream = engine_stream(task)
-    curve_eval = _curve_eval(s, task.valid_set(s.curve_valid_size)) if s.curve_points else None
+    data = DemoData.build(s)
+    test = data.test
     order = [m for m in ("nocot", "cot") if m in s.methods or (m == "cot" and set(s.methods) & set(LATENT_METHODS))]
     order += [m for m in s.methods if m in LATENT_METHODS]
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in s.methods}
@@ -220,36 +293,10 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
         cot_model = None
         for method in order:
             run_dir = out / "runs" / f"{method}-seed{seed}"
-            phase = "latent" if method in LATENT_METHODS else method
-            cfg = TrainConfig(
-                batch_size=s.batch_size, micro_batch_size=s.batch_size, max_steps=s.steps[phase], lr=s.lr[phase],
-                weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio, seed=seed, cpu=True,
-                save_every=s.save_every, keep_last=1, report_to=(),
-            )
-            identity = _run_identity(s.method_config(method), cfg, s.task)
-            record = _finished_run(run_dir, identity) if resume else None
-            if record is not None:
-                print(f"[seed {seed}] {method}: reusing the completed run in {run_dir}", flush=True)
-                if method == "cot":
-                    cot_model = KavaModel.from_pretrained(run_dir / "final")
-            else:
-                init = cot_model.lm.state_dict() if method in LATENT_METHODS else None
-                model = demo_model(build_tokenizer(), s.method_config(method), seed, init)
-                print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
-                # The curve's cadence is left out of the identity (cfg): it does not change the trained model.
-                curve_cfg = replace(cfg, eval_every=max(1, cfg.max_steps // s.curve_points)) if curve_eval else cfg
-                result = train(model, stream, curve_cfg, output_dir=run_dir, eval_fn=curve_eval, resume=resume)
-                if result.interrupted:
-                    raise KeyboardInterrupt(f"stopped while training {method}; checkpoint in {result.checkpoint}; "
-                                            "continue with --resume")
-                record = {"identity": identity, **_timings(result.history), "summary": None}
-                if method == "cot":
-                    cot_model = model
-                if method in s.methods:
-                    ev = evaluate(model, test, batch_size=s.eval_batch_size, progress=progress)
-                    write_results(ev, run_dir / "eval")
-                    record["summary"] = ev.summary
-                (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+            record, model = train_run(run_dir, s, method, seed, data, cot_model=cot_model,
+                                      evaluate_test=method in s.methods, resume=resume, progress=progress)
+            if method == "cot":
+                cot_model = model if model is not None else KavaModel.from_pretrained(run_dir / "final")
             train_time[method].append(record["train_time_s"])
             # Latent methods continue the CoT run, so their curve starts where its training ended.
             start = train_time["cot"][-1] if method in LATENT_METHODS else 0.0

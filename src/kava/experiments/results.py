@@ -1,0 +1,163 @@
+"""The report over a folder of runs: a sweep's (``metrics.json`` per run) or a demo's
+(``demo_run.json`` per run), aggregated over seeds with `kava.reports`.
+
+Nothing is skipped silently: a run folder without a valid metrics file, and a run the sweep
+planned (``sweep.json``) that has no folder, is a *problem*, named on stderr and in the report. A
+demo's CoT run trained only to start the latent methods has no test metrics by design: it is
+listed as a note.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kava.experiments.grid import BASE_VARIANT
+from kava.experiments.paper import paper_accuracy
+from kava.experiments.sweep import CONFIG_FILE, METRICS_FILE, PLAN_FILE, REQUIRED, read_metrics
+
+METHOD_ORDER = ("nocot", "cot", "kava", "pccot", "codi", "pause")
+HISTORY = "history.jsonl"
+
+
+@dataclass
+class RunResult:
+    """One evaluated run, whichever tool made it."""
+
+    name: str
+    method: str
+    seed: int
+    variant: str
+    knobs: dict[str, Any]
+    summary: dict[str, Any]
+    setting: dict[str, Any]
+    history: Path | None  # the training history.jsonl, if kept
+
+    @property
+    def row(self) -> str:
+        """The table row it belongs to: the method, and its variant if it is not the base recipe."""
+        return self.method if self.variant == BASE_VARIANT else f"{self.method} [{self.variant}]"
+
+
+@dataclass
+class Collection:
+    runs: list[RunResult] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # runs without valid metrics, by name
+    notes: list[str] = field(default_factory=list)
+
+
+def collect(runs_dir: str | Path) -> Collection:
+    """Every run under ``<runs_dir>/runs/``; raises `FileNotFoundError` if there is no such folder."""
+    root = Path(runs_dir) / "runs"
+    if not root.is_dir():
+        raise FileNotFoundError(f"{runs_dir}: no runs/ folder (is it a kava sweep or kava demo output?)")
+    found = Collection()
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            run = _read_run(folder)
+        except ValueError as e:
+            found.problems.append(f"runs/{folder.name}: {e}")
+            continue
+        if run is None:
+            found.notes.append(f"runs/{folder.name}: trained only to start the latent runs (no test metrics)")
+        else:
+            found.runs.append(run)
+    plan = Path(runs_dir) / PLAN_FILE
+    if plan.is_file():
+        names = [r["name"] for r in json.loads(plan.read_text())["runs"]]
+        found.problems += [f"runs/{n}: planned by the sweep but never started" for n in names if not (root / n).is_dir()]
+        order = {n: i for i, n in enumerate(names)}
+        found.runs.sort(key=lambda r: order.get(r.name, len(order)))
+    else:
+        found.runs.sort(key=lambda r: (METHOD_ORDER.index(r.method) if r.method in METHOD_ORDER else len(METHOD_ORDER),
+                                       r.variant != BASE_VARIANT, r.name))
+    return found
+
+
+def _read_run(folder: Path) -> RunResult | None:
+    """A sweep run (metrics.json, also while unfinished: config.json) or a demo run (demo_run.json)."""
+    from kava.demo.run import RUN_RECORD
+
+    history = folder / HISTORY if (folder / HISTORY).is_file() else None
+    if (folder / METRICS_FILE).exists() or (folder / CONFIG_FILE).exists():
+        m = read_metrics(folder)
+        if history is None and (folder / "train" / HISTORY).is_file():
+            history = folder / "train" / HISTORY
+        return RunResult(folder.name, m["method"], m["seed"], m["variant"], m["knobs"], m["summary"],
+                         m.get("setting", {}), history)
+    if not (folder / RUN_RECORD).exists():
+        raise ValueError(f"no metrics file ({METRICS_FILE} or {RUN_RECORD})")
+    try:
+        record = json.loads((folder / RUN_RECORD).read_text())
+        method, seed = record["identity"]["method"]["method"], record["identity"]["train"]["seed"]
+        summary = record["summary"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{RUN_RECORD} is corrupt ({type(e).__name__}: {e})") from None
+    if summary is None:
+        return None
+    bad = [k for k in REQUIRED if not isinstance(summary.get(k), (int, float))]
+    if bad:
+        raise ValueError(f"{RUN_RECORD}: summary lacks {', '.join(bad)}")
+    setting = {"model": "demo tiny Llama", "train_data": "synthetic", "eval_data": "synthetic test"}
+    return RunResult(folder.name, method, seed, BASE_VARIANT, {}, summary, setting, history)
+
+
+def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dict[str, Any]]:
+    """Tables (report.md, table.csv, table.tex), summary.json and the PNG plots of ``runs_dir`` in
+    ``out``; returns what was collected and the aggregate (row → metric → {mean, std, n})."""
+    from kava.reports import (
+        aggregate,
+        format_table,
+        plot_ablation_bars,
+        plot_accuracy_vs_passes,
+        plot_loss_curves,
+        write_summary,
+    )
+
+    found = collect(runs_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, list[RunResult]] = {}
+    for run in found.runs:
+        rows.setdefault(run.row, []).append(run)
+    agg = aggregate({row: [r.summary for r in runs] for row, runs in rows.items()}) if rows else {}
+    paper = {row: paper_accuracy(runs[0].setting, runs[0].method, runs[0].knobs) for row, runs in rows.items()}
+    paper = paper if any(v is not None for v in paper.values()) else None
+    for row, runs in rows.items():
+        agg[row]["seeds"] = sorted(r.seed for r in runs)
+        agg[row]["paper_accuracy"] = paper.get(row) if paper else None
+    plots = []
+    if agg:
+        plot_accuracy_vs_passes(agg, out / "accuracy_vs_forward_passes.png", title=f"{Path(runs_dir).name}")
+        plots.append("accuracy_vs_forward_passes.png")
+        histories = {row: [_history(r.history) for r in runs if r.history] for row, runs in rows.items()}
+        histories = {row: h for row, h in histories.items() if h}
+        if histories:
+            plot_loss_curves(histories, out / "loss_curves.png", title="training losses (mean over seeds)")
+            plots.append("loss_curves.png")
+        if any(r.variant != BASE_VARIANT for r in found.runs):
+            plot_ablation_bars(agg, out / "ablation_bars.png", paper, title="accuracy by variant")
+            plots.append("ablation_bars.png")
+    tables = {style: format_table(agg, style, paper, counts=True) if agg else "" for style in ("markdown", "csv", "latex")}
+    (out / "table.csv").write_text(tables["csv"] + "\n")
+    (out / "table.tex").write_text(tables["latex"] + "\n")
+    md = [f"# Report: {Path(runs_dir).resolve()}", "",
+          f"{len(found.runs)} evaluated run(s), {len(rows)} row(s); mean ± std over seeds."]
+    if paper:
+        md.append("Paper accuracy: method.md §9 (GSM8k test, mean of 3 seeds), where a row is a paper setting.")
+    md += ["", tables["markdown"] or "(no evaluated runs)", ""]
+    if found.problems:
+        md += ["## Runs without valid metrics (not in the table)", "", *(f"- {p}" for p in found.problems), ""]
+    if found.notes:
+        md += ["## Notes", "", *(f"- {n}" for n in found.notes), ""]
+    md += ["## Plots", "", *(f"![{p}]({p})" for p in plots), ""]
+    (out / "report.md").write_text("\n".join(md))
+    write_summary(agg, out / "summary.json", {"runs_dir": str(Path(runs_dir).resolve()), "problems": found.problems,
+                                               "notes": found.notes, "plots": plots})
+    return found, agg
+
+
+def _history(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

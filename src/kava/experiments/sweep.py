@@ -1,0 +1,291 @@
+"""Running a sweep: every run of a `Plan` one after another, each in its own folder, resumable.
+
+A run's folder (``<out>/runs/<name>/``) holds ``config.json`` (its resolved configuration), what
+training and evaluation write (``history.jsonl``, checkpoints, ``final/``, ``eval/predictions.jsonl``),
+``run.log`` (what the run printed) and, written last and atomically, ``metrics.json``. A run is
+finished when ``metrics.json`` is present, valid and made with the same configuration; anything
+less (an interruption, a crash) is continued from the run's last checkpoint or restarted, never
+counted as done. So an interrupted sweep resumes by running the same command again.
+
+Each run is also a command of its own (`commands`), for a cluster's job scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from kava.experiments.grid import GridError, Plan, RunSpec, demo_settings
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+LOG_FILE = "run.log"
+PLAN_FILE = "sweep.json"
+# What a finished run's summary must hold (`kava.reports.METRICS`): the report reads these.
+REQUIRED = ("accuracy", "mean_forward_passes", "mean_generated_tokens", "mean_cache_tokens", "mean_latency_s")
+
+# A runner trains and evaluates one run in its folder and returns what metrics.json records
+# beside the config: {"summary": evaluation summary, "train_time_s", "setting": {...}}; None on a
+# process that is not the main one of a multi-process launch (it writes nothing).
+Runner = Callable[[RunSpec, Path], "dict[str, Any] | None"]
+
+
+class SweepError(RuntimeError):
+    """A run cannot start or finish as asked; one line naming the run."""
+
+
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """A run's ``metrics.json``; raises `ValueError` naming what is wrong if it is missing or corrupt."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path.name} missing")
+    try:
+        metrics = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path.name} is not valid JSON ({e})") from None
+    summary = metrics.get("summary") if isinstance(metrics, dict) else None
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path.name} has no summary")
+    bad = [k for k in REQUIRED if not isinstance(summary.get(k), (int, float))]
+    if bad:
+        raise ValueError(f"{path.name}: summary lacks {', '.join(bad)}")
+    if not isinstance(metrics.get("config"), dict):
+        raise ValueError(f"{path.name} has no config")
+    return metrics
+
+
+def finished(spec: RunSpec, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds this run, finished. A finished run of other settings is an error:
+    the grid changed under an existing folder, and reusing or overwriting it would both mislead."""
+    try:
+        metrics = read_metrics(run_dir)
+    except ValueError:
+        return False
+    if metrics["config"] != spec.config:
+        from kava.outputs import differences
+
+        diffs = differences(metrics["config"], spec.config)
+        raise SweepError(f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:3])}); "
+                         "choose another --out or move it away")
+    return True
+
+
+def run_sweep(plan: Plan, out: str | Path, runner: Runner, only: list[str] | None = None,
+              echo: Callable[[str], None] = print) -> dict[str, list[str]]:
+    """Run the plan's runs (``only``: these names) one after another, skipping finished ones.
+
+    Returns {"ran": names, "skipped": names}. A run that fails stops the sweep (its exception
+    propagates): the next call resumes it.
+    """
+    out = Path(out)
+    specs = [plan.run(name) for name in only] if only else plan.runs
+    main = os.environ.get("RANK", "0") == "0"
+    if main:
+        write_plan(plan, out)
+    done: dict[str, list[str]] = {"ran": [], "skipped": []}
+    for i, spec in enumerate(specs, 1):
+        run_dir = out / "runs" / spec.name
+        if finished(spec, run_dir):
+            echo(f"[{i}/{len(specs)}] {spec.name}: finished, skipped")
+            done["skipped"].append(spec.name)
+            continue
+        echo(f"[{i}/{len(specs)}] {spec.name}: running")
+        with _owned(run_dir, main):
+            if main:
+                _write_json(run_dir / CONFIG_FILE, spec.config)
+            with _logged(run_dir / LOG_FILE, main):
+                result = runner(spec, run_dir)
+            if main and result is not None:
+                _write_json(run_dir / METRICS_FILE, {"name": spec.name, "method": spec.method, "seed": spec.seed,
+                                                     "variant": spec.variant, "knobs": spec.knobs,
+                                                     "config": spec.config, **result})
+        s = result["summary"] if result else None
+        echo(f"[{i}/{len(specs)}] {spec.name}: " + (f"accuracy {100 * s['accuracy']:.1f}%" if s else "trained"))
+        done["ran"].append(spec.name)
+    return done
+
+
+def write_plan(plan: Plan, out: Path) -> None:
+    """``<out>/sweep.json``: the grid and every run it asks for, so the report can name runs never
+    started (rather than report fewer seeds than were asked)."""
+    _write_json(out / PLAN_FILE, {"grid": str(plan.path.resolve()), "base": plan.base,
+                                  "runs": [{"name": r.name, "method": r.method, "seed": r.seed, "variant": r.variant}
+                                           for r in plan.runs]})
+
+
+def commands(plan: Plan, out: str | Path, extra: list[str]) -> list[str]:
+    """One shell command per run: the same sweep restricted to that run, for independent jobs.
+
+    A demo latent run needs its seed's CoT run finished first (listed before it, and named in
+    the run's own error if not)."""
+    base = ["kava", "sweep", str(plan.path), "--out", str(out), *extra]
+    return [shlex.join([*base, "--only", spec.name]) for spec in plan.runs]
+
+
+# --------------------------------------------------------------------------- runners
+
+class DemoRunner:
+    """Runs of the demo base: the demo's own `train_run` on its synthetic task, a latent method
+    starting from its seed's CoT model (a run of this sweep, or of ``--cot-from``'s demo)."""
+
+    def __init__(self, out: Path, progress: bool = True):
+        self.out = Path(out)
+        self.progress = progress
+        self._data: dict[str, Any] = {}
+
+    def __call__(self, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+        from kava.demo.run import DemoData, train_run
+
+        s = demo_settings(spec.config)
+        key = json.dumps([spec.config["settings"][k] for k in ("task", "test_size", "curve_points", "curve_valid_size")])
+        if key not in self._data:  # variants share the task and its test set: built once
+            self._data[key] = DemoData.build(s)
+        data = self._data[key]
+        cot_model = self.cot_model(spec, s) if spec.cot else None
+        record, _ = train_run(run_dir, s, spec.method, spec.seed, data, cot_model=cot_model, resume=True,
+                              progress=self.progress)
+        return {"summary": record["summary"], "train_time_s": record["train_time_s"],
+                "setting": {"model": "demo tiny Llama", "train_data": "synthetic", "eval_data": "synthetic test"},
+                **({"cot_run": str(self.cot_dir(spec))} if spec.cot else {})}
+
+    def cot_dir(self, spec: RunSpec) -> Path:
+        return Path(spec.cot) if Path(spec.cot).is_absolute() else self.out / "runs" / spec.cot
+
+    def cot_model(self, spec: RunSpec, s):
+        """The CoT model of the run's seed, refused unless it was trained with the recipe the
+        latent run assumes (its record's identity)."""
+        from kava.demo.run import RUN_RECORD, _finished_run, run_identity
+        from kava.model.kava_model import KavaModel
+
+        cot_dir = self.cot_dir(spec)
+        try:
+            record = _finished_run(cot_dir, run_identity(s, "cot", spec.seed))
+        except ValueError as e:
+            raise SweepError(f"{spec.name}: the CoT run it starts from does not fit: {e}") from None
+        if record is None:
+            hint = "train it with kava demo" if Path(spec.cot).is_absolute() else f"run it first (--only {spec.cot})"
+            raise SweepError(f"{spec.name}: its CoT run {cot_dir} is not finished (no {RUN_RECORD}); {hint}")
+        return KavaModel.from_pretrained(cot_dir / "final")
+
+
+def check_cot_sources(plan: Plan) -> list[str]:
+    """The ``--cot-from`` CoT runs the plan needs that are missing or were trained otherwise
+    (one line each): found before a sweep starts, not at its fifth run."""
+    from kava.demo.run import _finished_run, run_identity
+
+    problems, seen = [], set()
+    for spec in plan.runs:
+        if not spec.cot or not Path(spec.cot).is_absolute() or spec.cot in seen:
+            continue
+        seen.add(spec.cot)
+        try:
+            if _finished_run(Path(spec.cot), run_identity(demo_settings(spec.config), "cot", spec.seed)) is None:
+                problems.append(f"--cot-from: {spec.cot} is not a finished demo CoT run")
+        except ValueError as e:
+            problems.append(f"--cot-from: {e}")
+    return problems
+
+
+def train_runner(out: Path, progress: bool = True) -> Runner:
+    """Runs of a train base: `kava train` on the run's resolved config, then `kava eval` of its
+    final model — the commands themselves, so their checks, locks and resume apply unchanged."""
+
+    def run(spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
+        import argparse
+
+        import yaml
+
+        from kava.evaluation import cli as eval_cli
+        from kava.outputs import write_atomic
+        from kava.training import cli as train_cli
+
+        config = dict(spec.config["run_config"], output_dir=str(run_dir / "train"))
+        config_path = run_dir / "run_config.yaml"
+        main = os.environ.get("RANK", "0") == "0"
+        if main:
+            write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
+        if not (run_dir / "train" / "final").is_dir():
+            status = train_cli.run(argparse.Namespace(config=config_path, overrides=[], resume=True,
+                                                      export=None, export_from=None))
+            if status != 0:
+                raise SweepError(f"{spec.name}: kava train ended with status {status}")
+        if not main:
+            return None
+        ev, eval_dir = spec.config["eval"], run_dir / "eval"
+        if not (eval_dir / "summary.json").is_file():
+            import torch
+
+            status = eval_cli.run(argparse.Namespace(
+                model=str(run_dir / "train" / "final"), dataset=ev["dataset"], split=ev["split"], limit=ev["limit"],
+                batch_size=ev["batch_size"], out=str(eval_dir), resume=(eval_dir / "eval_run.json").is_file(),
+                overwrite=False, max_new_tokens=ev["max_new_tokens"], temperature=None, top_p=None, seed=None,
+                skip_bad=False, device="cuda" if torch.cuda.is_available() else "cpu", no_progress=not progress))
+            if status != 0:
+                raise SweepError(f"{spec.name}: kava eval ended with status {status}")
+        history = [json.loads(line) for line in (run_dir / "train" / "history.jsonl").read_text().splitlines() if line]
+        model = config["model"]["source"]
+        return {"summary": json.loads((eval_dir / "summary.json").read_text()),
+                "train_time_s": sum(e.get("step_time_s", 0.0) for e in history),
+                "setting": {"model": model if isinstance(model, str) else "random config",
+                            "train_data": config["data"]["name"], "eval_data": ev["dataset"],
+                            "eval_split": ev["split"], "eval_limit": ev["limit"]}}
+
+    return run
+
+
+# --------------------------------------------------------------------------- helpers
+
+@contextlib.contextmanager
+def _owned(run_dir: Path, main: bool) -> Iterator[None]:
+    """The run's folder, locked by the main process: two jobs started on one run do not interleave."""
+    from kava.outputs import hold
+
+    if not main:
+        yield
+        return
+    with hold(run_dir):
+        yield
+
+
+class _Tee:
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+
+@contextlib.contextmanager
+def _logged(path: Path, main: bool) -> Iterator[None]:
+    """What the run prints goes to the terminal and to its ``run.log`` (appended: a resumed run
+    keeps the log of its earlier attempts), with the traceback of a failure."""
+    if not main:
+        yield
+        return
+    with path.open("a") as log, contextlib.redirect_stdout(_Tee(sys.stdout, log)):
+        try:
+            yield
+        except BaseException:
+            log.write(traceback.format_exc())
+            raise
+
+
+def _write_json(path: Path, data: Any) -> None:
+    from kava.outputs import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
+

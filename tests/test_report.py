@@ -1,0 +1,144 @@
+"""`kava report`: aggregation over hand-made run folders, problems named, tables, the paper's numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from kava.cli import main
+from kava.experiments.paper import ABLATIONS, MAIN, paper_accuracy
+from kava.experiments.results import collect, write_report
+
+METHOD_MD = Path(__file__).resolve().parents[1] / ".." / "shared" / "docs" / "method.md"
+PAPER_SETTING = {"model": "meta-llama/Llama-3.2-1B-Instruct", "train_data": "gsm8k-aug", "eval_data": "gsm8k",
+                 "eval_split": "test", "eval_limit": None}
+
+
+def _summary(acc: float, passes: float = 6.0) -> dict:
+    return {"accuracy": acc, "mean_forward_passes": passes, "mean_generated_tokens": 2.0, "mean_cache_tokens": 49.0,
+            "mean_latency_s": 0.002, "n": 100}
+
+
+def _run(root: Path, name: str, method: str, seed: int, acc: float, variant: str = "base", knobs=None, setting=None,
+         history: list | None = None) -> None:
+    folder = root / "runs" / name
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "name": name, "method": method, "seed": seed, "variant": variant, "knobs": knobs or {}, "config": {"x": 1},
+        "summary": _summary(acc), "train_time_s": 1.0, "setting": setting or {}}))
+    if history:
+        (folder / "history.jsonl").write_text("".join(json.dumps(e) + "\n" for e in history))
+
+
+def _history(kv: float) -> list:
+    return [{"step": s, "loss": 2.0 / s, "ce_student": 1.0 / s, "kv": kv / s, "kv_mean_baseline": 0.4} for s in (1, 2, 3)]
+
+
+@pytest.fixture
+def runs(tmp_path) -> Path:
+    root = tmp_path / "sweep"
+    for seed, acc in enumerate((0.3, 0.4, 0.5)):
+        _run(root, f"kava-seed{seed}", "kava", seed, acc, setting=PAPER_SETTING, history=_history(0.3))
+    for seed, acc in enumerate((0.2, 0.4)):
+        _run(root, f"kava-no-codi-seed{seed}", "kava", seed, acc, "no-codi", {"alpha_codi": 0.0}, PAPER_SETTING,
+             _history(0.35))
+    _run(root, "cot-seed0", "cot", 0, 0.7, setting=PAPER_SETTING)
+    (root / "runs" / "kava-no-codi-seed2").mkdir()  # started, never finished
+    (root / "runs" / "kava-no-codi-seed2" / "config.json").write_text("{}")
+    _run(root, "kava-crop-seed0", "kava", 0, 0.1, "crop", {"eviction": "crop"})
+    (root / "runs" / "kava-crop-seed0" / "metrics.json").write_text('{"summary": {"accuracy": 0.1')  # cut short
+    (root / "sweep.json").write_text(json.dumps({"runs": [{"name": n} for n in (
+        "cot-seed0", "kava-seed0", "kava-seed1", "kava-seed2", "kava-no-codi-seed0", "kava-no-codi-seed1",
+        "kava-no-codi-seed2", "kava-crop-seed0", "kava-crop-seed1")]}))
+    return root
+
+
+def test_report_aggregates_mean_std_counts_per_method_and_variant(runs, tmp_path):
+    found, agg = write_report(runs, tmp_path / "r")
+    assert list(agg) == ["cot", "kava", "kava [no-codi]"]  # the sweep's order
+    acc = agg["kava"]["accuracy"]
+    assert acc["mean"] == pytest.approx(0.4) and acc["std"] == pytest.approx(0.1) and acc["n"] == 3
+    assert agg["kava [no-codi]"]["accuracy"]["mean"] == pytest.approx(0.3)
+    assert agg["kava [no-codi]"]["accuracy"]["std"] == pytest.approx(0.1414214) and agg["kava [no-codi]"]["seeds"] == [0, 1]
+    assert agg["cot"]["accuracy"]["std"] == 0.0 and agg["cot"]["accuracy"]["n"] == 1
+    # The paper's numbers beside ours: main table (Llama-1B, AUG) and the L_CODI ablation.
+    assert (agg["kava"]["paper_accuracy"], agg["cot"]["paper_accuracy"], agg["kava [no-codi]"]["paper_accuracy"]) == (56.5, 63.4, 52.8)
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| kava | 3 | 40.0 ± 10.0 | 6.0 ± 0.0 |" in md and md.count("| 56.5 |") == 1
+    csv = (tmp_path / "r" / "table.csv").read_text().splitlines()
+    assert csv[0].startswith("method,seeds,accuracy_mean,accuracy_std") and csv[2].startswith("kava,3,0.4,0.1,")
+    assert csv[2].endswith(",0.565")
+    tex = (tmp_path / "r" / "table.tex").read_text()
+    assert "kava & 3 & 40.0 $\\pm$ 10.0" in tex and "\\begin{tabular}" in tex
+    for png in ("accuracy_vs_forward_passes.png", "loss_curves.png", "ablation_bars.png"):
+        assert (tmp_path / "r" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_missing_or_corrupt_metrics_are_named_never_skipped(runs, tmp_path, capsys):
+    found = collect(runs)
+    crop, unstarted, unfinished = sorted(found.problems)
+    assert crop.startswith("runs/kava-crop-seed0: metrics.json is not valid JSON (")
+    assert unstarted == "runs/kava-crop-seed1: planned by the sweep but never started"
+    assert unfinished == "runs/kava-no-codi-seed2: metrics.json missing"
+    assert main(["report", str(runs), "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert "kava report: runs/kava-crop-seed0: metrics.json is not valid JSON" in err
+    assert "kava report: runs/kava-no-codi-seed2: metrics.json missing" in err
+    assert "runs/kava-crop-seed1: planned by the sweep but never started" in (tmp_path / "r" / "report.md").read_text()
+    assert main(["report", str(runs), "--out", str(tmp_path / "r"), "--strict"]) == 3
+    assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_demo_runs_are_read_from_their_records(tmp_path):
+    root = tmp_path / "demo"
+    for name, summary in (("cot-seed0", None), ("kava-seed0", _summary(0.3)), ("kava-seed1", _summary(0.5))):
+        (root / "runs" / name).mkdir(parents=True)
+        identity = {"method": {"method": name.split("-")[0]}, "train": {"seed": int(name[-1])}}
+        (root / "runs" / name / "demo_run.json").write_text(json.dumps({"identity": identity, "summary": summary}))
+    (root / "runs" / "pccot-seed0").mkdir()
+    found, agg = write_report(root, tmp_path / "r")
+    assert list(agg) == ["kava"] and agg["kava"]["accuracy"]["mean"] == pytest.approx(0.4)
+    assert agg["kava"]["paper_accuracy"] is None  # the synthetic task is no paper setting
+    assert found.problems == ["runs/pccot-seed0: no metrics file (metrics.json or demo_run.json)"]
+    assert found.notes == ["runs/cot-seed0: trained only to start the latent runs (no test metrics)"]
+
+
+def test_paper_lookup_matches_only_paper_settings():
+    assert paper_accuracy(PAPER_SETTING, "kava", {}) == 56.5
+    assert paper_accuracy({**PAPER_SETTING, "model": "/models/Qwen2.5-0.5B-Instruct", "train_data": "gsm8k-aug-nl"},
+                          "codi", {}) == 20.2
+    assert paper_accuracy({**PAPER_SETTING, "model": "meta-llama/Llama-3.2-3B-Instruct"}, "pccot", {}) == 54.7
+    assert paper_accuracy(PAPER_SETTING, "nocot", {}) == 30.9
+    assert paper_accuracy(PAPER_SETTING, "kava", {"use_projection": False}) == 52.2
+    assert paper_accuracy(PAPER_SETTING, "kava", {"teacher_drop_last_step": False}) == 51.2
+    assert paper_accuracy(PAPER_SETTING, "kava", {"eviction": "crop"}) is None  # no number in the paper
+    assert paper_accuracy({**PAPER_SETTING, "eval_limit": 100}, "kava", {}) is None  # not the full test set
+    assert paper_accuracy({**PAPER_SETTING, "eval_data": "svamp"}, "kava", {}) is None
+    assert paper_accuracy({**PAPER_SETTING, "model": "smollm2"}, "kava", {}) is None
+    assert paper_accuracy({**PAPER_SETTING, "model": "meta-llama/Llama-3.2-1B-Instruct", "train_data": "gsm8k-aug-nl"},
+                          "pause", {}) is None
+
+
+@pytest.mark.skipif(not METHOD_MD.is_file(), reason="needs ../shared/docs/method.md")
+def test_paper_table_is_read_right_from_method_md():
+    text = METHOD_MD.read_text()
+    section = text[text.index("## 9."):]
+    methods = ("cot", "codi", "pccot", "kava")
+    seen = {}
+    for line in section.splitlines():
+        m = re.match(r"\| (Qwen2\.5-0\.5B|Llama-3\.2-1B|Llama-3\.2-3B) \| AUG / AUG-NL \|(.*)\|$", line)
+        if m:
+            cells = [c.strip() for c in m.group(2).split("|")]
+            for method, cell in zip(methods, cells):
+                aug, nl = (float(x) for x in cell.split("/"))
+                seen[(m.group(1), "AUG", method)], seen[(m.group(1), "AUG-NL", method)] = aug, nl
+    aug, nl = map(float, re.search(r"No-CoT on Llama-3\.2-1B: (\d+\.\d) / (\d+\.\d)", section).groups())
+    seen[("Llama-3.2-1B", "AUG", "nocot")], seen[("Llama-3.2-1B", "AUG-NL", "nocot")] = aug, nl
+    assert seen == MAIN
+    flat = " ".join(section.split())
+    for phrase, key in (("without L_CODI", ("alpha_codi", 0.0)), ("without projection", ("use_projection", False)),
+                        ("teacher on all steps", ("teacher_drop_last_step", False)), ("collapses (KaVa", ("finetune", "full"))):
+        assert float(re.search(re.escape(phrase) + r" (\d+\.\d)", flat).group(1)) == ABLATIONS[key]

@@ -1,0 +1,206 @@
+"""Sweeps: grid parsing (and its one-line errors), resume that runs each configuration once,
+per-run commands, and one real tiny run of the demo base."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kava.cli import main
+from kava.experiments.grid import GridError, load_grid
+from kava.experiments.sweep import SweepError, commands, run_sweep
+
+SUMMARY = {"accuracy": 0.5, "mean_forward_passes": 6.0, "mean_generated_tokens": 2.0, "mean_cache_tokens": 49.0,
+           "mean_latency_s": 0.002}
+
+
+def _grid(tmp_path, text: str):
+    path = tmp_path / "grid.yaml"
+    path.write_text(text)
+    return path
+
+
+DEMO_GRID = """
+base: demo
+settings: {steps_latent: 7}
+methods: [kava]
+seeds: [0, 1]
+knobs: {num_iterations: [1, 2]}
+variants:
+  crop: {eviction: crop}
+"""
+
+
+def test_grid_is_variants_times_knob_product_times_seeds_with_one_cot_run_per_seed(tmp_path):
+    plan = load_grid(_grid(tmp_path, DEMO_GRID))
+    names = [r.name for r in plan.runs]
+    assert names[:5] == ["cot-seed0", "kava-num_iterations=1-seed0", "kava-num_iterations=2-seed0",
+                         "kava-crop+num_iterations=1-seed0", "kava-crop+num_iterations=2-seed0"]
+    assert len(names) == 2 * (1 + 2 * 2)
+    crop = plan.run("kava-crop+num_iterations=2-seed1")
+    assert crop.cot == "cot-seed1" and crop.knobs == {"eviction": "crop", "num_iterations": 2}
+    assert crop.config["method_config"]["eviction"] == "crop" and crop.config["method_config"]["num_iterations"] == 2
+    assert crop.config["settings"]["steps"]["latent"] == 7
+
+
+def test_the_shipped_ablation_grid_has_54_runs_from_an_existing_cot(tmp_path):
+    from pathlib import Path
+
+    grid = Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "demo-ablation.yaml"
+    plan = load_grid(grid, cot_from=tmp_path)
+    assert len(plan.runs) == 18 * 3 and not any(r.method == "cot" for r in plan.runs)
+    assert len(load_grid(grid).runs) == 18 * 3 + 3  # without --cot-from the sweep trains CoT per seed
+    pre, post = plan.run("kava-seed0").config["method_config"], plan.run("kava-post-rope-seed0").config["method_config"]
+    assert (pre["kv_key_space"], pre["selection_key_space"]) == ("pre_rope", "pre_rope")
+    assert (post["kv_key_space"], post["selection_key_space"]) == ("post_rope", "post_rope")
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("base: demo\nmethods: [kava]\nvariants: {bad: {eviction: nope}}\n", "variants.bad: option 'eviction'"),
+    ("base: demo\nmethods: [kava]\nvariants: {bad: {no_such_knob: 1}}\n", "variants.bad: 'no_such_knob' is neither"),
+    ("base: demo\nmethods: [kava, nope]\n", "methods: 'nope' is not one of"),
+    ("base: demo\nmethods: [kava]\nseeds: 3\n", "seeds: expected a list of integers"),
+    ("base: demo\nmethods: [kava]\nknobs: {num_latents: 4}\n", "knobs.num_latents: expected a non-empty list"),
+    ("base: demo\nmethods: [kava]\nmodels: []\n", "models: unknown key"),
+    ("base: nowhere.yaml\nmethods: [kava]\n", "base: no such kava train config"),
+    ("base: demo\nmethods: [kava]\nvariants: {x: {num_latents: 4}}\nknobs: {num_latents: [2]}\n", "variants.x: sets num_latents"),
+    ("base: demo\nmethods: [kava]\nsettings: {batch_size: 8}\nvariants: {b: {batch_size: 4}}\n", "variants.b: changes the CoT run"),
+    ("base: demo\nmethods: [kava\n", "not valid YAML"),
+])
+def test_grid_errors_are_one_line_naming_file_and_key(tmp_path, text, where):
+    path = _grid(tmp_path, text)
+    with pytest.raises(GridError) as e:
+        load_grid(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: ") and where in message and "\n" not in message
+
+
+def test_train_base_resolves_configs_with_method_knobs_and_dotted_keys(tmp_path):
+    (tmp_path / "base.yaml").write_text(
+        "output_dir: x\nmodel: meta-llama/Llama-3.2-1B-Instruct\nmethod: {preset: kava}\n"
+        "data: {name: gsm8k-aug}\ntrain: {batch_size: 8, micro_batch_size: 8, epochs: 1}\n")
+    plan = load_grid(_grid(tmp_path, "base: base.yaml\neval: {dataset: gsm8k}\nmethods: [kava, pccot]\nseeds: [0]\n"
+                                     "variants: {no-projection: {use_projection: false}, lr: {train.lr: 1.0e-4}}\n"))
+    assert [r.name for r in plan.runs] == ["kava-seed0", "kava-no-projection-seed0", "kava-lr-seed0",
+                                           "pccot-seed0", "pccot-no-projection-seed0", "pccot-lr-seed0"]
+    cfg = plan.run("pccot-lr-seed0").config["run_config"]
+    assert cfg["method"]["preset"] == "pccot" and cfg["train"]["lr"] == 1e-4 and cfg["train"]["seed"] == 0
+    assert plan.run("kava-no-projection-seed0").config["run_config"]["method"]["use_projection"] is False
+    with pytest.raises(GridError, match=r"grid.yaml: variants.bad: .*method.kv_loss"):
+        load_grid(_grid(tmp_path, "base: base.yaml\neval: {dataset: gsm8k}\nmethods: [kava]\n"
+                                  "variants: {bad: {kv_loss: 3}}\n"))
+    with pytest.raises(GridError, match="grid.yaml: eval: a train base needs"):
+        load_grid(_grid(tmp_path, "base: base.yaml\nmethods: [kava]\n"))
+
+
+class Counting:
+    """A fake runner: counts calls per run, and can fail once at a chosen run (an interruption)."""
+
+    def __init__(self, fail_at: str | None = None):
+        self.calls: dict[str, int] = {}
+        self.fail_at = fail_at
+
+    def __call__(self, spec, run_dir):
+        self.calls[spec.name] = self.calls.get(spec.name, 0) + 1
+        (run_dir / "history.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+        if spec.name == self.fail_at:
+            self.fail_at = None
+            raise KeyboardInterrupt("stopped")
+        return {"summary": dict(SUMMARY, accuracy=0.1 * spec.seed), "train_time_s": 1.0, "setting": {}}
+
+
+def test_interrupted_sweep_resumes_and_runs_each_configuration_exactly_once(tmp_path):
+    plan = load_grid(_grid(tmp_path, DEMO_GRID))
+    out = tmp_path / "out"
+    runner = Counting(fail_at="kava-crop+num_iterations=1-seed0")
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(plan, out, runner, echo=lambda _: None)
+    assert not (out / "runs" / "kava-crop+num_iterations=1-seed0" / "metrics.json").exists()
+    done = run_sweep(plan, out, runner, echo=lambda _: None)
+    assert done["skipped"] == [r.name for r in plan.runs[:3]]
+    # Every run finished once; the interrupted one was started twice (once interrupted, once to the end).
+    assert runner.calls == {r.name: 2 if r.name == "kava-crop+num_iterations=1-seed0" else 1 for r in plan.runs}
+    again = run_sweep(plan, out, runner, echo=lambda _: None)
+    assert again["ran"] == [] and len(again["skipped"]) == len(plan.runs)
+    metrics = json.loads((out / "runs" / "kava-num_iterations=2-seed1" / "metrics.json").read_text())
+    assert metrics["config"] == plan.run("kava-num_iterations=2-seed1").config and metrics["seed"] == 1
+    assert (out / "runs" / "kava-num_iterations=2-seed1" / "config.json").is_file()
+    assert (out / "runs" / "kava-num_iterations=2-seed1" / "run.log").is_file()
+
+
+def test_a_corrupt_metrics_file_means_not_finished_and_the_run_is_redone(tmp_path):
+    plan = load_grid(_grid(tmp_path, DEMO_GRID))
+    out, runner = tmp_path / "out", Counting()
+    run_sweep(plan, out, runner, only=["cot-seed0"], echo=lambda _: None)
+    (out / "runs" / "cot-seed0" / "metrics.json").write_text('{"summary": {"accura')
+    run_sweep(plan, out, runner, only=["cot-seed0"], echo=lambda _: None)
+    assert runner.calls == {"cot-seed0": 2}
+
+
+def test_a_finished_run_of_other_settings_is_refused(tmp_path):
+    out = tmp_path / "out"
+    run_sweep(load_grid(_grid(tmp_path, DEMO_GRID)), out, Counting(), only=["kava-num_iterations=1-seed0"],
+              echo=lambda _: None)
+    changed = load_grid(_grid(tmp_path, DEMO_GRID.replace("steps_latent: 7", "steps_latent: 8")))
+    with pytest.raises(SweepError, match=r"kava-num_iterations=1-seed0 holds a finished run with other settings "
+                                         r"\(settings.steps.latent: 7 -> 8"):
+        run_sweep(changed, out, Counting(), only=["kava-num_iterations=1-seed0"], echo=lambda _: None)
+
+
+def test_print_commands_gives_one_plain_kava_command_per_run(tmp_path, capsys):
+    grid = _grid(tmp_path, DEMO_GRID)
+    plan = load_grid(grid)
+    lines = commands(plan, tmp_path / "o", [])
+    assert len(lines) == len(plan.runs)
+    assert lines[1] == f"kava sweep {grid} --out {tmp_path / 'o'} --only kava-num_iterations=1-seed0"
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "o"), "--print-commands"]) == 0
+    assert capsys.readouterr().out.splitlines() == lines
+    assert not (tmp_path / "o").exists()  # printing writes nothing
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "o"), "--only", "nope"]) == 2
+    assert "no run named 'nope'" in capsys.readouterr().err
+
+
+def test_a_latent_run_before_its_cot_run_names_the_run_to_do_first(tmp_path, capsys):
+    grid = _grid(tmp_path, DEMO_GRID)
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "o"), "--only", "kava-num_iterations=1-seed0"]) == 2
+    err = capsys.readouterr().err
+    assert "its CoT run" in err and "is not finished" in err and "--only cot-seed0" in err
+
+
+def test_real_tiny_demo_sweep_then_resume_skips_it(tmp_path, one_thread, capsys):
+    grid = _grid(tmp_path, """
+base: demo
+settings: {steps_cot: 2, steps_latent: 2, batch_size: 4, test_size: 4, eval_batch_size: 4, num_latents: 3,
+           num_iterations: 1, curve_points: 0}
+methods: [kava]
+seeds: [0]
+variants: {crop: {eviction: crop}}
+""")
+    out = tmp_path / "o"
+    assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
+    for name in ("cot-seed0", "kava-seed0", "kava-crop-seed0"):
+        run = out / "runs" / name
+        assert json.loads((run / "metrics.json").read_text())["summary"]["n"] == 4
+        assert (run / "eval" / "predictions.jsonl").is_file() and (run / "history.jsonl").is_file()
+    assert "cot_run" in json.loads((out / "runs" / "kava-crop-seed0" / "metrics.json").read_text())
+    assert (out / "report" / "report.md").is_file() and (out / "report" / "ablation_bars.png").is_file()
+    capsys.readouterr()
+    assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
+    assert "ran 0, skipped 3" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_tiny_train_base_sweep(tmp_path, one_thread):
+    """`kava train` then `kava eval` per run (configs/tiny-cpu.yaml: the SmolLM2 tokenizer; ~20 s)."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
+    grid = _grid(tmp_path, f"base: {config}\nsettings: {{train.max_steps: 2, train.save_every: 2, train.report_to: []}}\n"
+                           "eval: {dataset: gsm8k, limit: 2, batch_size: 2, max_new_tokens: 4}\nmethods: [kava]\n")
+    out = tmp_path / "o"
+    assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "runs" / "kava-seed0" / "metrics.json").read_text())
+    assert metrics["summary"]["n"] == 2 and metrics["setting"]["eval_data"] == "gsm8k"
+    assert (out / "runs" / "kava-seed0" / "train" / "final").is_dir()
+    assert (out / "report" / "loss_curves.png").is_file()
