@@ -15,8 +15,7 @@ def save_heatmap(sim: KVSimilarity, path: str | Path, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     L, M = sim.keys.shape
-    cmap = matplotlib.colormaps["RdBu_r"].copy()
-    cmap.set_bad("lightgrey")
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="lightgrey")
     fig, axes = plt.subplots(1, 2, figsize=(2.5 + 1.2 * M, 1.2 + 0.55 * L + 0.8), constrained_layout=True)
     for ax, name, grid in ((axes[0], f"keys ({sim.key_space})", sim.keys), (axes[1], "values", sim.values)):
         im = ax.imshow(grid.numpy(), cmap=cmap, vmin=-1, vmax=1, aspect="auto")
