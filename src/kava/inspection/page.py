@@ -75,14 +75,13 @@ def _sequence(kept: KeptTokens) -> str:
 def _grid(kept: KeptTokens) -> str:
     L, H, _ = kept.kept.shape
     cols = kept.cot.nonzero().flatten().tolist()
-    head = "<tr><th class=\"row\"></th>" + "".join(f"<th>{escape(kept.tokens[c])}</th>" for c in cols) + "</tr>"
-    rows = [head]
-    by_layer = kept.kept.sum(dim=1)  # [L, S] heads keeping each token
+    by_layer = kept.kept.sum(dim=1)[:, cols].tolist()  # [L][C] heads keeping each trace token
+    by_head = kept.kept[:, :, cols].tolist()  # [L][H][C]
+    rows = ['<tr><th class="row"></th>' + "".join(f"<th>{escape(kept.tokens[c])}</th>" for c in cols) + "</tr>"]
     for l in range(L):
-        cells = "".join(f'<td style="{shade(by_layer[l, c].item() / H)}" title="{by_layer[l, c].item()} of {H} heads">'
-                        f"{by_layer[l, c].item()}</td>" for c in cols)
+        cells = "".join(f'<td style="{shade(n / H)}" title="{n} of {H} heads">{n}</td>' for n in by_layer[l])
         rows.append(f'<tr class="layer"><th class="row">layer {l}</th>{cells}</tr>')
         for h in range(H):
-            cells = "".join('<td class="kept">●</td>' if kept.kept[l, h, c] else "<td></td>" for c in cols)
+            cells = "".join('<td class="kept">●</td>' if k else "<td></td>" for k in by_head[l][h])
             rows.append(f'<tr><th class="row">layer {l} · head {h}</th>{cells}</tr>')
     return "<table>" + "".join(rows) + "</table>"
