@@ -34,10 +34,14 @@ def report(result: Inspection) -> str:
     ]
     if result.trace is None:
         lines.append("no reference trace (--steps): kept tokens and the K/V similarity need one, skipped")
-        return "\n".join(lines) + "\n"
+        return _joined(lines)
     lines += [f"trace: {' '.join(result.trace.steps)}  (answer {result.trace.answer})", "",
               *kept_grid(result.kept), "", *similarity_table(result.similarity)]
-    return "\n".join(lines) + "\n"
+    return _joined(lines)
+
+
+def _joined(lines: list[str]) -> str:
+    return "".join(line.rstrip() + "\n" for line in lines)
 
 
 def latent_table(latents: LatentTokens) -> list[str]:
