@@ -8,15 +8,13 @@ from html.parser import HTMLParser
 import matplotlib.image
 import pytest
 import torch
+from conftest import build_model
 
 from kava.cli import main
-from kava.data.records import Record
 from kava.inspection.heatmap import save_heatmap
 from kava.inspection.kept_tokens import kept_mask
 from kava.inspection.page import kept_page
 from kava.inspection.similarity import cosine_map, kv_similarity
-
-from conftest import build_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -130,7 +128,7 @@ def test_a_model_without_l_kv_is_compared_with_the_targets_kava_would_give(recor
 class _Page(HTMLParser):
     """Tracks open tags (void ones excluded) and the text of the token sequence."""
 
-    VOID = {"meta", "br", "img", "hr", "link", "input"}
+    VOID = frozenset({"meta", "br", "img", "hr", "link", "input"})
 
     def __init__(self):
         super().__init__(convert_charrefs=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from kava.inspection.similarity import KVSimilarity
@@ -26,7 +27,7 @@ def save_heatmap(sim: KVSimilarity, path: str | Path, title: str = "") -> None:
             for l in range(L):
                 for m in range(M):
                     v = grid[l, m].item()
-                    if v == v:
+                    if not math.isnan(v):
                         ax.text(m, l, f"{v:.2f}", ha="center", va="center", fontsize=8,
                                 color="white" if abs(v) > 0.6 else "black")
     fig.colorbar(im, ax=axes, shrink=0.8, label="cosine")

@@ -49,11 +49,11 @@ def kept_page(result: Inspection) -> str:
         "<h1>Kept trace tokens</h1>",
         f"<p><b>Question:</b> {escape(result.question)}</p>",
         f"<p><b>Trace:</b> <code>{escape(' '.join(result.trace.steps))}</code> → {escape(result.trace.answer)}</p>",
-        f'<p class="note">The teacher reads <code>[bos] Q C\' P A [eos]</code>; eviction ({escape(cfg.eviction)}, '
-        f"λ = {cfg.eviction_lambda}, {escape(cfg.eviction_scope)}) keeps M = {kept.num_latents} of the trace tokens C' "
-        f"in each of the {L} layers × {H} KV heads; those entries are the targets of the student's latent cache."
-        f"{dropped} Shading: the share of the {L * H} (layer, head) pairs that keep a token; grey tokens are not "
-        "trace tokens. Hover a token for its count.</p>",
+        (f'<p class="note">The teacher reads <code>[bos] Q C\' P A [eos]</code>; eviction ({escape(cfg.eviction)}, '
+         f"λ = {cfg.eviction_lambda}, {escape(cfg.eviction_scope)}) keeps M = {kept.num_latents} of the trace tokens C' "
+         f"in each of the {L} layers × {H} KV heads; those entries are the targets of the student's latent cache."
+         f"{dropped} Shading: the share of the {L * H} (layer, head) pairs that keep a token; grey tokens are not "
+         "trace tokens. Hover a token for its count.</p>"),
         "<h2>All layers and heads</h2>", f'<p class="seq">{_sequence(kept)}</p>',
         "<h2>Per layer and KV head</h2>", f'<div class="grid">{_grid(kept)}</div>',
         "</body>", "</html>",

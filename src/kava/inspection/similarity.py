@@ -8,6 +8,7 @@ that learnt the targets up to scale still reads near 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +40,7 @@ class KVSimilarity:
 
     def to_json(self) -> dict:
         def rows(t: torch.Tensor) -> list:
-            return [[None if v != v else round(v, 6) for v in row] for row in t.tolist()]  # NaN → null
+            return [[None if math.isnan(v) else round(v, 6) for v in row] for row in t.tolist()]  # NaN → null
 
         return {"key_space": self.key_space, "keys": rows(self.keys), "values": rows(self.values),
                 "keys_per_head": [rows(layer) for layer in self.keys_per_head],

@@ -26,8 +26,8 @@ def report(result: Inspection) -> str:
     lines = [
         f"question: {result.question}",
         f"latent answer: {result.answer.text.strip()!r} ({result.answer.forward_passes} forward passes)",
-        f"settings: {cfg.method}, M = {cfg.num_latents}, T = {cfg.num_iterations} ({cfg.latent_mode}), eviction "
-        f"{cfg.eviction} (λ = {cfg.eviction_lambda}, {cfg.eviction_scope}), keys compared {cfg.kv_key_space}",
+        (f"settings: {cfg.method}, M = {cfg.num_latents}, T = {cfg.num_iterations} ({cfg.latent_mode}), eviction "
+         f"{cfg.eviction} (λ = {cfg.eviction_lambda}, {cfg.eviction_scope}), keys compared {cfg.kv_key_space}"),
         "",
         *latent_table(result.latents),
         "",
@@ -50,7 +50,7 @@ def latent_table(latents: LatentTokens) -> list[str]:
     label_w = max(len(p) for p in latents.passes)
     cells = [[f"{shown(latents.tokens[p][m][0])} {latents.probs[p, m, 0]:.2f}" for m in range(M)] for p in range(P)]
     w = max(max(len(c) for row in cells for c in row), 4)
-    out = [f"latents through the LM head: top-1 per pass (rows) and slot (columns), probability after the token",
+    out = ["latents through the LM head: top-1 per pass (rows) and slot (columns), probability after the token",
            " " * label_w + "  " + "  ".join(f"z{m + 1}".ljust(w) for m in range(M))]
     out += [latents.passes[p].ljust(label_w) + "  " + "  ".join(c.ljust(w) for c in cells[p]) for p in range(P)]
     out += ["", f"top-{k} of every slot"]
@@ -67,8 +67,8 @@ def kept_grid(kept: KeptTokens) -> list[str]:
     L, H, _ = kept.kept.shape
     cols = kept.cot.nonzero().flatten().tolist()
     n_c = len(cols)
-    out = [f"kept trace tokens: M = {kept.num_latents} of the {n_c} trace tokens per layer and KV head "
-           f"(# kept, . evicted; 'all' = how many of the {L * H} (layer, head) pairs keep it)"]
+    out = [(f"kept trace tokens: M = {kept.num_latents} of the {n_c} trace tokens per layer and KV head "
+            f"(# kept, . evicted; 'all' = how many of the {L * H} (layer, head) pairs keep it)")]
     if n_c == 0:
         return out + ["(the teacher sequence has no trace tokens)"]
     texts = [shown(kept.tokens[c]) for c in cols]
