@@ -27,7 +27,7 @@ from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
 from kava.layout import CHECKPOINT_MODEL, CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
 from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
 from kava.model import arch
-from kava.model.latent import KV, LatentState, cache_of, kv_of, run_latents
+from kava.model.latent import KV, LatentState, Observer, cache_of, kv_of, run_latents
 from kava.model.projection import LatentProjection
 from kava.model.queries import capture_queries
 from kava.model.rope import rotate, unrotate_keys
@@ -167,8 +167,21 @@ class KavaModel(nn.Module):
     def _span(self, name: str) -> AbstractContextManager:
         return nullcontext() if self.spans is None else self.spans(name)
 
-    def latents(self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, question_kv: KV | None = None) -> LatentState:
-        return run_latents(self, prefix_ids, prefix_mask, question_kv)
+    def latents(self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, question_kv: KV | None = None,
+                observe: Observer | None = None) -> LatentState:
+        return run_latents(self, prefix_ids, prefix_mask, question_kv, observe)
+
+    def latent_kv(self, state: LatentState) -> tuple[torch.Tensor, torch.Tensor]:
+        """The student's latent keys and values [L, B, H, M, d] as L_KV compares them with the
+        compressed teacher cache: keys in ``kv_key_space`` (un-rotated at the latents' own positions
+        for ``pre_rope``), values as cached."""
+        ks = torch.stack([k for k, _ in state.latent_kv])
+        vs = torch.stack([v for _, v in state.latent_kv])
+        if self.config.kv_key_space == "pre_rope":
+            M = ks.shape[3]
+            lat_pos = (state.next_position - M).view(-1, 1) + torch.arange(M, device=ks.device).view(1, M)
+            ks = unrotate_keys(ks, lat_pos, self._rotaries())
+        return ks, vs
 
     def generate(self, questions: str | Sequence[str], *, mode: str | None = None, temperature: float | None = None,
                  top_p: float = 1.0, seed: int = 0, max_new_tokens: int | None = None, batch_size: int = 32):
@@ -186,6 +199,18 @@ class KavaModel(nn.Module):
         answers = answer_questions(self, [questions] if single else list(questions), mode=mode, sampling=sampling,
                                    max_new_tokens=max_new_tokens, batch_size=batch_size)
         return answers[0] if single else answers
+
+    def inspect(self, question: str, steps: Sequence[str] | None = None, *, answer: str | None = None, top_k: int = 5):
+        """Look inside the latents on one question (→ `kava.inspection.Inspection`, what ``kava inspect`` shows).
+
+        Always: every latent slot read through the LM head after the init pass and each Jacobi
+        iteration (top ``top_k``). With a reference trace ``steps`` (and its ``answer``, by default
+        the last step's result): which trace tokens the eviction keeps per layer and KV head, and
+        the cosine of the student's latent K/V against those compressed teacher entries.
+        """
+        from kava.inspection.api import inspect_question
+
+        return inspect_question(self, question, steps, answer, top_k)
 
     # ---- training forward --------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor], return_internals: bool = False) -> dict[str, Any]:
@@ -327,13 +352,7 @@ class KavaModel(nn.Module):
         internals["student_latents"] = state.latents
         if cfg.alpha_codi > 0:
             internals["student_distill_hidden"] = states_at(res.hidden_states, batch["s_distill_index"])
-        ks = torch.stack([k for k, _ in state.latent_kv])  # [L, B, H, M, d]
-        vs = torch.stack([v for _, v in state.latent_kv])
-        if cfg.kv_key_space == "pre_rope":
-            M = cfg.num_latents
-            lat_pos = (state.next_position - M).view(-1, 1) + torch.arange(M, device=ks.device).view(1, M)
-            ks = unrotate_keys(ks, lat_pos, self._rotaries())
-        internals["student_k"], internals["student_v"] = ks, vs
+        internals["student_k"], internals["student_v"] = self.latent_kv(state)
 
     # ---- trainable state ---------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ batch mates.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +19,8 @@ from transformers import DynamicCache
 from kava.data.sequences import positions_from_mask
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each [B, H_kv, S, d]
+# Sees the last-layer hidden states [B, M, D] at the M latent slots of a pass (see `run_latents`).
+Observer = Callable[[torch.Tensor], None]
 
 
 def cache_of(kv: KV) -> DynamicCache:
@@ -41,7 +44,8 @@ class LatentState:
     forward_passes: int
 
 
-def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, question_kv: KV | None = None) -> LatentState:
+def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, question_kv: KV | None = None,
+                observe: Observer | None = None) -> LatentState:
     """Compute the M latents of the student for a left-padded prefix ``[bos] Q <bot>``.
 
     ``question_kv``, when given, already holds the prefix's first columns (in training, the
@@ -49,6 +53,11 @@ def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, ques
     (``<bot>``) is run, on top of it and with gradients flowing into it. Without it (inference,
     or ``student_shares_question_cache=False``) the whole prefix is run. Everything after that
     opening is the same code for both.
+
+    ``observe``, when given, is called with the last-layer hidden states at the M latent slots
+    after every pass that computes them all: the init pass, then each Jacobi iteration (T + 1
+    calls); once with the M outputs in sequential mode. Inspection (`kava.inspection`) reads what
+    the latents "say" from them; the passes themselves do not change.
     """
     cfg = model.config
     M = cfg.num_latents
@@ -61,7 +70,7 @@ def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, ques
     next_position = prefix_mask.sum(-1) + M
 
     if cfg.latent_mode == "sequential":
-        return _sequential(model, new_ids, cache, full_mask, full_pos)
+        return _sequential(model, new_ids, cache, full_mask, full_pos, observe)
 
     # Init pass: (the uncached rest of) [bos] Q <bot>, then <latent>×M. With T = 0 these
     # placeholders are the pause tokens.
@@ -70,6 +79,8 @@ def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, ques
     out = model.decode(embeds, full_mask, full_pos[:, n_cached:], cache)
     passes = 1
     n_new = new_ids.shape[1]
+    if observe is not None:
+        observe(out.last_hidden_state[:, n_new : n_new + M])
     if cfg.num_iterations == 0:
         return LatentState(kv_of(out.cache), full_mask, next_position, kv_of(out.cache, Lp), embeds[:, n_new:], passes)
 
@@ -79,23 +90,28 @@ def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, ques
     for t in range(cfg.num_iterations):
         out = model.decode(z, full_mask, full_pos[:, Lp:], cache_of(prefix_kv))
         passes += 1
+        if observe is not None:
+            observe(out.last_hidden_state)
         if t < cfg.num_iterations - 1:
             z = torch.cat([z[:, :1], model.project(out.last_hidden_state[:, : M - 1])], dim=1)
     return LatentState(kv_of(out.cache), full_mask, next_position, kv_of(out.cache, Lp), z, passes)
 
 
-def _sequential(model, new_ids, cache, full_mask, full_pos) -> LatentState:
+def _sequential(model, new_ids, cache, full_mask, full_pos, observe: Observer | None) -> LatentState:
     """CODI-style: each latent is the projected last hidden state of the previous one."""
     M = model.config.num_latents
     Lp = full_mask.shape[1] - M
     n_cached = Lp - new_ids.shape[1]
     out = model.decode(model.embed(new_ids), full_mask[:, :Lp], full_pos[:, n_cached:Lp], cache)
-    zs = []
+    zs, hs = [], []
     z = model.project(out.last_hidden_state[:, -1:])
     for m in range(M):
         zs.append(z)
         out = model.decode(z, full_mask[:, : Lp + m + 1], full_pos[:, Lp + m : Lp + m + 1], out.cache)
+        hs.append(out.last_hidden_state[:, -1:])
         if m < M - 1:
-            z = model.project(out.last_hidden_state[:, -1:])
+            z = model.project(hs[-1])
+    if observe is not None:
+        observe(torch.cat(hs, 1))
     kv = kv_of(out.cache)
     return LatentState(kv, full_mask, full_pos[:, -1] + 1, kv_of(out.cache, Lp), torch.cat(zs, 1), 1 + M)

@@ -1,0 +1,88 @@
+"""``kava inspect``: what a latent model's latents say, what its teacher cache keeps, how close they are.
+
+Prints a text report and writes into ``--out``: ``inspection.json`` (everything), ``report.txt``
+(the printed report) and, with a reference trace (``--steps``), ``kept_tokens.html`` and
+``kv_similarity.png``. Files of an earlier inspection in ``--out`` are replaced. Bad input (a
+missing or damaged model, a model without latents, an ``--out`` that is a file) is one line on
+stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+JSON_FILE, REPORT_FILE, HTML_FILE, PNG_FILE = "inspection.json", "report.txt", "kept_tokens.html", "kv_similarity.png"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a trained latent model: a run folder, a checkpoint, or a "
+                        "model / exported folder")
+    parser.add_argument("--question", required=True)
+    parser.add_argument("--steps", nargs="+", default=None, metavar="STEP",
+                        help='a reference trace, one argument per step ("<<14/2=7>>" "<<7*3=21>>"): enables the '
+                        "kept-token view and the K/V similarity")
+    parser.add_argument("--answer", default=None, help="the answer the teacher sequence ends with (default: the "
+                        "last number of the last step)")
+    parser.add_argument("--top-k", type=int, default=5, help="tokens shown per latent slot and pass")
+    parser.add_argument("--out", required=True, help="folder for the JSON, report, HTML and PNG")
+    parser.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    from kava import exits
+
+    try:
+        out = _check_out(Path(args.out))
+        result = _inspect(args)
+    except (ValueError, OSError) as exc:
+        print(f"kava inspect: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exits.BAD_INPUT
+    write_outputs(result, out)
+    return exits.OK
+
+
+def write_outputs(result, out: Path) -> None:
+    """Print the report and write the files (stale HTML / PNG of an earlier run with a trace go)."""
+    from kava.inspection.heatmap import save_heatmap
+    from kava.inspection.page import kept_page
+    from kava.inspection.terminal import report
+
+    text = report(result)
+    print(text, end="")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / JSON_FILE).write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n")
+    (out / REPORT_FILE).write_text(text)
+    written = [JSON_FILE, REPORT_FILE]
+    for name in (HTML_FILE, PNG_FILE):
+        (out / name).unlink(missing_ok=True)
+    if result.trace is not None:
+        (out / HTML_FILE).write_text(kept_page(result))
+        save_heatmap(result.similarity, out / PNG_FILE)
+        written += [HTML_FILE, PNG_FILE]
+    print(f"wrote {', '.join(written)} to {out}", file=sys.stderr)
+
+
+def _check_out(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out: {out} is a file; give a folder")
+    return out
+
+
+def _inspect(args: argparse.Namespace):
+    from kava.config import ConfigError
+    from kava.inspection.api import check_latent_model, inspect_question
+    from kava.integrity import check_model_dir
+    from kava.model.kava_model import KavaModel, find_model_dir
+
+    if args.top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    try:
+        check_model_dir(find_model_dir(args.model))
+        model = KavaModel.from_pretrained(args.model, device=args.device)
+    except ConfigError as e:
+        raise ValueError(f"--model {args.model}: {e}") from None
+    check_latent_model(model)
+    return inspect_question(model, args.question, args.steps, args.answer, args.top_k)
