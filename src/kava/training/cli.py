@@ -152,20 +152,14 @@ def build_model(cfg, method=None):
 
     from kava.config import ConfigError
     from kava.model.kava_model import KavaModel
-    from kava.model.loading import load_base_model, resolve_source
+    from kava.model.loading import ModelSource
 
-    dtype = getattr(torch, cfg.model.dtype)
-    key = "model.tokenizer" if isinstance(cfg.model.source, dict) else "model.source"
+    random = isinstance(cfg.model.source, dict)
+    key = "model.tokenizer" if random else "model.source"
     try:
-        if isinstance(cfg.model.source, dict):
-            tokenizer = load_tokenizer(cfg.model.tokenizer)
-            ids = {f"{t}_token_id": getattr(tokenizer, f"{t}_token_id") for t in ("bos", "eos", "pad")}
-            config = {"vocab_size": len(tokenizer), **ids, **cfg.model.source["config"]}
-            source = {"kind": "config", "config": config, "seed": cfg.train.seed, "tokenizer": cfg.model.tokenizer}
-            lm, _ = load_base_model(source, dtype=dtype)
-        else:
-            source = resolve_source(cfg.model.source)
-            lm, tokenizer = load_base_model(source, dtype=dtype)
+        tokenizer = ModelSource.parse(cfg.model.tokenizer if random else cfg.model.source).load_tokenizer()
+        source = cfg.model.to_source(cfg.train.seed, tokenizer)
+        lm = source.load_model(dtype=getattr(torch, cfg.model.dtype))
     except ConfigError:
         raise
     except (OSError, ValueError) as e:
@@ -173,18 +167,6 @@ def build_model(cfg, method=None):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # LoRA's A matrices and φ are drawn here: train.seed decides them too
         return KavaModel(lm, tokenizer, method or cfg.method, base_source=source)
-
-
-def load_tokenizer(name: str):
-    """A tokenizer alone, from the same kinds of source as a model (smollm2, .gguf, folder, hub id)."""
-    from transformers import AutoTokenizer
-
-    from kava.model.loading import locate, resolve_source
-
-    source = locate(resolve_source(name))
-    if source["kind"] == "gguf":
-        return AutoTokenizer.from_pretrained(source["path"], gguf_file=source["gguf_file"])
-    return AutoTokenizer.from_pretrained(source["path"])
 
 
 def load_records(cfg):
@@ -225,12 +207,11 @@ def make_eval_fn(cfg):
 
 
 def _export(cfg, out: Path, source: Path | None) -> int:
-    import json
-
     from kava.config import ConfigError, KavaConfig
     from kava.integrity import check_model_dir
     from kava.layout import FINAL
-    from kava.model.kava_model import BASE_FILE, CONFIG_FILE, find_model_dir
+    from kava.model.kava_model import CONFIG_FILE, find_model_dir
+    from kava.model.loading import ModelSource
     from kava.training.export import export_merged
 
     try:
@@ -239,9 +220,10 @@ def _export(cfg, out: Path, source: Path | None) -> int:
         raise FileNotFoundError(f"--from: {e}") from None
     check_model_dir(trained)
     model = build_model(cfg, KavaConfig.load(trained / CONFIG_FILE))
-    saved = json.loads((trained / BASE_FILE).read_text())
+    saved = ModelSource.read(trained)
     if saved != model.base_source:
-        raise ConfigError(f"model.source: {trained} was trained on {saved}, the run config names {model.base_source}")
+        raise ConfigError(f"model.source: {trained} was trained on {saved and saved.to_json()}, "
+                          f"the run config names {model.base_source.to_json()}")
     model.load_trained(trained)
     print(f"wrote {export_merged(model, out)}")
     return 0

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,13 +27,12 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from kava.config import ConfigError, KavaConfig, preset
 from kava.data.datasets import DatasetNotFoundError, dataset_entry
-from kava.model.arch import SUPPORTED_ARCHITECTURES
+from kava.model.loading import ModelSource
 from kava.validation import Bool, Int, Number, config_class, one_of
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb")
 DTYPES = ("float32", "bfloat16", "float16")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 @config_class("train")
@@ -106,14 +104,36 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if isinstance(self.source, dict):
-            _check_config_source(self.source)
+            if set(self.source) != {"config"}:
+                raise ConfigError(f"model.source: a random model is {{config: {{...}}}}, got keys {', '.join(map(str, self.source))}")
             if self.tokenizer is None:
                 raise ConfigError("model.tokenizer: a random model (model.source.config) needs a tokenizer source")
-            _check_model_name(self.tokenizer, "model.tokenizer")
+            _parsed(self.tokenizer, "model.tokenizer")
+            try:
+                ModelSource("config", config=self.source["config"])
+            except ConfigError as e:
+                raise ConfigError(str(e).replace("base_model.", "model.source.", 1)) from None
         else:
-            _check_model_name(self.source, "model.source")
+            _parsed(self.source, "model.source")
             if self.tokenizer is not None:
                 raise ConfigError("model.tokenizer: only a random model (model.source.config) takes a separate tokenizer")
+
+    def to_source(self, seed: int, tokenizer: Any = None) -> ModelSource:
+        """The `ModelSource` this section names. A random model is built for `tokenizer` (its
+        vocabulary and special ids) and drawn under `seed`, both recorded so it can be rebuilt."""
+        if not isinstance(self.source, dict):
+            return ModelSource.parse(self.source)
+        ids = {f"{t}_token_id": getattr(tokenizer, f"{t}_token_id") for t in ("bos", "eos", "pad")}
+        config = {"vocab_size": len(tokenizer), **ids, **self.source["config"]}
+        return ModelSource("config", config=config, seed=seed, tokenizer=self.tokenizer)
+
+
+def _parsed(name: str, key: str) -> ModelSource:
+    """`ModelSource.parse` with its complaint keyed for the run config."""
+    try:
+        return ModelSource.parse(name)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{key}: {e}") from None
 
 
 def _dataset_name(name: str) -> str:
@@ -257,37 +277,3 @@ def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-def _check_model_name(name: str, key: str) -> None:
-    """A model or tokenizer source must be smollm2, an existing folder or .gguf file, or a hub id."""
-    if name == "smollm2":
-        from kava.model.loading import smollm2_source
-
-        try:
-            smollm2_source()
-        except FileNotFoundError as e:
-            raise ConfigError(f"{key}: {e}") from e
-        return
-    p = Path(name).expanduser()
-    path_like = name.startswith(("/", "./", "../", "~")) or p.suffix == ".gguf" or p.exists()
-    if path_like:
-        if p.suffix == ".gguf" and not p.is_file():
-            raise ConfigError(f"{key}: no such GGUF file {name!r}")
-        if p.suffix != ".gguf" and not p.is_dir():
-            raise ConfigError(f"{key}: no such model folder {name!r}")
-        return
-    if not _HUB_ID.match(name):
-        raise ConfigError(f"{key}: {name!r} is neither smollm2, an existing folder or .gguf file, nor a hub id")
-
-
-def _check_config_source(source: dict[str, Any]) -> None:
-    if set(source) != {"config"}:
-        raise ConfigError(f"model.source: a random model is {{config: {{...}}}}, got keys {', '.join(map(str, source))}")
-    config = source.get("config")
-    if not isinstance(config, dict):
-        raise ConfigError("model.source.config: expected a mapping of model config fields (with model_type)")
-    if config.get("model_type") not in SUPPORTED_ARCHITECTURES:
-        raise ConfigError(
-            f"model.source.config.model_type: {config.get('model_type')!r} is not one of {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
