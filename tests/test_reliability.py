@@ -28,7 +28,7 @@ from kava.evaluation import evaluate as evaluate_module
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
 from kava.outputs import FolderInUse, check_free, hold
-from kava.training import cli as train_cli
+from kava.training import from_config
 from kava.training.run_config import TrainConfig, load_run_config
 
 from conftest import make_tokenizer, tiny_model
@@ -103,7 +103,7 @@ def test_two_fresh_runs_of_one_config_are_the_same_run(trained):
 def test_lora_on_a_random_base_is_rebuilt_from_its_recorded_seed(trained):
     final = trained / "run" / "final"
     loaded = KavaModel.from_pretrained(final).eval()
-    built = train_cli.build_model(load_run_config(trained / "run.yaml"))
+    built = from_config.build_model(load_run_config(trained / "run.yaml"))
     built.load_trained(final)
     built.eval()
     batch = built.builder.training_batch(RECORDS[:3])
