@@ -22,7 +22,7 @@ from kava.config import preset
 from kava.data.datasets import load_dataset
 from kava.evaluation.evaluate import evaluate, write_results
 from kava.model.kava_model import KavaModel
-from kava.model.loading import load_base_model, smollm2_source
+from kava.model.loading import smollm2_source
 
 MODES = {"cot": "cot", "direct": "nocot"}  # inference mode -> method preset that answers that way
 
@@ -41,7 +41,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    base_lm, base_tok = load_base_model(smollm2_source())
+    base_lm, base_tok = smollm2_source().load()
     print(f"loaded SmolLM2-135M-Instruct in {time.perf_counter() - t0:.0f} s")
     data = load_dataset("gsm8k", "test", limit=args.limit)
     limits = {"cot": args.cot_max_new_tokens, "direct": args.direct_max_new_tokens}

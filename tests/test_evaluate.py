@@ -18,6 +18,7 @@ from kava.evaluation.decoding import Generation, Sampling
 from kava.evaluation.answering import answer_part
 from kava.evaluation.evaluate import evaluate, wilson_interval, write_results
 from kava.model.kava_model import KavaModel
+from kava.model.loading import ModelSource
 
 from conftest import DATA_DIR, make_tokenizer, tiny_model
 from conftest import decoding_model as build
@@ -152,7 +153,7 @@ def eval_args(**over) -> argparse.Namespace:
 def test_cli_evaluates_a_saved_checkpoint(tmp_path, capsys):
     lm = tiny_model()
     model = KavaModel(lm, make_tokenizer(), preset("nocot", finetune="full"),
-                      base_source={"kind": "config", "config": lm.config.to_dict()})
+                      base_source=ModelSource("config", config=lm.config.to_dict()))
     model.save_pretrained(tmp_path / "ckpt")
     data = tmp_path / "q.jsonl"
     data.write_text(json.dumps({"question": "Tom has 12 apples. How many?", "answer": "12"}) + "\n")
@@ -197,6 +198,6 @@ def test_smollm2_end_to_end(smollm2, name, mode, max_new, tmp_path):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from kava.model.loading import load_base_model, smollm2_source
+    from kava.model.loading import smollm2_source
 
-    return load_base_model(smollm2_source())
+    return smollm2_source().load()

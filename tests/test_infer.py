@@ -14,6 +14,7 @@ import pytest
 
 from kava.evaluation.evaluate import evaluate
 from kava.model.kava_model import KavaModel
+from kava.model.loading import ModelSource
 
 from conftest import build_model
 
@@ -24,7 +25,7 @@ CLI = [sys.executable, "-m", "kava.cli", "infer"]
 def saved(tmp_path_factory):
     """A tiny KaVa model (all weights saved) whose questions finish at different steps."""
     model = build_model("kava", finetune="full", finishing_eos=True, perturb_lora=False, num_latents=4)
-    model.base_source = {"kind": "config", "config": model.lm.config.to_dict()}
+    model.base_source = ModelSource("config", config=model.lm.config.to_dict())
     d = tmp_path_factory.mktemp("model") / "final"
     model.save_pretrained(d)
     return d

@@ -34,11 +34,11 @@ def test_bad_knobs_are_named(over, needle):
 
 
 def test_unknown_preset_and_option():
-    with pytest.raises(ConfigError, match="unknown method preset 'coconut'"):
+    with pytest.raises(ConfigError, match="method.preset: .coconut. is not one of kava"):
         preset("coconut")
     with pytest.raises(ConfigError, match="num_latent"):
         preset("kava", num_latent=3)
-    with pytest.raises(ConfigError, match="unknown option"):
+    with pytest.raises(ConfigError, match="method.num_latentz: unknown key"):
         KavaConfig.from_dict({"num_latentz": 3})
 
 

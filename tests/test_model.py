@@ -10,7 +10,7 @@ from kava.config import preset
 from kava.data.sequences import positions_from_mask
 from kava.model.kava_model import KavaModel
 from kava.model.latent import kv_of
-from kava.model.loading import load_base_model
+from kava.model.loading import ModelSource
 from kava.model.rope import unrotate_keys
 
 from conftest import ARCHS, build_model, make_tokenizer, tiny_model
@@ -318,9 +318,10 @@ def test_save_and_load_round_trip(tmp_path, records, finetune):
     base_dir = tmp_path / "base"
     tiny_model("llama").save_pretrained(base_dir)
     make_tokenizer().save_pretrained(base_dir)
-    lm, tok = load_base_model({"kind": "local", "path": str(base_dir)})
+    source = ModelSource("local", str(base_dir))
+    lm, tok = source.load()
     model = KavaModel(lm, tok, preset("kava", num_latents=3, lora_r=4, lora_dropout=0.0, finetune=finetune),
-                      base_source={"kind": "local", "path": str(base_dir)}).eval()
+                      base_source=source).eval()
     with torch.no_grad():
         model.embedding.new_rows.add_(0.5)
         for n, p in model.named_parameters():
@@ -347,7 +348,7 @@ def test_positions_from_mask_left_and_right_padding():
 
 def test_lora_checkpoint_on_random_base_is_refused(tmp_path):
     model = build("kava")
-    model.base_source = {"kind": "config", "config": model.lm.config.to_dict()}
+    model.base_source = ModelSource("config", config=model.lm.config.to_dict())
     model.save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="base weights"):
         KavaModel.from_pretrained(tmp_path)
@@ -443,7 +444,7 @@ def test_config_choices_come_from_the_tables():
         assert preset("kava", eviction=name).eviction == name
     for name in losses.ELEMENTWISE:
         assert preset("kava", kv_loss=name, codi_loss=name).kv_loss == name
-    with pytest.raises(ConfigError, match="'eviction'.*rkv, importance, redundancy, crop, random"):
+    with pytest.raises(ConfigError, match="method.eviction: 'h2o' is not one of rkv, importance, redundancy, crop, random"):
         preset("kava", eviction="h2o")
 
 

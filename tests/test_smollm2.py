@@ -7,14 +7,14 @@ import torch
 
 from kava.config import preset
 from kava.model.kava_model import KavaModel
-from kava.model.loading import load_base_model, smollm2_source
+from kava.model.loading import smollm2_source
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def smollm2():
-    return load_base_model(smollm2_source())
+    return smollm2_source().load()
 
 
 def test_kava_objective_on_smollm2(smollm2, records):

@@ -21,7 +21,7 @@ import yaml
 from transformers import AutoModelForCausalLM
 
 from kava.model.kava_model import KavaModel
-from kava.training import cli
+from kava.training import cli, from_config
 from kava.training.checkpoint import MODEL_DIR, TEST_DELAY_ENV, latest_checkpoint, list_checkpoints
 from kava.training.engine import enable_gradient_checkpointing, record_order, train
 from kava.training.export import export_merged
@@ -284,9 +284,26 @@ def test_cli_trains_refuses_to_overwrite_and_exports(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert cli.run(parser.parse_args(["--config", str(config_file), "--export", str(tmp_path / "export")])) == 0
     exported = KavaModel.from_pretrained(tmp_path / "export").eval()
-    trained = cli.build_model(load_run_config(config_file))  # the random base is rebuilt from train.seed
+    trained = from_config.build_model(load_run_config(config_file))  # the random base is rebuilt from train.seed
     trained.load_trained(tmp_path / "run" / "final")
     trained.eval()
     batch = trained.builder.training_batch(RECORDS[:3])
     with torch.no_grad():
         assert exported(batch)["loss"].item() == pytest.approx(trained(batch)["loss"].item(), abs=1e-5)
+
+
+def test_train_from_config_runs_the_tiny_config_and_refuses_a_second_start(tmp_path):
+    tok_dir, data_file = tmp_path / "tokenizer", tmp_path / "train.jsonl"
+    make_tokenizer().save_pretrained(tok_dir)  # the shipped config's smollm2 tokenizer, small and local
+    data_file.write_text("".join(json.dumps({"question": r.question, "steps": list(r.steps), "answer": r.answer}) + "\n"
+                                 for r in RECORDS))
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_run_config(configs / "tiny-cpu.yaml", [
+        f"output_dir={tmp_path / 'run'}", f"model.tokenizer={tok_dir}", f"data.name={data_file}", "data.limit=null",
+        "train.max_steps=2", "train.report_to=[]"])
+    result = from_config.train_from_config(cfg)
+    assert result.step == 2 and not result.interrupted
+    assert (result.final_dir / "adapter_model.safetensors").is_file()
+    assert load_run_config(tmp_path / "run" / "run_config.yaml").to_dict() == cfg.to_dict()
+    with pytest.raises(from_config.RefusedStart, match="already holds a run"):
+        from_config.train_from_config(cfg)

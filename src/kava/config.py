@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, Field
 
 from kava.compression import EVICTIONS
 from kava.losses import ELEMENTWISE
+from kava.validation import Bool, ConfigError, Int, Number, config_class, one_of
 
 LATENT_MODES = ("jacobi", "sequential")
 KEY_SPACES = ("post_rope", "pre_rope")
@@ -21,66 +23,70 @@ EVICTION_SCOPES = ("per_head", "shared")
 FINETUNE = ("lora", "full")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("is empty")
+    return text
 
-class ConfigError(ValueError):
-    """An invalid option; the message names the option and the offending value."""
 
-
-@dataclass
+@config_class("method")
 class KavaConfig:
     """Method knobs (method.md §2–§5). Defaults are the paper's KaVa setting."""
 
     method: str = "kava"
     # §3 student latents
-    num_latents: int = 24  # M
-    num_iterations: int = 3  # T (0 = pause tokens)
-    latent_mode: str = "jacobi"  # one of LATENT_MODES
-    use_projection: bool = True
-    projection_dim: int | None = None  # d_p, defaults to the hidden size
+    num_latents: Int = Field(24, ge=1, title="M")
+    num_iterations: Int = Field(3, ge=0, title="T")  # 0 = pause tokens
+    latent_mode: Annotated[str, one_of(LATENT_MODES)] = "jacobi"
+    use_projection: Bool = True
+    projection_dim: Int | None = Field(None, ge=1)  # d_p, defaults to the hidden size
     # Training only, when teacher and student both run. The student's `[bos] Q` is the teacher's
     # (same tokens, positions and weights), so by default the student runs just `<bot>` and its
     # latents on the teacher's question cache, which stays in the graph: the student losses train
     # it as its own pass would. False runs the student's own init pass over the question, as
     # inference does; the two differ only where dropout (LoRA dropout) draws different masks in
     # the teacher's and the student's pass over the question.
-    student_shares_question_cache: bool = True
+    student_shares_question_cache: Bool = True
     # §2 sequences
-    teacher_drop_last_step: bool = True
-    teacher_uses_cot: bool = True  # False only for the No-CoT baseline
-    answer_prompt: str = "The answer is:"
-    use_chat_template: bool = False
+    teacher_drop_last_step: Bool = True
+    teacher_uses_cot: Bool = True  # False only for the No-CoT baseline
+    answer_prompt: Annotated[str, AfterValidator(_not_blank)] = "The answer is:"
+    use_chat_template: Bool = False
     # §4 compression
-    eviction: str = "rkv"  # a name of kava.compression.EVICTIONS
-    eviction_lambda: float = 0.1
+    eviction: Annotated[str, one_of(EVICTIONS)] = "rkv"
+    eviction_lambda: Number = Field(0.1, ge=0, le=1, title="λ")
     # per_head (the paper): each layer and KV head keeps its own M entries, so latent slot m is
     # matched with a different CoT token in every head. shared: one set of M positions per example
     # (top-M of the score averaged over layers and heads), so slot m stands for one CoT token in
     # every layer and head — a consistent target a small student can learn (the CPU demo's choice).
-    eviction_scope: str = "per_head"  # one of EVICTION_SCOPES
-    kv_key_space: str = "post_rope"  # one of KEY_SPACES: the keys L_KV compares
+    eviction_scope: Annotated[str, one_of(EVICTION_SCOPES)] = "per_head"
+    kv_key_space: Annotated[str, one_of(KEY_SPACES)] = "post_rope"  # the keys L_KV compares
     # The keys redundancy (eviction) compares: a knob of its own, so that matching pre-RoPE keys
     # does not silently change which entries are kept. The paper: post-RoPE for both.
-    selection_key_space: str = "post_rope"  # one of KEY_SPACES
+    selection_key_space: Annotated[str, one_of(KEY_SPACES)] = "post_rope"
     # §5 losses
-    student_ce: bool = True
-    teacher_ce: bool = True
-    alpha_codi: float = 10.0
-    alpha_kv: float = 1.0
-    codi_loss: str = "smooth_l1"  # a name of kava.losses.ELEMENTWISE
-    kv_loss: str = "smooth_l1"
-    kv_layerwise_std: bool = True
+    student_ce: Bool = True
+    teacher_ce: Bool = True
+    alpha_codi: Number = Field(10.0, ge=0)
+    alpha_kv: Number = Field(1.0, ge=0)
+    codi_loss: Annotated[str, one_of(ELEMENTWISE)] = "smooth_l1"
+    kv_loss: Annotated[str, one_of(ELEMENTWISE)] = "smooth_l1"
+    kv_layerwise_std: Bool = True
     # fine-tuning
-    finetune: str = "lora"  # one of FINETUNE
-    lora_r: int = 128
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
+    finetune: Annotated[str, one_of(FINETUNE)] = "lora"
+    lora_r: Int = Field(128, ge=1)
+    lora_alpha: Int = 32
+    lora_dropout: Number = Field(0.1, ge=0, lt=1)
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    seed: int = 0  # only the `random` eviction draws from it
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the config
+    seed: Int = 0  # only the `random` eviction draws from it
+    extra: dict[str, Any] = Field(default_factory=dict)  # free-form notes saved with the config
 
     def __post_init__(self) -> None:
-        self.lora_targets = tuple(self.lora_targets)
-        self.validate()
+        """The checks that span knobs (the single-knob ones sit on the fields)."""
+        if not (self.uses_student or self.uses_teacher):
+            raise ConfigError("method: the configuration trains nothing: enable student_ce, teacher_ce or a distillation weight")
+        if self.uses_student and not self.student_ce and self.alpha_kv == 0 and self.alpha_codi == 0:
+            raise ConfigError("method: student enabled without any student loss")
 
     # ---- derived behaviour -------------------------------------------------------------
     @property
@@ -108,47 +114,7 @@ class KavaConfig:
     def lora_enabled(self) -> bool:
         return self.finetune == "lora"
 
-    # ---- validation and (de)serialisation ----------------------------------------------
-    def validate(self) -> None:
-        def choice(name: str, allowed: tuple[str, ...]) -> None:
-            value = getattr(self, name)
-            if value not in allowed:
-                raise ConfigError(f"option '{name}': {value!r} is not one of {', '.join(allowed)}")
-
-        if not isinstance(self.num_latents, int) or self.num_latents < 1:
-            raise ConfigError(f"option 'num_latents' (M) must be an integer >= 1, got {self.num_latents!r}")
-        if not isinstance(self.num_iterations, int) or self.num_iterations < 0:
-            raise ConfigError(f"option 'num_iterations' (T) must be an integer >= 0, got {self.num_iterations!r}")
-        if not 0.0 <= float(self.eviction_lambda) <= 1.0:
-            raise ConfigError(f"option 'eviction_lambda' (λ) must lie in [0, 1], got {self.eviction_lambda!r}")
-        choice("eviction", tuple(EVICTIONS))
-        choice("codi_loss", tuple(ELEMENTWISE))
-        choice("kv_loss", tuple(ELEMENTWISE))
-        choice("latent_mode", LATENT_MODES)
-        choice("kv_key_space", KEY_SPACES)
-        choice("selection_key_space", KEY_SPACES)
-        choice("eviction_scope", EVICTION_SCOPES)
-        choice("finetune", FINETUNE)
-        for name in ("alpha_codi", "alpha_kv"):
-            if float(getattr(self, name)) < 0:
-                raise ConfigError(f"option '{name}' must be >= 0, got {getattr(self, name)!r}")
-        if not isinstance(self.student_shares_question_cache, bool):
-            raise ConfigError(
-                f"option 'student_shares_question_cache' must be true or false, got {self.student_shares_question_cache!r}"
-            )
-        if self.projection_dim is not None and self.projection_dim < 1:
-            raise ConfigError(f"option 'projection_dim' must be >= 1, got {self.projection_dim!r}")
-        if not self.answer_prompt.strip():
-            raise ConfigError("option 'answer_prompt' is empty")
-        if self.lora_r < 1:
-            raise ConfigError(f"option 'lora_r' must be >= 1, got {self.lora_r!r}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ConfigError(f"option 'lora_dropout' must lie in [0, 1), got {self.lora_dropout!r}")
-        if not (self.uses_student or self.uses_teacher):
-            raise ConfigError("the configuration trains nothing: enable student_ce, teacher_ce or a distillation weight")
-        if self.uses_student and not self.student_ce and self.alpha_kv == 0 and self.alpha_codi == 0:
-            raise ConfigError("student enabled without any student loss")
-
+    # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["lora_targets"] = list(self.lora_targets)
@@ -156,10 +122,6 @@ class KavaConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "KavaConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
@@ -191,9 +153,5 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset(name: str, **overrides: Any) -> KavaConfig:
     """The named method preset, with optional knob overrides applied on top."""
     if name not in PRESETS:
-        raise ConfigError(f"unknown method preset {name!r}; choose one of {', '.join(PRESETS)}")
-    known = {f.name for f in dataclasses.fields(KavaConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        raise ConfigError(f"method.preset: {name!r} is not one of {', '.join(PRESETS)}")
     return KavaConfig(**{"method": name, **PRESETS[name], **overrides})

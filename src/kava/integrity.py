@@ -44,7 +44,8 @@ def check_model_dir(directory: str | Path) -> None:
 
     Raises FileNotFoundError when it is not a kava model folder, `CorruptFile` when a file is damaged.
     """
-    from kava.model.kava_model import BASE_FILE, CONFIG_FILE
+    from kava.model.kava_model import CONFIG_FILE
+    from kava.model.loading import BASE_FILE
 
     d = Path(directory)
     if not (d / CONFIG_FILE).is_file():

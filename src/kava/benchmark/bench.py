@@ -155,12 +155,12 @@ def _smollm2_models(s: BenchSettings, data_dir: str | Path | None) -> tuple[dict
     from kava.config import preset
     from kava.data.datasets import load_dataset
     from kava.model.kava_model import KavaModel
-    from kava.model.loading import load_base_model, smollm2_source
+    from kava.model.loading import smollm2_source
 
     records = load_dataset("gsm8k-aug", "valid", data_dir=data_dir, limit=4 * s.smollm2_batch).records
     models = {}
     for m in TRAIN_METHODS:
-        lm, tok = load_base_model(smollm2_source())
+        lm, tok = smollm2_source().load()
         torch.manual_seed(0)
         over = {} if m == "codi" else {"num_latents": s.smollm2_latents, "num_iterations": 3}
         models[m] = KavaModel(lm, tok, preset(m, **over))

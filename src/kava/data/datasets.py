@@ -37,6 +37,7 @@ __all__ = [
     "LoadedDataset",
     "DatasetSpec",
     "REGISTRY",
+    "dataset_entry",
     "dataset_names",
     "data_dir_candidates",
     "load_dataset",
@@ -411,6 +412,24 @@ def dataset_names() -> list[str]:
     return list(REGISTRY)
 
 
+def dataset_entry(name: str, split: str | None = None) -> DatasetSpec | None:
+    """The registry entry `name` names (None: a file), once `name` and `split` are known good.
+
+    The one check of a dataset name and split, shared by `load_dataset` and the run config, so
+    a config is refused for exactly the names and splits loading would refuse. Raises
+    `DatasetNotFoundError` for an unknown name or split, ValueError for a split of a file.
+    """
+    spec = REGISTRY.get(name)
+    if spec is None:
+        if not Path(name).expanduser().is_file():
+            raise DatasetNotFoundError(f"'{name}' is neither a registered dataset ({', '.join(REGISTRY)}) nor an existing file")
+        if split is not None:
+            raise ValueError(f"split {split!r} applies to registered datasets only; the file {name} is one split")
+    elif split is not None and split not in spec.splits:
+        raise DatasetNotFoundError(f"dataset '{name}' has no split '{split}'; available: {', '.join(spec.splits)}")
+    return spec
+
+
 def data_dir_candidates(data_dir: str | Path | None = None) -> list[Path]:
     """Folders searched for local copies, in order.
 
@@ -449,16 +468,10 @@ def load_dataset(
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
     key = str(name_or_path)
-    if key in REGISTRY:
-        return _load_registered(REGISTRY[key], split, data_dir=data_dir, skip_bad=skip_bad, limit=limit)
-    path = Path(name_or_path).expanduser()
-    if not path.is_file():
-        raise DatasetNotFoundError(
-            f"'{key}' is neither a registered dataset ({', '.join(REGISTRY)}) nor an existing file"
-        )
-    if split is not None:
-        raise ValueError(f"split={split!r} applies to registered names only; the file {path} is one split")
-    return _load_file(path, key, None, skip_bad=skip_bad, limit=limit)
+    spec = dataset_entry(key, split)
+    if spec is not None:
+        return _load_registered(spec, split, data_dir=data_dir, skip_bad=skip_bad, limit=limit)
+    return _load_file(Path(key).expanduser(), key, None, skip_bad=skip_bad, limit=limit)
 
 
 def _load_file(
@@ -490,10 +503,6 @@ def _load_registered(
     spec: DatasetSpec, split: str | None, *, data_dir: str | Path | None, skip_bad: bool, limit: int | None
 ) -> LoadedDataset:
     split = spec.default_split if split is None else split
-    if split not in spec.splits:
-        raise DatasetNotFoundError(
-            f"dataset '{spec.name}' has no split '{split}'; available: {', '.join(spec.splits)}"
-        )
     split_spec = spec.splits[split]
     looked = [folder / split_spec.local for folder in data_dir_candidates(data_dir)]
     for path in looked:

@@ -33,6 +33,7 @@ from kava.data.records import Record
 from kava.demo.task import SyntheticTask, TaskConfig
 from kava.demo.tokenizer import build_tokenizer, tiny_llama_config
 from kava.model.kava_model import KavaModel
+from kava.model.loading import ModelSource
 
 LATENT_METHODS = ("kava", "pccot", "codi", "pause")
 
@@ -117,7 +118,7 @@ def demo_model(tokenizer, config: KavaConfig, seed: int, lm_state: dict[str, tor
     lm = LlamaForCausalLM(lm_config)
     if lm_state is not None:
         lm.load_state_dict(lm_state)
-    return KavaModel(lm, tokenizer, config, base_source={"kind": "config", "config": lm_config.to_dict()})
+    return KavaModel(lm, tokenizer, config, base_source=ModelSource("config", config=lm_config.to_dict()))
 
 
 def engine_stream(task: SyntheticTask) -> Callable[[int, int], Iterator]:

@@ -28,6 +28,7 @@ from kava.layout import CHECKPOINT_MODEL, CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
 from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
 from kava.model import arch
 from kava.model.latent import KV, LatentState, Observer, cache_of, kv_of, run_latents
+from kava.model.loading import BASE_FILE, ModelSource
 from kava.model.projection import LatentProjection
 from kava.model.queries import capture_queries
 from kava.model.rope import rotate, unrotate_keys
@@ -36,7 +37,6 @@ from kava.model.tokens import ExtendedEmbedding, add_special_tokens
 CONFIG_FILE = "kava_config.json"
 EXTRA_FILE = "kava_extra.safetensors"  # projection + new-token rows
 FULL_FILE = "model.safetensors"  # full fine-tuning: all weights
-BASE_FILE = "base_model.json"  # where the base model came from
 
 
 def states_at(hidden_states: tuple[torch.Tensor, ...], index: torch.Tensor) -> torch.Tensor:
@@ -89,12 +89,12 @@ def example_seeds(ids: torch.Tensor, mask: torch.Tensor, seed: int) -> list[int]
 
 
 class KavaModel(nn.Module):
-    def __init__(self, lm, tokenizer, config: KavaConfig, base_source: dict[str, Any] | None = None):
+    def __init__(self, lm, tokenizer, config: KavaConfig, base_source: ModelSource | None = None):
         super().__init__()
         self.arch = arch.architecture(lm.config)
         self.config = config
         self.tokenizer = tokenizer
-        self.base_source = base_source or {}
+        self.base_source = base_source
         first_new = add_special_tokens(tokenizer)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -364,7 +364,7 @@ class KavaModel(nn.Module):
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         self.config.save(d / CONFIG_FILE)
-        (d / BASE_FILE).write_text(json.dumps(self.base_source, indent=2) + "\n")
+        (d / BASE_FILE).write_text(json.dumps(self.base_source.to_json() if self.base_source else {}, indent=2) + "\n")
         self.tokenizer.save_pretrained(d)
         extra = {"new_rows": self.embedding.new_rows.detach().contiguous()}
         if self.projection is not None:
@@ -405,19 +405,18 @@ class KavaModel(nn.Module):
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu", dtype=torch.float32,
                         base_model=None) -> "KavaModel":
         """Rebuild a saved model: base model from its recorded source (or the one given), then trained parts."""
-        from kava.model.loading import load_base_model
         from transformers import AutoTokenizer
 
         d = find_model_dir(directory)
         config = KavaConfig.load(d / CONFIG_FILE)
-        source = json.loads((d / BASE_FILE).read_text()) if (d / BASE_FILE).exists() else {}
-        if source.get("kind") in ("local", "gguf") and not Path(source["path"]).is_absolute():
-            source = {**source, "path": str((d / source["path"]).resolve())}  # relative to the checkpoint
+        source = ModelSource.read(d)
         if base_model is None:
-            if config.lora_enabled and source.get("kind") == "config" and "seed" not in source:
+            if source is None:
+                raise ValueError(f"{d}: no base model recorded ({BASE_FILE}); pass base_model=")
+            if config.lora_enabled and source.kind == "config" and source.seed is None:
                 raise ValueError(f"{d}: a LoRA checkpoint on a randomly initialised base with no recorded seed "
                                  "cannot be rebuilt (its base weights were never saved); pass base_model=")
-            base_model, _ = load_base_model(source, dtype=dtype)
+            base_model = source.load_model(dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(d))
         model = cls(base_model.to(device), tokenizer, config, base_source=source)
         model.load_trained(d)

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from kava.model.kava_model import KavaModel
+from kava.model.loading import ModelSource
 from kava.training.checkpoint import atomic_dir
 
 
@@ -33,8 +34,8 @@ def export_merged(model: KavaModel, out_dir: str | Path) -> Path:
     """
     out = Path(out_dir).resolve()
     lm = model.peft.merge_and_unload() if model.peft is not None else model.lm
-    config = model.config.replace(finetune="full", extra={**model.config.extra, "exported_from": model.base_source})
-    standalone = KavaModel(lm, model.tokenizer, config, base_source={"kind": "local", "path": "."})  # itself, wherever it is moved
+    config = model.config.replace(finetune="full", extra={**model.config.extra, "exported_from": model.base_source.to_json() if model.base_source else {}})
+    standalone = KavaModel(lm, model.tokenizer, config, base_source=ModelSource("local", "."))  # itself, wherever it is moved
     with torch.no_grad():
         standalone.embedding.new_rows.copy_(model.embedding.new_rows)
         if model.projection is not None:

@@ -19,29 +19,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, Field
 
-from kava.config import PRESETS, ConfigError, KavaConfig, preset
-from kava.model.arch import SUPPORTED_ARCHITECTURES
+from kava.config import ConfigError, KavaConfig, preset
+from kava.data.datasets import DatasetNotFoundError, dataset_entry
+from kava.model.loading import ModelSource
+from kava.validation import Bool, Int, Number, config_class, one_of
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
-def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict[str, Any]:
-    """Field metadata for a numeric range, checked by `check_fields`."""
-    return {"lo": lo, "hi": hi, "lo_open": lo_open}
-
-
-@dataclass
+@config_class("train")
 class TrainConfig:
     """Training hyper-parameters of the engine (`kava.training.engine.train`).
 
@@ -50,35 +44,28 @@ class TrainConfig:
     so a config means the same optimisation on one GPU or eight.
     """
 
-    batch_size: int = field(default=128, metadata=_range(1))
-    micro_batch_size: int = field(default=8, metadata=_range(1))  # records per forward on one process
-    epochs: float | None = field(default=None, metadata=_range(0, lo_open=True))
-    max_steps: int | None = field(default=None, metadata=_range(1))  # when set, overrides epochs
-    lr: float = field(default=8e-4, metadata=_range(0, lo_open=True))
-    weight_decay: float = field(default=0.1, metadata=_range(0))
-    warmup_ratio: float = field(default=0.0, metadata=_range(0, 1))  # fraction of steps of linear warmup
-    max_grad_norm: float = field(default=2.0, metadata=_range(0, lo_open=True))
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on a bf16 GPU, else fp32
-    cpu: bool = False  # force CPU (needed for multi-process CPU runs under torchrun)
-    gradient_checkpointing: bool = False
-    seed: int = 0
-    eval_every: int | None = field(default=None, metadata=_range(1))  # steps; needs an eval_fn
-    save_every: int | None = field(default=500, metadata=_range(1))  # steps; the last step is always saved
-    keep_last: int = field(default=2, metadata=_range(1))  # checkpoints kept on disk
-    report_to: tuple[str, ...] = ("tensorboard",)  # accelerate trackers: tensorboard, wandb
+    batch_size: Int = Field(128, ge=1)
+    micro_batch_size: Int = Field(8, ge=1)  # records per forward on one process
+    epochs: Number | None = Field(None, gt=0)
+    max_steps: Int | None = Field(None, ge=1)  # when set, overrides epochs
+    lr: Number = Field(8e-4, gt=0)
+    weight_decay: Number = Field(0.1, ge=0)
+    warmup_ratio: Number = Field(0.0, ge=0, le=1)  # fraction of steps of linear warmup
+    max_grad_norm: Number = Field(2.0, gt=0)
+    mixed_precision: Annotated[str, one_of(MIXED_PRECISION)] = "auto"  # auto: bf16 on a bf16 GPU, else fp32
+    cpu: Bool = False  # force CPU (needed for multi-process CPU runs under torchrun)
+    gradient_checkpointing: Bool = False
+    seed: Int = 0
+    eval_every: Int | None = Field(None, ge=1)  # steps; needs an eval_fn
+    save_every: Int | None = Field(500, ge=1)  # steps; the last step is always saved
+    keep_last: Int = Field(2, ge=1)  # checkpoints kept on disk
+    report_to: tuple[Annotated[str, one_of(TRACKERS)], ...] = ("tensorboard",)  # accelerate trackers
 
     def __post_init__(self) -> None:
-        self.report_to = tuple(self.report_to)
-        check_fields(self, "train")
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(
                 f"train.batch_size: {self.batch_size} is not a multiple of train.micro_batch_size {self.micro_batch_size}"
             )
-        for name in self.report_to:
-            if name not in TRACKERS:
-                raise ConfigError(f"train.report_to: {name!r} is not one of {', '.join(TRACKERS)}")
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ConfigError(f"train.mixed_precision: {self.mixed_precision!r} is not one of {', '.join(MIXED_PRECISION)}")
 
     def for_processes(self, world: int) -> "TrainConfig":
         """This config on ``world`` processes: ``micro_batch_size`` shrinks, if it must, to the
@@ -107,85 +94,130 @@ class TrainConfig:
         return max(1, math.ceil(self.epochs * n_records / self.batch_size))
 
 
-@dataclass
+@config_class("model")
 class ModelSpec:
     """Where the base model comes from; a random model (``{config: ...}``) needs a tokenizer source."""
 
     source: str | dict[str, Any]
     tokenizer: str | None = None  # tokenizer source for a random model: smollm2, a folder or a hub id
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # weights; compute precision is train.mixed_precision
+    dtype: Annotated[str, one_of(DTYPES)] = "float32"  # weights; compute precision is train.mixed_precision
 
     def __post_init__(self) -> None:
-        check_fields(self, "model")
         if isinstance(self.source, dict):
-            _check_config_source(self.source)
+            if set(self.source) != {"config"}:
+                raise ConfigError(f"model.source: a random model is {{config: {{...}}}}, got keys {', '.join(map(str, self.source))}")
             if self.tokenizer is None:
                 raise ConfigError("model.tokenizer: a random model (model.source.config) needs a tokenizer source")
-            _check_model_name(self.tokenizer, "model.tokenizer")
+            _parsed(self.tokenizer, "model.tokenizer")
+            try:
+                ModelSource("config", config=self.source["config"])
+            except ConfigError as e:
+                raise ConfigError(str(e).replace("base_model.", "model.source.", 1)) from None
         else:
-            _check_model_name(self.source, "model.source")
+            _parsed(self.source, "model.source")
             if self.tokenizer is not None:
                 raise ConfigError("model.tokenizer: only a random model (model.source.config) takes a separate tokenizer")
 
+    def to_source(self, seed: int, tokenizer: Any = None) -> ModelSource:
+        """The `ModelSource` this section names. A random model is built for `tokenizer` (its
+        vocabulary and special ids) and drawn under `seed`, both recorded so it can be rebuilt."""
+        if not isinstance(self.source, dict):
+            return ModelSource.parse(self.source)
+        ids = {f"{t}_token_id": getattr(tokenizer, f"{t}_token_id") for t in ("bos", "eos", "pad")}
+        config = {"vocab_size": len(tokenizer), **ids, **self.source["config"]}
+        return ModelSource("config", config=config, seed=seed, tokenizer=self.tokenizer)
 
-@dataclass
+
+def _parsed(name: str, key: str) -> ModelSource:
+    """`ModelSource.parse` with its complaint keyed for the run config."""
+    try:
+        return ModelSource.parse(name)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{key}: {e}") from None
+
+
+def _dataset_name(name: str) -> str:
+    """A registered dataset name or an existing file (`dataset_entry`'s check, as a field check)."""
+    try:
+        dataset_entry(name)
+    except DatasetNotFoundError as e:
+        raise ValueError(str(e)) from None
+    return name
+
+
+DatasetName = Annotated[str, AfterValidator(_dataset_name)]
+
+
+def _dataset_split(name: str, split: str | None, prefix: str) -> Any:
+    """`dataset_entry` for a known-good name: any error it raises is about the split."""
+    try:
+        return dataset_entry(name, split)
+    except (DatasetNotFoundError, ValueError) as e:
+        raise ConfigError(f"{prefix}.split: {e}") from None
+
+
+@config_class("data")
 class DataSpec:
     """Training records: a registered dataset name (`kava.data.datasets`) or a file."""
 
-    name: str
+    name: DatasetName
     split: str | None = None  # default: the dataset's training split
-    limit: int | None = field(default=None, metadata=_range(1))  # keep the first `limit` records
-    skip_bad: bool = False
+    limit: Int | None = Field(None, ge=1)  # keep the first `limit` records
+    skip_bad: Bool = False
 
     def __post_init__(self) -> None:
-        from kava.data.datasets import REGISTRY
-
-        check_fields(self, "data")
-        spec = REGISTRY.get(self.name)
-        if spec is None:
-            if not Path(self.name).expanduser().is_file():
-                raise ConfigError(
-                    f"data.name: {self.name!r} is neither a registered dataset ({', '.join(REGISTRY)}) nor an existing file"
-                )
-            if self.split is not None:
-                raise ConfigError(f"data.split: {self.split!r} applies to registered datasets only, not a file")
-            return
-        if self.split is None:
+        spec = _dataset_split(self.name, self.split, "data")
+        if spec is not None and self.split is None:
             self.split = "train" if "train" in spec.splits else spec.default_split
-        if self.split not in spec.splits:
-            raise ConfigError(f"data.split: {self.split!r} is not a split of {self.name} ({', '.join(spec.splits)})")
 
 
-@dataclass
+@config_class("eval")
 class EvalSpec:
     """Periodic validation (every ``train.eval_every`` steps and at the end) with `kava.evaluation`."""
 
-    name: str
+    name: DatasetName
     split: str | None = None  # default: the dataset's evaluation split
-    limit: int | None = field(default=None, metadata=_range(1))  # evaluate the first `limit` questions
-    batch_size: int = field(default=16, metadata=_range(1))
-    max_new_tokens: int | None = field(default=None, metadata=_range(1))
+    limit: Int | None = Field(None, ge=1)  # evaluate the first `limit` questions
+    batch_size: Int = Field(16, ge=1)
+    max_new_tokens: Int | None = Field(None, ge=1)
 
     def __post_init__(self) -> None:
-        from kava.data.datasets import REGISTRY
-
-        check_fields(self, "eval")
-        spec = REGISTRY.get(self.name)
-        if spec is None and not Path(self.name).expanduser().is_file():
-            raise ConfigError(f"eval.name: {self.name!r} is neither a registered dataset nor an existing file")
-        if spec is not None and self.split is not None and self.split not in spec.splits:
-            raise ConfigError(f"eval.split: {self.split!r} is not a split of {self.name} ({', '.join(spec.splits)})")
+        _dataset_split(self.name, self.split, "eval")
 
 
-@dataclass
+def build_method(raw: Any) -> KavaConfig:
+    """``{preset: name, knob: value, ...}`` → a validated `KavaConfig` (a bare string names the preset)."""
+    if isinstance(raw, str):
+        raw = {"preset": raw}
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a mapping with a preset, got {raw!r}")
+    knobs = dict(raw)
+    return preset(knobs.pop("preset", None), **knobs)
+
+
+def _section(raw: Any) -> Any:
+    """An empty section (``train:`` in YAML reads as null) takes the defaults."""
+    return {} if raw is None else raw
+
+
+def _model_section(raw: Any) -> Any:
+    """``model: smollm2`` is short for ``model: {source: smollm2}``."""
+    return {"source": raw} if isinstance(raw, str) else _section(raw)
+
+
+@config_class("")
 class RunConfig:
-    """A whole run: model, method, data, training hyper-parameters and where to write."""
+    """A whole run: model, method, data, training hyper-parameters and where to write.
+
+    Sections are checked in field order and the first error is reported, so the cheap ones
+    come first and the model source (which may import torch) last but one.
+    """
 
     output_dir: str
-    model: ModelSpec
-    method: KavaConfig
-    data: DataSpec
-    train: TrainConfig
+    method: Annotated[KavaConfig, BeforeValidator(build_method)]
+    data: Annotated[DataSpec, BeforeValidator(_section)]
+    model: Annotated[ModelSpec, BeforeValidator(_model_section)]
+    train: Annotated[TrainConfig, BeforeValidator(_section)] = Field(default_factory=TrainConfig)
     eval: EvalSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -201,10 +233,6 @@ class RunConfig:
             "train": {k: _plain(v) for k, v in dataclasses.asdict(self.train).items()},
             "eval": None if self.eval is None else dataclasses.asdict(self.eval),
         }
-
-
-# Checked in this order: the cheap sections first, the model source (which may import torch) last.
-SECTIONS = {"train": TrainConfig, "data": DataSpec, "model": ModelSpec}
 
 
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
@@ -244,175 +272,8 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     """Validate raw config data (as read from YAML) into a `RunConfig`."""
-    known = ("output_dir", "model", "method", "data", "train", "eval")
-    _reject_unknown(data, known, "")
-    for key in ("output_dir", "model", "method", "data"):
-        if key not in data:
-            raise ConfigError(f"{key}: missing (a run config needs {', '.join(known)})")
-    output_dir = _coerce(data["output_dir"], str, "output_dir")
-    method = build_method(data["method"])
-    sections = {}
-    for name, cls in SECTIONS.items():
-        raw = data.get(name) or {}
-        if name == "model" and isinstance(raw, str):
-            raw = {"source": raw}
-        sections[name] = build_section(cls, raw, name)
-    evaluation = None if data.get("eval") is None else build_section(EvalSpec, data["eval"], "eval")
-    return RunConfig(output_dir=output_dir, method=method, eval=evaluation, **sections)
-
-
-def build_section(cls: type, raw: Any, prefix: str) -> Any:
-    """Instantiate a section dataclass from a mapping, rejecting unknown keys and missing required ones."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{prefix}: expected a mapping, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _reject_unknown(raw, fields, prefix)
-    for name, f in fields.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and name not in raw:
-            raise ConfigError(f"{prefix}.{name}: missing")
-    return cls(**raw)
-
-
-def build_method(raw: Any) -> KavaConfig:
-    """``{preset: name, knob: value, ...}`` → a validated `KavaConfig` (a bare string names the preset)."""
-    if isinstance(raw, str):
-        raw = {"preset": raw}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"method: expected a mapping with a preset, got {raw!r}")
-    raw = dict(raw)
-    name = raw.pop("preset", None)
-    if name not in PRESETS:
-        raise ConfigError(f"method.preset: {name!r} is not one of {', '.join(PRESETS)}")
-    hints = typing.get_type_hints(KavaConfig)
-    knobs = set(hints) - {"method"}
-    _reject_unknown(raw, knobs, "method")
-    values = {k: _coerce(v, hints[k], f"method.{k}") for k, v in raw.items()}
-    try:
-        return preset(name, **values)
-    except ConfigError as e:
-        raise ConfigError(f"method: {e}") from e
-
-
-def check_fields(obj: Any, prefix: str) -> None:
-    """Type-check (and normalise numbers in) every field of a config dataclass, then check its range."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        key = f"{prefix}.{f.name}"
-        value = _coerce(getattr(obj, f.name), hints[f.name], key)
-        setattr(obj, f.name, value)
-        if f.metadata and value is not None:
-            lo, hi, lo_open = f.metadata["lo"], f.metadata["hi"], f.metadata["lo_open"]
-            if lo is not None and (value <= lo if lo_open else value < lo):
-                raise ConfigError(f"{key}: must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-            if hi is not None and value > hi:
-                raise ConfigError(f"{key}: must be <= {hi}, got {value!r}")
-
-
-# --------------------------------------------------------------------------- helpers
-
-def _reject_unknown(raw: dict[str, Any], known, prefix: str) -> None:
-    unknown = sorted(str(k) for k in raw if k not in known)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"{where}{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
-
-
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """``value`` checked against the type ``hint``; ints widen to floats, numeric strings to floats.
-
-    PyYAML reads ``8e-4`` (no dot) as a string, so float fields accept strings that parse as one.
-    """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError:
-                continue  # try the next alternative; the error below names them all
-        raise ConfigError(f"{key}: expected {_describe(hint)}, got {value!r} ({type(value).__name__})")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
-        return value
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r} ({type(value).__name__})")
-        item = args[0] if args else Any
-        return origin(_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r} ({type(value).__name__})")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r} ({type(value).__name__})")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r} ({type(value).__name__})")
-        return value
-    if hint is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r} (bool)")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r} ({type(value).__name__})")
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r} ({type(value).__name__})")
-        return value
-    raise TypeError(f"{key}: unsupported field type {hint!r}")
-
-
-def _describe(hint: Any) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
-    args = typing.get_args(hint)
-    parts = [names.get(a, "a mapping" if typing.get_origin(a) is dict else str(a)) for a in args]
-    return " or ".join(parts)
+    return RunConfig(**{str(k): v for k, v in data.items()})
 
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-def _check_model_name(name: str, key: str) -> None:
-    """A model or tokenizer source must be smollm2, an existing folder or .gguf file, or a hub id."""
-    if name == "smollm2":
-        from kava.model.loading import smollm2_source
-
-        try:
-            smollm2_source()
-        except FileNotFoundError as e:
-            raise ConfigError(f"{key}: {e}") from e
-        return
-    p = Path(name).expanduser()
-    path_like = name.startswith(("/", "./", "../", "~")) or p.suffix == ".gguf" or p.exists()
-    if path_like:
-        if p.suffix == ".gguf" and not p.is_file():
-            raise ConfigError(f"{key}: no such GGUF file {name!r}")
-        if p.suffix != ".gguf" and not p.is_dir():
-            raise ConfigError(f"{key}: no such model folder {name!r}")
-        return
-    if not _HUB_ID.match(name):
-        raise ConfigError(f"{key}: {name!r} is neither smollm2, an existing folder or .gguf file, nor a hub id")
-
-
-def _check_config_source(source: dict[str, Any]) -> None:
-    _reject_unknown(source, ("config",), "model.source")
-    config = source.get("config")
-    if not isinstance(config, dict):
-        raise ConfigError("model.source.config: expected a mapping of model config fields (with model_type)")
-    if config.get("model_type") not in SUPPORTED_ARCHITECTURES:
-        raise ConfigError(
-            f"model.source.config.model_type: {config.get('model_type')!r} is not one of {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )

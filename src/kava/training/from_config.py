@@ -1,0 +1,189 @@
+"""Train from a run config: ``kava train`` without the command line, for scripts and tests.
+
+Every problem with the inputs — configuration, dataset, model source, output folder, a resume
+that does not match the run — is refused (`RefusedStart`) before anything slow happens, and
+leaves the output folder as it was. A run owns its output folder while it works
+(`kava.outputs`); stopped by SIGINT / SIGTERM it saves a checkpoint and returns interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import yaml
+
+from kava.config import ConfigError
+from kava.data.datasets import DatasetError
+from kava.data.records import RecordError
+from kava.integrity import CorruptFile
+
+RUN_CONFIG = "run_config.yaml"
+# What bad inputs raise: a start that meets one is refused, not crashed.
+INPUT_ERRORS = (ConfigError, DatasetError, RecordError, FileNotFoundError, FileExistsError, CorruptFile)
+
+
+class RefusedStart(Exception):
+    """The run was refused before any work; the message says why (its cause is the input error).
+
+    A class of its own so that an input error raised later, mid-training, is not mistaken for
+    a refused start."""
+
+
+def train_from_config(cfg, *, resume: bool = False):
+    """Train the run `cfg` (a `RunConfig`) describes, or continue it (`resume`); returns the
+    engine's `TrainResult`. Raises `RefusedStart` when the inputs refuse a start."""
+    from kava.outputs import hold
+    from kava.training.engine import train
+
+    main = os.environ.get("RANK", "0") == "0"
+    with contextlib.ExitStack() as owned:
+        try:
+            data, eval_fn = check_start(cfg, resume, main)
+            if main:
+                owned.enter_context(hold(cfg.output_dir))
+                _report_data(data)
+            model = build_model(cfg)
+        except INPUT_ERRORS as e:
+            raise RefusedStart(" ".join(str(e).split())) from e
+        if main:
+            _write_yaml(Path(cfg.output_dir) / RUN_CONFIG, cfg.to_dict())
+        return train(model, data.records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=resume)
+
+
+def check_start(cfg, resume: bool, main: bool):
+    """Everything that can refuse a start, checked before anything slow or written: the output
+    folder (free, not a file, not an earlier run unless resuming), the split of the batch over
+    the processes, the training records, and on ``--resume`` that this is the same run.
+
+    Returns the training data (`LoadedDataset`) and the evaluation callback.
+    """
+    from kava.outputs import check_free
+    from kava.training.engine import check_output_dir  # imports torch: after the config checks
+
+    out = Path(cfg.output_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"output_dir: {out} is a file, not a folder")
+    if main:
+        check_free(out)
+    check_output_dir(out, resume)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    fitted = cfg.train.for_processes(world)
+    if world > 1 and not cfg.train.cpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.cpu: {world} processes without a GPU need train.cpu: true")
+    data = load_records(cfg)
+    if resume:
+        check_resume(cfg, fitted, len(data), world)
+    return data, make_eval_fn(cfg)
+
+
+def check_resume(cfg, fitted, n_records: int, world: int) -> None:
+    """``--resume`` must continue the run in ``output_dir``: the same settings (apart from logging,
+    checkpoint cadence and validation), records and processes, from a checkpoint that is whole."""
+    from kava.integrity import check_model_dir
+    from kava.outputs import differences
+    from kava.training.checkpoint import (
+        MODEL_DIR,
+        NOT_TRAJECTORY,
+        STATE_FILE,
+        TrainerState,
+        count_conflicts,
+        latest_checkpoint,
+    )
+    from kava.layout import CHECKPOINTS
+    from kava.training.engine import plain_config
+
+    out = Path(cfg.output_dir)
+    diffs = []
+    if (out / RUN_CONFIG).is_file():
+        saved = yaml.safe_load((out / RUN_CONFIG).read_text())
+        diffs = differences(saved, cfg.to_dict(), ("output_dir", "eval", *NOT_TRAJECTORY))
+    ckpt = latest_checkpoint(out / CHECKPOINTS)
+    if ckpt is not None:
+        current = TrainerState(step=0, samples_seen=0, total_steps=fitted.total_steps(n_records), world_size=world,
+                               data_size=n_records, train_config=plain_config(fitted))
+        diffs += count_conflicts(TrainerState.load(ckpt / STATE_FILE), current)
+    if diffs:
+        raise ConfigError(f"--resume: {out} holds a different run ({'; '.join(diffs)}); "
+                          "resume with its settings, or train into a new output_dir")
+    if ckpt is not None:
+        check_model_dir(ckpt / MODEL_DIR)
+
+
+# --------------------------------------------------------------------------- building blocks
+
+def build_model(cfg, method=None):
+    """The `KavaModel` a run config describes (``method`` overrides the config's method).
+
+    Everything initialised is drawn under ``train.seed`` — a random base (``model.source.config``,
+    its seed recorded in ``base_model.json``), the LoRA matrices and the projection φ — so two
+    fresh runs of one config are the same run, and building it again (to resume, to export, or
+    in ``kava eval``) gives the same base weights.
+    """
+    import torch
+
+    from kava.model.kava_model import KavaModel
+    from kava.model.loading import ModelSource
+
+    random = isinstance(cfg.model.source, dict)
+    key = "model.tokenizer" if random else "model.source"
+    try:
+        tokenizer = ModelSource.parse(cfg.model.tokenizer if random else cfg.model.source).load_tokenizer()
+        source = cfg.model.to_source(cfg.train.seed, tokenizer)
+        lm = source.load_model(dtype=getattr(torch, cfg.model.dtype))
+    except ConfigError:
+        raise
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{key}: cannot load {cfg.model.tokenizer or cfg.model.source!r}: {' '.join(str(e).split())}") from e
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)  # LoRA's A matrices and φ are drawn here: train.seed decides them too
+        return KavaModel(lm, tokenizer, method or cfg.method, base_source=source)
+
+
+def load_records(cfg):
+    """The training data, each record checked up front: a bad row should stop the run now, not at hour 5."""
+    from kava.data.datasets import load_dataset
+
+    data = load_dataset(cfg.data.name, cfg.data.split, skip_bad=cfg.data.skip_bad, limit=cfg.data.limit)
+    if not data.records:
+        raise DatasetError(f"data.name: no training records in {data.source}")
+    need_steps = cfg.method.teacher_uses_cot and cfg.method.uses_teacher
+    for i, r in enumerate(data.records):
+        r.validate(need_steps=need_steps, where=f"{data.source} record {i}")
+    return data
+
+
+def _report_data(data) -> None:
+    """What the run trains on, said once the start is accepted (a refusal stays one line)."""
+    if data.skip_notice():
+        print(data.skip_notice(), file=sys.stderr)
+    print(f"training on {len(data)} records of {data.name} ({data.source})", file=sys.stderr)
+
+
+def make_eval_fn(cfg):
+    """``eval_fn`` for the engine from the config's ``eval`` section (None without one)."""
+    if cfg.eval is None:
+        return None
+    from kava.data.datasets import load_dataset
+    from kava.evaluation.evaluate import evaluate
+
+    spec = cfg.eval
+    data = load_dataset(spec.name, spec.split, limit=spec.limit)
+
+    def eval_fn(model) -> dict[str, float]:
+        s = evaluate(model, data, batch_size=spec.batch_size, max_new_tokens=spec.max_new_tokens, progress=False).summary
+        return {"accuracy": s["accuracy"], "mean_forward_passes": s["mean_forward_passes"]}
+
+    return eval_fn
+
+
+def _write_yaml(path: Path, data: dict) -> None:
+    from kava.outputs import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, yaml.safe_dump(data, sort_keys=False))
