@@ -114,3 +114,64 @@ def test_interactive_session_in_a_terminal(saved, records):
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         os.close(fd)
+
+
+def _altered_copy(saved, tmp_path, name: str):
+    import shutil
+
+    d = tmp_path / name / "final"
+    shutil.copytree(saved, d)
+    return d
+
+
+def _other_base(d):
+    record = json.loads((d / "base_model.json").read_text())
+    record["config"] = {**record["config"], "hidden_size": 32}  # same family, another width
+    (d / "base_model.json").write_text(json.dumps(record))
+
+
+def _other_tokenizer(d):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(d))
+    tok.add_tokens([f"extra{i}" for i in range(400)])  # more tokens than the base's 330 embedding rows
+    tok.save_pretrained(d)
+
+
+def _other_projection(d):
+    config = json.loads((d / "kava_config.json").read_text())
+    (d / "kava_config.json").write_text(json.dumps({**config, "projection_dim": 8}))
+
+
+@pytest.mark.parametrize("alter, needle", [
+    (_other_base, "trained on another base model"),
+    (_other_tokenizer, "400 tokens after kava's"),
+    (_other_projection, "projection."),
+])
+def test_an_incompatible_checkpoint_is_one_line(saved, tmp_path, alter, needle):
+    """A checkpoint that does not fit what it is loaded into: one line naming the folder, exit 2."""
+    d = _altered_copy(saved, tmp_path, alter.__name__)
+    alter(d)
+    proc = subprocess.run([*CLI, "--model", str(d)], input="Tom has 3 apples.\n", capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and needle in proc.stderr and str(d) in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_lora_adapter_on_another_base_is_one_error(tmp_path):
+    from conftest import tiny_model
+
+    model = build_model("kava", num_latents=4)
+    model.save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match="adapter does not fit this base model .*size mismatch") as info:
+        KavaModel.from_pretrained(tmp_path / "m", base_model=tiny_model(intermediate_size=96))  # same width, other MLP
+    assert "\n" not in str(info.value)
+
+
+def test_another_m_carries_no_weights(saved, tmp_path, records):
+    """M lives only in kava_config.json (no weight depends on it): a changed M loads and runs M latents."""
+    d = _altered_copy(saved, tmp_path, "m6")
+    config = json.loads((d / "kava_config.json").read_text())
+    (d / "kava_config.json").write_text(json.dumps({**config, "num_latents": 6}))
+    six, four = (KavaModel.from_pretrained(p).generate(records[0].question) for p in (d, saved))
+    assert six.cache_tokens - six.generated_tokens == four.cache_tokens - four.generated_tokens + 2

@@ -57,7 +57,7 @@ def test_the_shipped_ablation_grid_has_54_runs_from_an_existing_cot(tmp_path):
 
 
 @pytest.mark.parametrize(("text", "where"), [
-    ("base: demo\nmethods: [kava]\nvariants: {bad: {eviction: nope}}\n", "variants.bad: option 'eviction'"),
+    ("base: demo\nmethods: [kava]\nvariants: {bad: {eviction: nope}}\n", "variants.bad: method.eviction: 'nope' is not one of"),
     ("base: demo\nmethods: [kava]\nvariants: {bad: {no_such_knob: 1}}\n", "variants.bad: 'no_such_knob' is neither"),
     ("base: demo\nmethods: [kava, nope]\n", "methods: 'nope' is not one of"),
     ("base: demo\nmethods: [kava]\nseeds: 3\n", "seeds: expected a list of integers"),

@@ -88,6 +88,19 @@ def example_seeds(ids: torch.Tensor, mask: torch.Tensor, seed: int) -> list[int]
     return [zlib.crc32(row[keep].cpu().numpy().tobytes(), seed) for row, keep in zip(ids, mask.bool())]
 
 
+def _check_shapes(d: Path, saved: dict[str, torch.Tensor], model: dict[str, torch.Tensor], prefix: str = "") -> None:
+    """Refuse, in one line, saved tensors whose shapes differ from the model's (another base model)."""
+    for name, tensor in saved.items():
+        if name in model and tuple(model[name].shape) != tuple(tensor.shape):
+            raise ValueError(f"{d}: {prefix}{name} is {list(tensor.shape)} in the checkpoint but {list(model[name].shape)} "
+                             "in this model: it was trained on another base model or configuration")
+
+
+def _first_mismatch(error: RuntimeError) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if "size mismatch" in line]
+    return lines[0].rstrip(".") if lines else " ".join(str(error).split())[:200]
+
+
 class KavaModel(nn.Module):
     def __init__(self, lm, tokenizer, config: KavaConfig, base_source: ModelSource | None = None):
         super().__init__()
@@ -380,22 +393,33 @@ class KavaModel(nn.Module):
             save_file(state, str(d / FULL_FILE))
 
     def load_trained(self, directory: str | Path) -> None:
-        """Load the trained parts saved by ``save_pretrained`` into this (freshly built) model."""
+        """Load the trained parts saved by ``save_pretrained`` into this (freshly built) model.
+
+        A checkpoint that does not fit this model (trained on another base, or with another
+        projection) is one `ValueError` naming the first tensor that differs, never a torch trace.
+        """
         d = Path(directory)
         extra = load_file(str(d / EXTRA_FILE), device=str(self.device))
+        _check_shapes(d, {"new_rows": extra["new_rows"]}, {"new_rows": self.embedding.new_rows})
         with torch.no_grad():
             self.embedding.new_rows.copy_(extra["new_rows"])
         if self.projection is not None:
-            self.projection.load_state_dict({k[len("projection."):]: v for k, v in extra.items() if k.startswith("projection.")})
+            saved = {k[len("projection."):]: v for k, v in extra.items() if k.startswith("projection.")}
+            _check_shapes(d, saved, self.projection.state_dict(), "projection.")
+            self.projection.load_state_dict(saved)
         if self.peft is not None:
             from peft.utils import set_peft_model_state_dict
 
             adapter = load_file(str(d / "adapter_model.safetensors"), device=str(self.device))
-            result = set_peft_model_state_dict(self.peft, adapter)
+            try:
+                result = set_peft_model_state_dict(self.peft, adapter)
+            except RuntimeError as e:  # torch lists every size mismatch; the first names the problem
+                raise ValueError(f"{d}: the adapter does not fit this base model ({_first_mismatch(e)})") from None
             if result.unexpected_keys:
                 raise ValueError(f"{d}: adapter has unexpected keys {result.unexpected_keys[:3]}")
         else:
             state = load_file(str(d / FULL_FILE), device=str(self.device))
+            _check_shapes(d, state, self.lm.state_dict())
             missing, unexpected = self.lm.load_state_dict(state, strict=False)
             missing = [k for k in missing if k != "lm_head.weight"]
             if missing or unexpected:
@@ -418,6 +442,9 @@ class KavaModel(nn.Module):
                                  "cannot be rebuilt (its base weights were never saved); pass base_model=")
             base_model = source.load_model(dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(str(d))
-        model = cls(base_model.to(device), tokenizer, config, base_source=source)
+        try:
+            model = cls(base_model.to(device), tokenizer, config, base_source=source)
+        except ValueError as e:  # e.g. a tokenizer larger than the base's embedding: another base or tokenizer
+            raise ValueError(f"{d}: {e}") from None
         model.load_trained(d)
         return model.to(device)

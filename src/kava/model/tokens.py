@@ -20,7 +20,11 @@ def add_special_tokens(tokenizer) -> int:
     vocab = tokenizer.get_vocab()
     present = [t in vocab for t in SPECIAL_TOKENS]
     if all(present):
-        return min(tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS)
+        first = min(tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS)
+        if len(tokenizer) != first + len(SPECIAL_TOKENS):  # later ids would read the new rows' table
+            raise ValueError(f"tokenizer has {len(tokenizer) - first - len(SPECIAL_TOKENS)} tokens after kava's "
+                             f"{SPECIAL_TOKENS}: it is not the tokenizer this model was trained with")
+        return first
     if any(present):
         raise ValueError(f"tokenizer has only some of {SPECIAL_TOKENS}; use a base tokenizer or a kava one")
     first_new = len(tokenizer)
