@@ -15,6 +15,7 @@ from kava.inspection.heatmap import save_heatmap
 from kava.inspection.kept_tokens import kept_mask
 from kava.inspection.page import kept_page
 from kava.inspection.similarity import cosine_map, kv_similarity
+from kava.model.loading import ModelSource
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -187,7 +188,7 @@ def saved(tmp_path_factory):
     out = {}
     for name in ("kava", "cot"):
         model = build_model(name, finetune="full", perturb_lora=False, num_latents=4)
-        model.base_source = {"kind": "config", "config": model.lm.config.to_dict()}
+        model.base_source = ModelSource("config", config=model.lm.config.to_dict())
         out[name] = tmp_path_factory.mktemp(name) / "final"
         model.save_pretrained(out[name])
     return out
