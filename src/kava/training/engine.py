@@ -197,8 +197,8 @@ def _train_step(accelerator, model, optimizer, scheduler, cfg: TrainConfig, step
         batch = {k: v.to(accelerator.device) for k, v in unwrapped.builder.training_batch(chunk).items()}
         with accelerator.accumulate(model):
             out = model(batch)
-            accelerator.backward(out["loss"])
-        for key, value in out.items():
+            accelerator.backward(out.loss)
+        for key, value in {"loss": out.loss, **out.terms}.items():
             sums[key] = sums.get(key, 0) + value.detach().float()
         tokens += _count_tokens(batch, unwrapped.config)
     if not accelerator.sync_gradients:
