@@ -9,7 +9,7 @@ from transformers import DynamicCache
 from kava.config import preset
 from kava.data.sequences import positions_from_mask
 from kava.model.kava_model import KavaModel, KavaOutput
-from kava.model.latent import kv_of
+from kava.model.cache import kv_of, stack
 from kava.model.loading import ModelSource
 from kava.model.rope import unrotate_keys
 
@@ -259,7 +259,7 @@ def test_pre_rope_keys_do_not_move_when_every_position_shifts(records):
         for shift in (0, 7):
             res = decoder(inputs_embeds=model.embed(batch["t_input_ids"]), attention_mask=mask, position_ids=pos + shift,
                           cache=DynamicCache(), use_cache=True)
-            cached = torch.stack([layer.keys for layer in res.cache.layers])
+            cached, _ = stack(kv_of(res.cache))
             keys[shift] = (cached, unrotate_keys(cached, pos + shift, decoder.rotary_emb))
     real = mask.bool().view(1, mask.shape[0], 1, -1, 1)
     torch.testing.assert_close(keys[0][1] * real, keys[7][1] * real, atol=1e-4, rtol=1e-4)

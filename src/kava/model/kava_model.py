@@ -26,7 +26,8 @@ from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
 from kava.layout import CHECKPOINT_MODEL, CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
 from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
 from kava.model import arch
-from kava.model.latent import KV, LatentState, Observer, cache_of, kv_of, run_latents
+from kava.model.cache import KV, cache_of, kv_of, stack
+from kava.model.latent import LatentState, Observer, run_latents
 from kava.model.loading import BASE_FILE, ModelSource
 from kava.model.projection import LatentProjection
 from kava.model.queries import capture_queries
@@ -196,8 +197,7 @@ class KavaModel(nn.Module):
         """The student's latent keys and values [L, B, H, M, d] as L_KV compares them with the
         compressed teacher cache: keys in ``kv_key_space`` (un-rotated at the latents' own positions
         for ``pre_rope``), values as cached."""
-        ks = torch.stack([k for k, _ in state.latent_kv])
-        vs = torch.stack([v for _, v in state.latent_kv])
+        ks, vs = stack(state.latent_kv)
         if self.config.kv_key_space == "pre_rope":
             M = ks.shape[3]
             lat_pos = (state.next_position - M).view(-1, 1) + torch.arange(M, device=ks.device).view(1, M)
@@ -326,8 +326,7 @@ class KavaModel(nn.Module):
         """The M kept entries per layer and KV head; ``answer_queries`` = (queries, rows, row_mask)
         from `capture_queries` when the eviction scores importance."""
         cot = batch["t_cot_mask"]
-        cached = torch.stack([layer.keys for layer in res.cache.layers]).detach()  # [L, B, H, S, d]
-        values = torch.stack([layer.values for layer in res.cache.layers]).detach()
+        cached, values = (t.detach() for t in stack(kv_of(res.cache)))  # [L, B, H, S, d]
         unrotated = unrotate_keys(cached, pos, self._rotaries()) if "pre_rope" in (
             cfg.kv_key_space, cfg.selection_key_space) else None
         keys = unrotated if cfg.kv_key_space == "pre_rope" else cached  # the space L_KV compares in

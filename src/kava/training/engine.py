@@ -43,12 +43,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from kava.config import ConfigError, KavaConfig
 from kava.data.records import Record
 from kava.layout import CHECKPOINTS, FINAL
+from kava.model.cache import enable_gradient_checkpointing
 from kava.model.kava_model import KavaModel
 from kava.stop import StopSignal
 from kava.training.checkpoint import (
@@ -411,61 +411,3 @@ def record_order(records: Sequence[Record], seed: int, start: int = 0) -> Iterat
         for i in np.random.default_rng([seed, epoch]).permutation(n)[offset:]:
             yield records[int(i)]
         epoch, offset = epoch + 1, 0
-
-
-# --------------------------------------------------------------------------- gradient checkpointing
-
-def enable_gradient_checkpointing(model: KavaModel) -> None:
-    """Recompute each decoder layer's activations in backward instead of storing them.
-
-    transformers' own gradient checkpointing disables the KV cache, but KaVa's latent passes run
-    on the cache and the teacher's compression reads it. Here each layer is checkpointed with
-    its cache: the recomputation in backward sees the cache layer exactly as it was before the
-    forward (the forward appended to it), so the replay matches and gradients equal those
-    without checkpointing. RNG state is replayed too (LoRA dropout draws the same masks).
-    """
-    for layer in model.lm.get_decoder().layers:
-        if not getattr(layer, "_kava_checkpointed", False):
-            layer.forward = _checkpointed(layer, layer.forward)
-            layer._kava_checkpointed = True
-
-
-def _checkpointed(layer: torch.nn.Module, forward: Callable) -> Callable:
-    index = layer.self_attn.layer_idx
-
-    def run(*args, **kwargs):
-        if not (layer.training and torch.is_grad_enabled()):
-            return forward(*args, **kwargs)
-        cache = kwargs.get("cache")
-        before = _cache_layer_state(cache, index)
-        calls = 0
-
-        def body(*inner):
-            nonlocal calls
-            calls += 1
-            if calls == 1 or cache is None:
-                return forward(*inner, **kwargs)
-            after = _cache_layer_state(cache, index)  # backward replay: rewind the cache, then restore it
-            _set_cache_layer_state(cache, index, before)
-            try:
-                return forward(*inner, **kwargs)
-            finally:
-                _set_cache_layer_state(cache, index, after)
-
-        return checkpoint(body, *args, use_reentrant=False)
-
-    return run
-
-
-def _cache_layer_state(cache, index: int) -> tuple | None:
-    if cache is None:
-        return None
-    if len(cache.layers) <= index:  # a DynamicCache creates its layers on first use
-        return (None, None, False)
-    layer = cache.layers[index]
-    return (layer.keys, layer.values, layer.is_initialized)
-
-
-def _set_cache_layer_state(cache, index: int, state: tuple) -> None:
-    layer = cache.layers[index]
-    layer.keys, layer.values, layer.is_initialized = state
