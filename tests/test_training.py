@@ -24,7 +24,8 @@ from kava.model.kava_model import KavaModel
 from kava.training import cli, from_config
 from kava.training.checkpoint import MODEL_DIR, TEST_DELAY_ENV, latest_checkpoint, list_checkpoints
 from kava.model.cache import enable_gradient_checkpointing
-from kava.training.engine import record_order, train
+from kava.training.data_order import record_order
+from kava.training.engine import train
 from kava.training.export import export_merged
 from kava.training.run_config import load_run_config
 
