@@ -16,6 +16,7 @@ from kava.inspection.kept_tokens import kept_mask
 from kava.model.loading import ModelSource
 from kava.inspection.page import kept_page
 from kava.inspection.similarity import cosine_map, kv_similarity
+from kava.model.loading import ModelSource
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -106,10 +107,10 @@ def test_similarity_compares_what_the_kv_loss_compares(records, one_thread):
     assert sim.keys.shape == sim.values.shape == (model.n_layers, 4)
     assert ((sim.keys >= -1) & (sim.keys <= 1)).all() and ((sim.values >= -1) & (sim.values <= 1)).all()
     with torch.no_grad():
-        internals = model(model.builder.training_batch([r]), return_internals=True)["internals"]
-    slots = internals["slot_mask"]
-    expected_k = cosine_map(internals["student_k"], internals["teacher_k"], slots)[:, 0].mean(1)
-    expected_v = cosine_map(internals["student_v"], internals["teacher_v"], slots)[:, 0].mean(1)
+        out = model(model.builder.training_batch([r]), return_internals=True)
+    student, teacher = out.student, out.teacher.kv
+    expected_k = cosine_map(student.k, teacher.k, teacher.slot_mask)[:, 0].mean(1)
+    expected_v = cosine_map(student.v, teacher.v, teacher.slot_mask)[:, 0].mean(1)
     torch.testing.assert_close(sim.keys, expected_k, atol=1e-4, rtol=0)
     torch.testing.assert_close(sim.values, expected_v, atol=1e-4, rtol=0)
     targets = model.teacher_targets(model.builder.training_batch([r])).kv

@@ -8,8 +8,8 @@ from transformers import DynamicCache
 
 from kava.config import preset
 from kava.data.sequences import positions_from_mask
-from kava.model.kava_model import KavaModel
-from kava.model.latent import kv_of
+from kava.model.kava_model import KavaModel, KavaOutput
+from kava.model.cache import kv_of, stack
 from kava.model.loading import ModelSource
 from kava.model.rope import unrotate_keys
 
@@ -21,42 +21,37 @@ ATOL = 1e-5
 build = build_model
 
 
-def example_view(internals: dict, batch: dict, b: int) -> dict[str, torch.Tensor]:
+def example_view(out: KavaOutput, batch: dict, b: int) -> dict[str, torch.Tensor]:
     """Everything about example b that must not depend on its batch mates.
 
     Kept teacher entries are columns of the padded teacher sequence; they are compared as
     offsets from the example's first CoT column, which is what padding must not change.
     """
-    out = {}
-    for key in ("ce_teacher", "ce_student"):
-        if key in internals:
-            out[key] = internals[key][b]
-    for key in ("codi_per_example", "kv_per_example"):
-        if key in internals:
-            out[key] = internals[key][b]
-    if "teacher_k" in internals:
-        mask = internals["slot_mask"][b]
-        out["slot_mask"] = mask
-        out["teacher_k"] = internals["teacher_k"][:, b][:, :, mask]
-        out["teacher_v"] = internals["teacher_v"][:, b][:, :, mask]
+    view = {key: value[b] for key, value in out.per_example.items()}
+    teacher, student = out.teacher, out.student
+    if teacher is not None and teacher.kv is not None:
+        mask = teacher.kv.slot_mask[b]
+        view["slot_mask"] = mask
+        view["teacher_k"] = teacher.kv.k[:, b][:, :, mask]
+        view["teacher_v"] = teacher.kv.v[:, b][:, :, mask]
         first_cot = batch["t_cot_mask"][b].long().argmax()
-        out["kept"] = internals["kept_indices"][:, b][:, :, mask] - first_cot
-    for key in ("student_k", "student_v"):
-        if key in internals:
-            out[key] = internals[key][:, b]
-    if "student_distill_hidden" in internals:
-        out["student_distill_hidden"] = internals["student_distill_hidden"][:, b]
-        out["teacher_distill_hidden"] = internals["teacher_distill_hidden"][:, b]
-    return out
+        view["kept"] = teacher.kv.indices[:, b][:, :, mask] - first_cot
+    if student is not None:
+        view["student_k"] = student.k[:, b]
+        view["student_v"] = student.v[:, b]
+        if student.distill_hidden is not None:
+            view["student_distill_hidden"] = student.distill_hidden[:, b]
+            view["teacher_distill_hidden"] = teacher.distill_hidden[:, b]
+    return view
 
 
 def batched_and_alone(model, records):
     """(b, example b's view batched with the others, its view run alone) for every record."""
     batch = model.builder.training_batch(records)
-    batched = model(batch, return_internals=True)["internals"]
+    batched = model(batch, return_internals=True)
     for b, r in enumerate(records):
         single = model.builder.training_batch([r])
-        alone = model(single, return_internals=True)["internals"]
+        alone = model(single, return_internals=True)
         yield b, example_view(batched, batch, b), example_view(alone, single, 0)
 
 
@@ -96,8 +91,8 @@ def test_shared_question_cache_matches_own_init_pass(name, finetune, records):
     outs = {}
     for key, model in (("shared", shared), ("own", own)):
         out = model(batch)
-        out["loss"].backward()
-        outs[key] = ({k: v.detach() for k, v in out.items()}, trainable_grads(model))
+        out.loss.backward()
+        outs[key] = ({k: v.detach() for k, v in {"loss": out.loss, **out.terms}.items()}, trainable_grads(model))
     (terms, grads), (ref_terms, ref_grads) = outs["shared"], outs["own"]
     assert terms.keys() == ref_terms.keys() and {"ce_student", "codi"} <= terms.keys()
     for k in ref_terms:
@@ -112,7 +107,7 @@ def test_student_loss_reaches_the_shared_question_cache(records):
     only through the teacher's question cache it runs on."""
     model = build("kava", finetune="full").train()
     batch = model.builder.training_batch(records)
-    model(batch)["ce_student"].backward()
+    model(batch).terms["ce_student"].backward()
     question = batch["s_prefix_ids"][batch["s_prefix_mask"].bool()].unique()
     question = question[question < model.embedding.first_new_id]  # <bot> has its own trainable row
     question_only = question[~torch.isin(question, batch["s_answer_ids"])]
@@ -147,21 +142,22 @@ def test_latents_on_a_question_cache_equal_latents_from_scratch(name, over, reco
 
 def test_short_cot_masks_latent_slots(records):
     model = build("kava", num_latents=6)
-    internals = model(model.builder.training_batch(records), return_internals=True)["internals"]
+    kv = model(model.builder.training_batch(records), return_internals=True).teacher.kv
     # CoT lengths after dropping the last step differ; slots beyond N_C are masked.
     n_c = model.builder.training_batch(records)["t_cot_mask"].sum(-1)
-    assert internals["slot_mask"].sum(-1).tolist() == n_c.clamp(max=6).tolist()
+    assert kv.slot_mask.sum(-1).tolist() == n_c.clamp(max=6).tolist()
 
 
 def test_shapes_under_gqa(records):
     model = build("kava", num_latents=4)
     assert model.n_kv_heads == 2 and model.lm.config.num_attention_heads == 4
-    internals = model(model.builder.training_batch(records), return_internals=True)["internals"]
+    out = model(model.builder.training_batch(records), return_internals=True)
+    teacher, student = out.teacher.kv, out.student
     L, B, H, M, d = 2, len(records), 2, 4, 16
-    for key in ("teacher_k", "teacher_v", "student_k", "student_v"):
-        assert internals[key].shape == (L, B, H, M, d), key
-    assert internals["kept_indices"].shape == (L, B, H, M)
-    assert internals["student_distill_hidden"].shape == (L, B, 64)
+    for key, t in (("teacher_k", teacher.k), ("teacher_v", teacher.v), ("student_k", student.k), ("student_v", student.v)):
+        assert t.shape == (L, B, H, M, d), key
+    assert teacher.indices.shape == (L, B, H, M)
+    assert student.distill_hidden.shape == (L, B, 64)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -170,11 +166,11 @@ def test_gradient_flow(arch, records):
     model = build("kava", arch, num_latents=6)
     model.train()
     out = model(model.builder.training_batch(records), return_internals=True)
-    internals = out["internals"]
-    for key in ("teacher_k", "teacher_v", "teacher_distill_hidden"):
-        assert not internals[key].requires_grad, key
-    assert internals["ce_teacher"].requires_grad
-    out["loss"].backward()
+    teacher = out.teacher
+    for key, t in (("teacher_k", teacher.kv.k), ("teacher_v", teacher.kv.v), ("teacher_distill_hidden", teacher.distill_hidden)):
+        assert not t.requires_grad, key
+    assert out.per_example["ce_teacher"].requires_grad
+    out.loss.backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     assert any("lora_A" in n for n in grads) and any("projection" in n for n in grads)
     for n, g in grads.items():
@@ -190,7 +186,7 @@ def test_gradient_flow(arch, records):
 def test_teacher_ce_alone_has_gradient(records):
     model = build("cot")
     model.train()
-    model(model.builder.training_batch(records))["loss"].backward()
+    model(model.builder.training_batch(records)).loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
 
 
@@ -200,13 +196,13 @@ def test_t0_is_pause_tokens(records):
     r = records[0]
     b = model.builder
     with torch.no_grad():
-        internals = model(b.training_batch([r]), return_internals=True)["internals"]
+        ce_student = model(b.training_batch([r]), return_internals=True).per_example["ce_student"]
         ids = b.question_ids(r.question) + [b.bot_id] + [b.latent_id] * 3 + [b.eot_id] + b.prompt_ids + b.answer_ids(r.answer)
         ids_t = torch.tensor([ids])
         logits = model.logits(model.decode(model.embed(ids_t), torch.ones_like(ids_t), None, DynamicCache()).last_hidden_state)
         n_ans = len(b.prompt_ids) + len(b.answer_ids(r.answer))
         nll = torch.nn.functional.cross_entropy(logits[0, -n_ans - 1 : -1], ids_t[0, -n_ans:])
-    torch.testing.assert_close(internals["ce_student"][0], nll, atol=ATOL, rtol=1e-5)
+    torch.testing.assert_close(ce_student[0], nll, atol=ATOL, rtol=1e-5)
 
 
 @pytest.mark.parametrize("T", [4, 6])
@@ -263,7 +259,7 @@ def test_pre_rope_keys_do_not_move_when_every_position_shifts(records):
         for shift in (0, 7):
             res = decoder(inputs_embeds=model.embed(batch["t_input_ids"]), attention_mask=mask, position_ids=pos + shift,
                           cache=DynamicCache(), use_cache=True)
-            cached = torch.stack([layer.keys for layer in res.cache.layers])
+            cached, _ = stack(kv_of(res.cache))
             keys[shift] = (cached, unrotate_keys(cached, pos + shift, decoder.rotary_emb))
     real = mask.bool().view(1, mask.shape[0], 1, -1, 1)
     torch.testing.assert_close(keys[0][1] * real, keys[7][1] * real, atol=1e-4, rtol=1e-4)
@@ -272,11 +268,11 @@ def test_pre_rope_keys_do_not_move_when_every_position_shifts(records):
 
 def test_pre_rope_key_space_changes_what_is_matched(records):
     model = build("kava", kv_key_space="pre_rope")
-    internals = model(model.builder.training_batch(records), return_internals=True)["internals"]
-    assert torch.isfinite(internals["student_k"]).all() and torch.isfinite(internals["teacher_k"]).all()
+    out = model(model.builder.training_batch(records), return_internals=True)
+    assert torch.isfinite(out.student.k).all() and torch.isfinite(out.teacher.kv.k).all()
     post = build("kava")
-    post_int = post(post.builder.training_batch(records), return_internals=True)["internals"]
-    assert not torch.allclose(internals["student_k"], post_int["student_k"])
+    post_out = post(post.builder.training_batch(records), return_internals=True)
+    assert not torch.allclose(out.student.k, post_out.student.k)
 
 
 @pytest.mark.parametrize("name", ["kava", "pccot", "codi", "cot", "nocot", "pause"])
@@ -291,12 +287,12 @@ def test_every_preset_runs_and_reports_its_terms(name, records):
         "nocot": {"ce_teacher"},
         "pause": {"ce_student"},
     }[name]
-    assert set(out) == expected | {"loss"}
-    assert all(torch.isfinite(v) for v in out.values())
+    assert set(out.terms) == expected
+    assert torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.terms.values())
     cfg = model.config
-    total = sum(out[k] * w for k, w in
-                [("ce_teacher", 1), ("ce_student", 1), ("codi", cfg.alpha_codi), ("kv", cfg.alpha_kv)] if k in out)
-    torch.testing.assert_close(out["loss"], total)
+    total = sum(out.terms[k] * w for k, w in
+                [("ce_teacher", 1), ("ce_student", 1), ("codi", cfg.alpha_codi), ("kv", cfg.alpha_kv)] if k in out.terms)
+    torch.testing.assert_close(out.loss, total)
 
 
 def test_the_kv_mean_baseline_is_logged_but_not_trained(records, monkeypatch):
@@ -305,12 +301,12 @@ def test_the_kv_mean_baseline_is_logged_but_not_trained(records, monkeypatch):
     model = build("kava")
     batch = model.builder.training_batch(records)
     out = model(batch)
-    assert 0 < out["kv_mean_baseline"].item() and not out["kv_mean_baseline"].requires_grad
+    assert 0 < out.terms["kv_mean_baseline"].item() and not out.terms["kv_mean_baseline"].requires_grad
     # Whatever the baseline's value, the loss (and so the gradient) stays the same.
     monkeypatch.setattr(kava_model, "kv_mean_baseline", lambda *args: torch.tensor(1e6))
     without = model(batch)
-    assert without["kv_mean_baseline"].item() == 1e6
-    torch.testing.assert_close(without["loss"], out["loss"], atol=0, rtol=0)
+    assert without.terms["kv_mean_baseline"].item() == 1e6
+    torch.testing.assert_close(without.loss, out.loss, atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("finetune", ["lora", "full"])
@@ -334,8 +330,10 @@ def test_save_and_load_round_trip(tmp_path, records, finetune):
     batch = model.builder.training_batch(records)
     with torch.no_grad():
         a, b = model(batch), loaded(loaded.builder.training_batch(records))
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=ATOL, rtol=1e-5)
+    torch.testing.assert_close(a.loss, b.loss, atol=ATOL, rtol=1e-5)
+    assert a.terms.keys() == b.terms.keys()
+    for k in a.terms:
+        torch.testing.assert_close(a.terms[k], b.terms[k], atol=ATOL, rtol=1e-5)
 
 
 def test_positions_from_mask_left_and_right_padding():
@@ -359,8 +357,8 @@ def test_every_eviction_keeps_sorted_cot_entries_in_the_model(eviction, records)
     model = build("kava", eviction=eviction, num_latents=4)
     batch = model.builder.training_batch(records)
     with torch.no_grad():
-        internals = model(batch, return_internals=True)["internals"]
-    idx, slots = internals["kept_indices"], internals["slot_mask"]
+        kv = model(batch, return_internals=True).teacher.kv
+    idx, slots = kv.indices, kv.slot_mask
     for b in range(len(records)):
         kept = idx[:, b][:, :, slots[b]]  # [L, H, n_kept]
         assert batch["t_cot_mask"][b][kept].all(), eviction
@@ -375,8 +373,8 @@ def test_shared_eviction_scope_keeps_the_top_mean_score_in_every_layer_and_head(
     shared = build("kava", num_latents=4, eviction_lambda=0.5, eviction_scope="shared")
     batch = per_head.builder.training_batch(records)
     with torch.no_grad():
-        own = per_head(batch, return_internals=True)["internals"]["kept_indices"]
-        one = shared(batch, return_internals=True)["internals"]["kept_indices"]
+        own = per_head(batch, return_internals=True).teacher.kv.indices
+        one = shared(batch, return_internals=True).teacher.kv.indices
     assert not (own == own[:1, :, :1]).all()  # the paper's picks differ between layers and heads
     assert (one == one[:1, :, :1]).all()  # shared: the same positions everywhere
     # ... and they are the top-4 of the per-head scores averaged over layers and heads. Both models
@@ -414,7 +412,7 @@ def test_importance_from_kept_queries_equals_eager_attention_maps(arch, records,
     real = compression.importance_scores
     monkeypatch.setattr(compression, "importance_scores", lambda *a: seen.append(real(*a)) or seen[-1])
     with torch.no_grad():
-        kept = model(batch, return_internals=True)["internals"]["kept_indices"]
+        kept = model(batch, return_internals=True).teacher.kv.indices
         model.lm.set_attn_implementation("eager")
         mask = batch["t_attention_mask"]
         res = model.lm.get_decoder()(inputs_embeds=model.embed(batch["t_input_ids"]), attention_mask=mask,
@@ -432,8 +430,8 @@ def test_rkv_at_the_ends_of_lambda_is_the_named_variant(lam, named, records):
     with torch.no_grad():
         rkv = build("kava", eviction="rkv", eviction_lambda=lam)(batch, return_internals=True)
         var = build("kava", eviction=named)(batch, return_internals=True)
-    assert torch.equal(rkv["internals"]["kept_indices"], var["internals"]["kept_indices"])
-    torch.testing.assert_close(rkv["kv"], var["kv"])
+    assert torch.equal(rkv.teacher.kv.indices, var.teacher.kv.indices)
+    torch.testing.assert_close(rkv.terms["kv"], var.terms["kv"])
 
 
 def test_config_choices_come_from_the_tables():
@@ -453,14 +451,14 @@ def test_the_key_space_of_selection_and_of_matching_are_separate_knobs(records):
     keys is its own choice and keeps others (redundancy compares other vectors)."""
     batch = build("kava").builder.training_batch(records)
     with torch.no_grad():
-        paper = build("kava", eviction="redundancy")(batch, return_internals=True)["internals"]
-        match_pre = build("kava", eviction="redundancy", kv_key_space="pre_rope")(batch, return_internals=True)["internals"]
+        paper = build("kava", eviction="redundancy")(batch, return_internals=True).teacher.kv
+        match_pre = build("kava", eviction="redundancy", kv_key_space="pre_rope")(batch, return_internals=True).teacher.kv
         both_pre = build("kava", eviction="redundancy", kv_key_space="pre_rope",
-                         selection_key_space="pre_rope")(batch, return_internals=True)["internals"]
-    assert torch.equal(paper["kept_indices"], match_pre["kept_indices"])
-    assert not torch.allclose(paper["teacher_k"], match_pre["teacher_k"])
-    assert not torch.equal(match_pre["kept_indices"], both_pre["kept_indices"])
-    assert match_pre["teacher_k"].shape == both_pre["teacher_k"].shape
+                         selection_key_space="pre_rope")(batch, return_internals=True).teacher.kv
+    assert torch.equal(paper.indices, match_pre.indices)
+    assert not torch.allclose(paper.k, match_pre.k)
+    assert not torch.equal(match_pre.indices, both_pre.indices)
+    assert match_pre.k.shape == both_pre.k.shape
 
 
 def test_random_eviction_draws_per_example_whatever_the_batch(records):

@@ -108,7 +108,7 @@ def test_lora_on_a_random_base_is_rebuilt_from_its_recorded_seed(trained):
     built.eval()
     batch = built.builder.training_batch(RECORDS[:3])
     with torch.no_grad():
-        assert loaded(batch)["loss"].item() == pytest.approx(built(batch)["loss"].item(), abs=1e-6)
+        assert loaded(batch).loss.item() == pytest.approx(built(batch).loss.item(), abs=1e-6)
 
 
 # --------------------------------------------------------------------------- 2. evaluation loses nothing

@@ -29,11 +29,11 @@ def test_kava_objective_on_smollm2(smollm2, records):
     totals = []
     for _ in range(4):
         out = model(batch)
-        assert set(out) == {"ce_teacher", "ce_student", "codi", "kv", "kv_mean_baseline", "loss"}
-        assert all(torch.isfinite(v) for v in out.values()), out
-        totals.append(out["loss"].item())
+        assert set(out.terms) == {"ce_teacher", "ce_student", "codi", "kv", "kv_mean_baseline"}
+        assert torch.isfinite(out.loss) and all(torch.isfinite(v) for v in out.terms.values()), out.terms
+        totals.append(out.loss.item())
         opt.zero_grad()
-        out["loss"].backward()
+        out.loss.backward()
         opt.step()
     print("smollm2 kava totals:", totals)
     assert totals[-1] < totals[0]

@@ -23,7 +23,9 @@ from transformers import AutoModelForCausalLM
 from kava.model.kava_model import KavaModel
 from kava.training import cli, from_config
 from kava.training.checkpoint import MODEL_DIR, TEST_DELAY_ENV, latest_checkpoint, list_checkpoints
-from kava.training.engine import enable_gradient_checkpointing, record_order, train
+from kava.model.cache import enable_gradient_checkpointing
+from kava.training.data_order import record_order
+from kava.training.engine import train
 from kava.training.export import export_merged
 from kava.training.run_config import load_run_config
 
@@ -167,7 +169,7 @@ def test_gradient_checkpointing_keeps_gradients(records):
         if checkpointing:
             enable_gradient_checkpointing(model)
         torch.manual_seed(0)
-        model(model.builder.training_batch(records))["loss"].backward()
+        model(model.builder.training_batch(records)).loss.backward()
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, len(calls)
 
     plain, plain_calls = grads(False)
@@ -193,8 +195,9 @@ def test_export_merges_lora_into_a_standalone_folder(tmp_path, records):
     assert exported.peft is None
     with torch.no_grad():
         after = exported(batch)
-    for term in TERMS:
-        assert after[term].item() == pytest.approx(before[term].item(), abs=1e-5), term
+    assert after.loss.item() == pytest.approx(before.loss.item(), abs=1e-5)
+    for term in TERMS[1:]:  # the terms beside the loss
+        assert after.terms[term].item() == pytest.approx(before.terms[term].item(), abs=1e-5), term
     hf = AutoModelForCausalLM.from_pretrained(out)
     ids = batch["t_input_ids"][:1]
     with torch.no_grad():
@@ -289,7 +292,7 @@ def test_cli_trains_refuses_to_overwrite_and_exports(tmp_path, capsys):
     trained.eval()
     batch = trained.builder.training_batch(RECORDS[:3])
     with torch.no_grad():
-        assert exported(batch)["loss"].item() == pytest.approx(trained(batch)["loss"].item(), abs=1e-5)
+        assert exported(batch).loss.item() == pytest.approx(trained(batch).loss.item(), abs=1e-5)
 
 
 def test_train_from_config_runs_the_tiny_config_and_refuses_a_second_start(tmp_path):

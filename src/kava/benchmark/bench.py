@@ -91,7 +91,7 @@ def time_training_steps(models: dict[str, Any], batches: Sequence[dict[str, torc
             t0 = time.perf_counter()
             out = model(batch)
             t1 = time.perf_counter()
-            out["loss"].backward()
+            out.loss.backward()
             t2 = time.perf_counter()
             optimizers[name].step()
             optimizers[name].zero_grad(set_to_none=True)

@@ -31,7 +31,7 @@ import torch
 from transformers import DynamicCache
 
 from kava.data.sequences import positions_from_mask
-from kava.model.latent import cache_of
+from kava.model.cache import cache_of
 
 MODES = ("latent", "cot", "direct")
 

@@ -25,7 +25,7 @@ from kava.data.answers import answers_match, extract_answer, parse_gold
 from kava.data.records import Record
 from kava.data.sequences import SequenceBuilder, positions_from_mask
 from kava.evaluation.decoding import Opening, decode_from
-from kava.model.latent import cache_of, kv_of
+from kava.model.cache import cache_of, kv_of
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
 It holds the base model (with LoRA adapters, or fully trainable), the latent projection φ, the
 trainable rows of the new special tokens and the method config. ``forward`` runs the teacher
-and student passes of one batch and returns every loss term (method.md §5); ``save_pretrained``
-/ ``from_pretrained`` store and restore exactly what was trained, in safetensors.
+and student passes of one batch and returns every loss term (method.md §5) in a `KavaOutput`;
+``save_pretrained`` / ``from_pretrained`` store and restore exactly what was trained, in safetensors.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ import json
 import zlib
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import DynamicCache
@@ -27,7 +26,8 @@ from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
 from kava.layout import CHECKPOINT_MODEL, CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
 from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
 from kava.model import arch
-from kava.model.latent import KV, LatentState, Observer, cache_of, kv_of, run_latents
+from kava.model.cache import KV, cache_of, kv_of, stack
+from kava.model.latent import LatentState, Observer, run_latents
 from kava.model.loading import BASE_FILE, ModelSource
 from kava.model.projection import LatentProjection
 from kava.model.queries import capture_queries
@@ -63,6 +63,28 @@ class TeacherTargets:
 
     kv: CompressedKV | None = None  # when L_KV is on
     distill_hidden: torch.Tensor | None = None  # [L, B, D] at the last token of P, when L_CODI is on
+
+
+@dataclass
+class StudentPass:
+    """What the student's pass produced that the distillation terms compare (and inspection reads)."""
+
+    k: torch.Tensor  # [L, B, H, M, d] latent keys in kv_key_space (`KavaModel.latent_kv`)
+    v: torch.Tensor  # [L, B, H, M, d] latent values
+    latents: torch.Tensor  # [B, M, D] latent input embeddings
+    distill_hidden: torch.Tensor | None  # [L, B, D] at the last token of P, when L_CODI is on
+
+
+@dataclass
+class KavaOutput:
+    """One training forward: the loss, the scalars logged with it, and what they were computed from."""
+
+    loss: torch.Tensor  # the weighted total that is trained
+    terms: dict[str, torch.Tensor]  # the other logged scalars: ce_teacher, ce_student, codi, kv, kv_mean_baseline
+    # With return_internals only. Per example [B], before batch normalisers: each pass's CE, codi, kv.
+    per_example: dict[str, torch.Tensor] = field(default_factory=dict)
+    teacher: TeacherTargets | None = None  # when the teacher runs
+    student: StudentPass | None = None  # when the student runs
 
 
 def find_model_dir(path: str | Path) -> Path:
@@ -188,8 +210,7 @@ class KavaModel(nn.Module):
         """The student's latent keys and values [L, B, H, M, d] as L_KV compares them with the
         compressed teacher cache: keys in ``kv_key_space`` (un-rotated at the latents' own positions
         for ``pre_rope``), values as cached."""
-        ks = torch.stack([k for k, _ in state.latent_kv])
-        vs = torch.stack([v for _, v in state.latent_kv])
+        ks, vs = stack(state.latent_kv)
         if self.config.kv_key_space == "pre_rope":
             M = ks.shape[3]
             lat_pos = (state.next_position - M).view(-1, 1) + torch.arange(M, device=ks.device).view(1, M)
@@ -226,54 +247,56 @@ class KavaModel(nn.Module):
         return inspect_question(self, question, steps, answer, top_k)
 
     # ---- training forward --------------------------------------------------------------
-    def forward(self, batch: dict[str, torch.Tensor], return_internals: bool = False) -> dict[str, Any]:
+    def forward(self, batch: dict[str, torch.Tensor], return_internals: bool = False) -> KavaOutput:
         """Every loss term of one batch; ``loss`` is their weighted total (method.md §5).
 
         With L_KV on, ``kv_mean_baseline`` is reported too, outside ``loss``: the L_KV a student
         that outputs the mean target would score (`kava.losses.kv_mean_baseline`), to read ``kv`` against.
 
-        With ``return_internals`` also returns per-example terms and the tensors behind them
-        (compressed teacher KV, student latent KV, distillation hidden states) for inspection.
+        With ``return_internals`` the output also carries per-example terms and the tensors behind
+        them (compressed teacher KV, student latent KV, distillation hidden states) for inspection.
+        Training leaves them out: it would hold them into the next step, and DDP's search for unused
+        parameters, which starts from every output tensor, would count graph pieces outside ``loss``
+        (the CE of a pass whose CE term is off) as used.
         """
         cfg = self.config
-        out: dict[str, Any] = {}
-        internals: dict[str, Any] = {}
+        terms: dict[str, torch.Tensor] = {}
+        per_example: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=self.device)
-        teacher, teacher_kv = self._teacher(batch, internals, cfg) if cfg.uses_teacher else (None, None)
-        if teacher is not None and cfg.teacher_ce:
-            out["ce_teacher"] = internals["ce_teacher"].mean()
-            total = total + out["ce_teacher"]
+        teacher = teacher_kv = student = None
+        if cfg.uses_teacher:
+            teacher, per_example["ce_teacher"], teacher_kv = self._teacher(batch, cfg)
+            if cfg.teacher_ce:
+                terms["ce_teacher"] = per_example["ce_teacher"].mean()
+                total = total + terms["ce_teacher"]
         if cfg.uses_student:
             with self._span("student"):
-                self._student(batch, internals, teacher_kv if cfg.shares_question_cache else None)
+                student, per_example["ce_student"] = self._student(batch, teacher_kv if cfg.shares_question_cache else None)
             if cfg.student_ce:
-                out["ce_student"] = internals["ce_student"].mean()
-                total = total + out["ce_student"]
+                terms["ce_student"] = per_example["ce_student"].mean()
+                total = total + terms["ce_student"]
             if cfg.alpha_codi > 0:
-                term = codi_loss(internals["student_distill_hidden"], teacher.distill_hidden, cfg.codi_loss)
-                out["codi"] = term.value
-                internals["codi_per_example"] = term.per_example
+                term = codi_loss(student.distill_hidden, teacher.distill_hidden, cfg.codi_loss)
+                terms["codi"], per_example["codi"] = term.value, term.per_example
                 total = total + cfg.alpha_codi * term.value
             if cfg.alpha_kv > 0:
-                ks, vs = internals["student_k"], internals["student_v"]
                 kv_args = (teacher.kv.k, teacher.kv.v, teacher.kv.slot_mask, cfg.kv_loss, cfg.kv_layerwise_std)
-                term = kv_loss(ks, vs, *kv_args)
-                out["kv"] = term.value
-                internals["kv_per_example"] = term.per_example
+                term = kv_loss(student.k, student.v, *kv_args)
+                terms["kv"], per_example["kv"] = term.value, term.per_example
                 total = total + cfg.alpha_kv * term.value
-                out["kv_mean_baseline"] = kv_mean_baseline(*kv_args)  # logged only: the scale of L_KV
-        out["loss"] = total
-        if return_internals:
-            out["internals"] = internals
-        return out
+                terms["kv_mean_baseline"] = kv_mean_baseline(*kv_args)  # logged only: the scale of L_KV
+        if not return_internals:
+            return KavaOutput(total, terms)
+        return KavaOutput(total, terms, per_example, teacher, student)
 
     def teacher_targets(self, batch: dict[str, torch.Tensor], config: KavaConfig | None = None) -> TeacherTargets:
         """The stop-gradient targets of one batch as the losses see them, without running the student;
         under ``config`` (e.g. another M or eviction) instead of the model's own when given."""
-        return self._teacher(batch, {}, config or self.config)[0]
+        return self._teacher(batch, config or self.config)[0]
 
-    def _teacher(self, batch: dict[str, torch.Tensor], internals: dict[str, Any], cfg: KavaConfig) -> tuple[TeacherTargets, KV]:
-        """Teacher pass: CE with gradient; compressed KV and distillation states as stop-grad targets.
+    def _teacher(self, batch: dict[str, torch.Tensor], cfg: KavaConfig) -> tuple[TeacherTargets, torch.Tensor, KV]:
+        """Teacher pass: per-example CE with gradient; compressed KV and distillation states as
+        stop-grad targets.
 
         Also returns the pass's cache, still in the graph, for the student to reuse over ``[bos] Q``.
         """
@@ -289,19 +312,16 @@ class KavaModel(nn.Module):
         with self._span("teacher"):
             with capture as queries:
                 res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, DynamicCache(), hidden_states=need_hidden)
-            internals["ce_teacher"] = token_ce(res.last_hidden_state, batch["t_input_ids"], batch["t_ce_mask"], self.logits)
+            ce = token_ce(res.last_hidden_state, batch["t_input_ids"], batch["t_ce_mask"], self.logits)
         targets = TeacherTargets()
         with torch.no_grad():
             if need_hidden:
                 targets.distill_hidden = states_at(res.hidden_states, batch["t_distill_index"]).detach()
-                internals["teacher_distill_hidden"] = targets.distill_hidden
             if need_kv:
                 answer_queries = (queries, rows, row_mask) if need_importance else None
                 with self._span("eviction"):
                     targets.kv = self._compress(res, batch, pos, answer_queries, cfg)
-                internals.update(teacher_k=targets.kv.k, teacher_v=targets.kv.v, slot_mask=targets.kv.slot_mask,
-                                 kept_indices=targets.kv.indices)
-        return targets, kv_of(res.cache)
+        return targets, ce, kv_of(res.cache)
 
     def _importance(self, queries: list[torch.Tensor], rows, row_mask, cached, mask, pos) -> torch.Tensor:
         """R-KV importance [L, B, H_kv, S] from the answer rows' queries kept during the teacher pass."""
@@ -319,8 +339,7 @@ class KavaModel(nn.Module):
         """The M kept entries per layer and KV head; ``answer_queries`` = (queries, rows, row_mask)
         from `capture_queries` when the eviction scores importance."""
         cot = batch["t_cot_mask"]
-        cached = torch.stack([layer.keys for layer in res.cache.layers]).detach()  # [L, B, H, S, d]
-        values = torch.stack([layer.values for layer in res.cache.layers]).detach()
+        cached, values = (t.detach() for t in stack(kv_of(res.cache)))  # [L, B, H, S, d]
         unrotated = unrotate_keys(cached, pos, self._rotaries()) if "pre_rope" in (
             cfg.kv_key_space, cfg.selection_key_space) else None
         keys = unrotated if cfg.kv_key_space == "pre_rope" else cached  # the space L_KV compares in
@@ -346,9 +365,10 @@ class KavaModel(nn.Module):
             indices=sel.indices,
         )
 
-    def _student(self, batch: dict[str, torch.Tensor], internals: dict[str, Any], teacher_kv: KV | None) -> None:
-        """Student pass: latents, then the answer on their cache; the teacher's cache, when given,
-        stands in for the student's own pass over ``[bos] Q`` (``shares_question_cache``)."""
+    def _student(self, batch: dict[str, torch.Tensor], teacher_kv: KV | None) -> tuple[StudentPass, torch.Tensor]:
+        """Student pass: latents, then the answer on their cache (→ the pass and its per-example CE);
+        the teacher's cache, when given, stands in for the student's own pass over ``[bos] Q``
+        (``shares_question_cache``)."""
         cfg = self.config
         prefix_ids = batch["s_prefix_ids"]
         question_kv = None
@@ -361,11 +381,10 @@ class KavaModel(nn.Module):
         mask = torch.cat([state.attention_mask, ans_mask], dim=1)
         pos = positions_from_mask(ans_mask, state.next_position)
         res = self.decode(self.embed(ans_ids), mask, pos, cache_of(state.kv), hidden_states=cfg.alpha_codi > 0)
-        internals["ce_student"] = token_ce(res.last_hidden_state, ans_ids, batch["s_ce_mask"], self.logits)
-        internals["student_latents"] = state.latents
-        if cfg.alpha_codi > 0:
-            internals["student_distill_hidden"] = states_at(res.hidden_states, batch["s_distill_index"])
-        internals["student_k"], internals["student_v"] = self.latent_kv(state)
+        ce = token_ce(res.last_hidden_state, ans_ids, batch["s_ce_mask"], self.logits)
+        k, v = self.latent_kv(state)
+        hidden = states_at(res.hidden_states, batch["s_distill_index"]) if cfg.alpha_codi > 0 else None
+        return StudentPass(k=k, v=v, latents=state.latents, distill_hidden=hidden), ce
 
     # ---- trainable state ---------------------------------------------------------------
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:

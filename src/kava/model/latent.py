@@ -17,19 +17,10 @@ import torch
 from transformers import DynamicCache
 
 from kava.data.sequences import positions_from_mask
+from kava.model.cache import KV, cache_of, kv_of
 
-KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each [B, H_kv, S, d]
 # Sees the last-layer hidden states [B, M, D] at the M latent slots of a pass (see `run_latents`).
 Observer = Callable[[torch.Tensor], None]
-
-
-def cache_of(kv: KV) -> DynamicCache:
-    """A fresh cache holding these tensors; the model appends to it without touching ours."""
-    return DynamicCache(ddp_cache_data=[(k, v) for k, v in kv])
-
-
-def kv_of(cache: DynamicCache, start: int = 0, end: int | None = None) -> KV:
-    return [(layer.keys[:, :, start:end], layer.values[:, :, start:end]) for layer in cache.layers]
 
 
 @dataclass

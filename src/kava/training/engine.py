@@ -35,20 +35,19 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.checkpoint import checkpoint
 from tqdm.auto import tqdm
 
 from kava.config import ConfigError, KavaConfig
 from kava.data.records import Record
 from kava.layout import CHECKPOINTS, FINAL
+from kava.model.cache import enable_gradient_checkpointing
 from kava.model.kava_model import KavaModel
 from kava.stop import StopSignal
 from kava.training.checkpoint import (
@@ -63,9 +62,9 @@ from kava.training.checkpoint import (
     resume_conflicts,
     save_checkpoint,
 )
+from kava.training.data_order import RecordStream, count_tokens, data_source, order_from
 from kava.training.run_config import TrainConfig
 
-RecordStream = Callable[[int, int], Iterable[Record]]  # (seed, start index) -> endless records from there
 EvalFn = Callable[[KavaModel], dict[str, float]]
 HISTORY_FILE = "history.jsonl"
 
@@ -103,7 +102,7 @@ def train(
     the run completes, ``final/`` (``KavaModel.from_pretrained`` loads it).
     """
     output_dir = Path(output_dir)
-    records, stream = _data_source(data)
+    records, stream = data_source(data)
     total = cfg.total_steps(None if records is None else len(records))
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1, got {stop_after}")
@@ -140,7 +139,7 @@ def train(
     if cfg.report_to:
         accelerator.init_trackers("kava", config=_tracker_config(cfg, model.config))
 
-    order = _order(records, stream, cfg.seed, state.samples_seen)
+    order = order_from(records, stream, cfg.seed, state.samples_seen)
     bar = tqdm(total=total, initial=state.step, desc="train", disable=not main, dynamic_ncols=True)
     first_step, last_ckpt, stopping = state.step, start, False
     with StopSignal("stopping after this step (checkpoint, then exit)") as stop:
@@ -197,10 +196,10 @@ def _train_step(accelerator, model, optimizer, scheduler, cfg: TrainConfig, step
         batch = {k: v.to(accelerator.device) for k, v in unwrapped.builder.training_batch(chunk).items()}
         with accelerator.accumulate(model):
             out = model(batch)
-            accelerator.backward(out["loss"])
-        for key, value in out.items():
+            accelerator.backward(out.loss)
+        for key, value in {"loss": out.loss, **out.terms}.items():
             sums[key] = sums.get(key, 0) + value.detach().float()
-        tokens += _count_tokens(batch, unwrapped.config)
+        tokens += count_tokens(batch, unwrapped.config)
     if not accelerator.sync_gradients:
         raise RuntimeError(f"gradient accumulation out of step: {accum} micro-batches did not end in a sync")
     grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -214,14 +213,6 @@ def _train_step(accelerator, model, optimizer, scheduler, cfg: TrainConfig, step
     metrics.update(lr=lr, grad_norm=float(grad_norm), tokens_per_s=accelerator.reduce(tokens, "sum").item())
     metrics["max_memory_gb"] = _peak_memory_gb(accelerator.device)
     return metrics
-
-
-def _count_tokens(batch: dict[str, torch.Tensor], config: KavaConfig) -> torch.Tensor:
-    """Non-padding input tokens of the step: teacher and student sequences, latent slots once each."""
-    n = sum(batch[k].sum() for k in ("t_attention_mask", "s_prefix_mask", "s_answer_mask") if k in batch)
-    if "s_prefix_ids" in batch:
-        n = n + batch["s_prefix_ids"].shape[0] * config.num_latents
-    return torch.as_tensor(n, dtype=torch.float32)
 
 
 def _peak_memory_gb(device: torch.device) -> float:
@@ -383,89 +374,3 @@ def _tracker_config(cfg: TrainConfig, method: KavaConfig) -> dict[str, Any]:
     flat = {f"train/{k}": v for k, v in asdict(cfg).items()}
     flat.update({f"method/{k}": v for k, v in method.to_dict().items()})
     return {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in flat.items()}
-
-
-# --------------------------------------------------------------------------- data order
-
-def _data_source(data) -> tuple[list[Record] | None, RecordStream | None]:
-    if callable(data):
-        return None, data
-    records = list(data)
-    if not records:
-        raise ValueError("no training records")
-    return records, None
-
-
-def _order(records: list[Record] | None, stream: RecordStream | None, seed: int, start: int) -> Iterator[Record]:
-    return iter(stream(seed, start)) if stream is not None else record_order(records, seed, start)
-
-
-def record_order(records: Sequence[Record], seed: int, start: int = 0) -> Iterator[Record]:
-    """Records in a fresh seeded permutation each epoch, endlessly, from global position ``start``.
-
-    A pure function of ``(seed, start)``: resuming at ``start`` continues the very same order.
-    """
-    n = len(records)
-    epoch, offset = divmod(start, n)
-    while True:
-        for i in np.random.default_rng([seed, epoch]).permutation(n)[offset:]:
-            yield records[int(i)]
-        epoch, offset = epoch + 1, 0
-
-
-# --------------------------------------------------------------------------- gradient checkpointing
-
-def enable_gradient_checkpointing(model: KavaModel) -> None:
-    """Recompute each decoder layer's activations in backward instead of storing them.
-
-    transformers' own gradient checkpointing disables the KV cache, but KaVa's latent passes run
-    on the cache and the teacher's compression reads it. Here each layer is checkpointed with
-    its cache: the recomputation in backward sees the cache layer exactly as it was before the
-    forward (the forward appended to it), so the replay matches and gradients equal those
-    without checkpointing. RNG state is replayed too (LoRA dropout draws the same masks).
-    """
-    for layer in model.lm.get_decoder().layers:
-        if not getattr(layer, "_kava_checkpointed", False):
-            layer.forward = _checkpointed(layer, layer.forward)
-            layer._kava_checkpointed = True
-
-
-def _checkpointed(layer: torch.nn.Module, forward: Callable) -> Callable:
-    index = layer.self_attn.layer_idx
-
-    def run(*args, **kwargs):
-        if not (layer.training and torch.is_grad_enabled()):
-            return forward(*args, **kwargs)
-        cache = kwargs.get("cache")
-        before = _cache_layer_state(cache, index)
-        calls = 0
-
-        def body(*inner):
-            nonlocal calls
-            calls += 1
-            if calls == 1 or cache is None:
-                return forward(*inner, **kwargs)
-            after = _cache_layer_state(cache, index)  # backward replay: rewind the cache, then restore it
-            _set_cache_layer_state(cache, index, before)
-            try:
-                return forward(*inner, **kwargs)
-            finally:
-                _set_cache_layer_state(cache, index, after)
-
-        return checkpoint(body, *args, use_reentrant=False)
-
-    return run
-
-
-def _cache_layer_state(cache, index: int) -> tuple | None:
-    if cache is None:
-        return None
-    if len(cache.layers) <= index:  # a DynamicCache creates its layers on first use
-        return (None, None, False)
-    layer = cache.layers[index]
-    return (layer.keys, layer.values, layer.is_initialized)
-
-
-def _set_cache_layer_state(cache, index: int, state: tuple) -> None:
-    layer = cache.layers[index]
-    layer.keys, layer.values, layer.is_initialized = state
