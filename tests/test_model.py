@@ -471,3 +471,23 @@ def test_random_eviction_draws_per_example_whatever_the_batch(records):
         assert torch.equal(mine["kept"], ref["kept"]), b
     offsets = [mine["kept"] for _, mine, _ in views]
     assert not all(torch.equal(offsets[0], o) for o in offsets[1:])
+
+
+@pytest.mark.parametrize("teacher_dropout", [True, False])
+def test_teacher_dropout_knob_makes_targets_deterministic(records, teacher_dropout):
+    """In training mode with LoRA dropout, the paper's teacher pass draws new masks each time, so
+    its targets differ between two passes over one batch; without teacher dropout they are equal
+    (and equal to the eval-mode targets), while the teacher CE still trains LoRA."""
+    model = build("kava", lora_dropout=0.5, teacher_dropout=teacher_dropout, num_latents=4).train()
+    batch = model.builder.training_batch(records)
+    first, second = (model(batch, return_internals=True) for _ in range(2))
+    same = torch.equal(first.teacher.kv.k, second.teacher.kv.k) and torch.equal(
+        first.teacher.distill_hidden, second.teacher.distill_hidden)
+    assert same is (not teacher_dropout)
+    if not teacher_dropout:
+        with torch.no_grad():
+            reference = model.eval().teacher_targets(batch)
+        torch.testing.assert_close(first.teacher.kv.k, reference.kv.k)
+        assert model.train().lm.training  # the training mode came back after the teacher pass
+    first.terms["ce_teacher"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)

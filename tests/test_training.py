@@ -153,11 +153,13 @@ def test_eval_callback_runs_in_eval_mode_without_gradients(tmp_path):
     assert [e["step"] for e in result.history if "eval_time_s" in e] == [2, 3]  # its cost, apart from step_time_s
 
 
-def test_gradient_checkpointing_keeps_gradients(records):
-    """Checkpointed layers (cache rewound for the replay) give the same gradients, dropout included."""
+@pytest.mark.parametrize("teacher_dropout", [True, False])
+def test_gradient_checkpointing_keeps_gradients(records, teacher_dropout):
+    """Checkpointed layers (cache rewound for the replay) give the same gradients, dropout included,
+    and a teacher pass without dropout is replayed without it."""
 
     def grads(checkpointing: bool) -> tuple[dict[str, torch.Tensor], int]:
-        model = build(lora_dropout=0.1).train()
+        model = build(lora_dropout=0.1, teacher_dropout=teacher_dropout).train()
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if "lora_B" in n:
@@ -175,6 +177,7 @@ def test_gradient_checkpointing_keeps_gradients(records):
     plain, plain_calls = grads(False)
     ckpt, ckpt_calls = grads(True)
     assert ckpt_calls > plain_calls  # the layers really were recomputed
+    assert plain != {} and any("lora_B" in k and v.abs().sum() > 0 for k, v in plain.items())
     assert plain.keys() == ckpt.keys()
     for k in plain:
         torch.testing.assert_close(ckpt[k], plain[k], atol=1e-6, rtol=1e-5)

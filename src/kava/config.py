@@ -47,6 +47,12 @@ class KavaConfig:
     # inference does; the two differ only where dropout (LoRA dropout) draws different masks in
     # the teacher's and the student's pass over the question.
     student_shares_question_cache: Bool = True
+    # Training only. The paper's teacher pass is a training-mode forward, so LoRA dropout draws
+    # new masks into it and the kept entries and CODI/KV targets change from pass to pass (8 of 12
+    # selections differed between two passes over one batch). False runs the teacher pass without
+    # dropout: deterministic targets, and a teacher CE (and a shared question cache) without
+    # dropout too. It holds under gradient checkpointing (the replay keeps the pass's modes).
+    teacher_dropout: Bool = True
     # §2 sequences
     teacher_drop_last_step: Bool = True
     teacher_uses_cot: Bool = True  # False only for the No-CoT baseline

@@ -61,27 +61,36 @@ def _checkpointed(layer: torch.nn.Module, forward: Callable) -> Callable:
     index = layer.self_attn.layer_idx
 
     def run(*args, **kwargs):
-        if not (layer.training and torch.is_grad_enabled()):
+        if not torch.is_grad_enabled():
             return forward(*args, **kwargs)
         cache = kwargs.get("cache")
         before = _cache_layer_state(cache, index)
+        modes = [m.training for m in layer.modules()]  # a pass may run without dropout (teacher_dropout)
         calls = 0
 
         def body(*inner):
             nonlocal calls
             calls += 1
-            if calls == 1 or cache is None:
+            if calls == 1:
                 return forward(*inner, **kwargs)
-            after = _cache_layer_state(cache, index)  # backward replay: rewind the cache, then restore it
+            # Backward replay: the cache and the train/eval modes as they were in the forward.
+            after, now = _cache_layer_state(cache, index), [m.training for m in layer.modules()]
             _set_cache_layer_state(cache, index, before)
+            _set_modes(layer, modes)
             try:
                 return forward(*inner, **kwargs)
             finally:
                 _set_cache_layer_state(cache, index, after)
+                _set_modes(layer, now)
 
         return checkpoint(body, *args, use_reentrant=False)
 
     return run
+
+
+def _set_modes(layer: torch.nn.Module, modes: list[bool]) -> None:
+    for module, mode in zip(layer.modules(), modes):
+        module.training = mode
 
 
 def _cache_layer_state(cache, index: int) -> tuple | None:
@@ -93,6 +102,8 @@ def _cache_layer_state(cache, index: int) -> tuple | None:
     return (layer.keys, layer.values, layer.is_initialized)
 
 
-def _set_cache_layer_state(cache, index: int, state: tuple) -> None:
+def _set_cache_layer_state(cache, index: int, state: tuple | None) -> None:
+    if state is None:
+        return
     layer = cache.layers[index]
     layer.keys, layer.values, layer.is_initialized = state

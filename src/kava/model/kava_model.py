@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -199,6 +199,19 @@ class KavaModel(nn.Module):
     def _rotaries(self) -> list[arch.Rotary]:
         return arch.layer_rotaries(self.lm.get_decoder())
 
+    @contextmanager
+    def _dropout(self, on: bool) -> Iterator[None]:
+        """With ``on`` False, the block runs the model's layers in eval mode (no dropout), with
+        gradients as before; the training mode is restored after."""
+        if on or not self.lm.training:
+            yield
+            return
+        self.lm.train(False)
+        try:
+            yield
+        finally:
+            self.lm.train(True)
+
     def _span(self, name: str) -> AbstractContextManager:
         return nullcontext() if self.spans is None else self.spans(name)
 
@@ -309,7 +322,7 @@ class KavaModel(nn.Module):
         if need_importance:
             rows, row_mask = compression.mask_columns(batch["t_answer_mask"])
             capture = capture_queries(self.lm.get_decoder(), rows, self.arch.query_module, self.arch.query_heads_first)
-        with self._span("teacher"):
+        with self._span("teacher"), self._dropout(cfg.teacher_dropout):
             with capture as queries:
                 res = self.decode(self.embed(batch["t_input_ids"]), mask, pos, DynamicCache(), hidden_states=need_hidden)
             ce = token_ce(res.last_hidden_state, batch["t_input_ids"], batch["t_ce_mask"], self.logits)
