@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
+from pathlib import Path
 from collections.abc import Callable, Collection
 from typing import Annotated, Any, TypeVar
 
@@ -141,3 +142,20 @@ def _walk(cls: type, loc: tuple[int | str, ...]) -> tuple[type, list[str], Any]:
             break
         owner = inner
     return owner, path, field
+
+
+
+def read_yaml_mapping(path: Path, *, missing: str, expected: str, error: type[ConfigError] = ConfigError) -> dict[str, Any]:
+    """A YAML file that must hold a mapping, read with one-line errors naming the file: ``missing``
+    is the whole message for a file that does not exist, ``expected`` says what the mapping holds."""
+    import yaml
+
+    if not path.is_file():
+        raise error(missing)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise error(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path}: expected a mapping {expected}")
+    return data

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from kava.config import PRESETS, ConfigError, KavaConfig
+from kava.validation import read_yaml_mapping
 
 BASE_VARIANT = "base"
 TOP_KEYS = ("base", "settings", "eval", "methods", "seeds", "knobs", "variants")
@@ -84,14 +85,8 @@ def load_grid(path: str | Path, cot_from: str | Path | None = None) -> Plan:
     """Read and check a grid file into its `Plan`; ``cot_from`` (demo base) is a demo output folder
     whose ``runs/cot-seed<S>`` the latent runs start from instead of CoT runs of the sweep's own."""
     path = Path(path)
-    if not path.is_file():
-        raise GridError(f"{path}: no such grid file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise GridError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    if not isinstance(raw, dict):
-        raise GridError(f"{path}: expected a mapping with the keys {', '.join(TOP_KEYS)}")
+    raw = read_yaml_mapping(path, missing=f"{path}: no such grid file", expected=f"with the keys {', '.join(TOP_KEYS)}",
+                            error=GridError)
     fail = _failer(path)
     unknown = sorted(str(k) for k in raw if k not in TOP_KEYS)
     if unknown:

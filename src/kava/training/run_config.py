@@ -28,7 +28,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from kava.config import ConfigError, KavaConfig, preset
 from kava.data.datasets import DatasetNotFoundError, dataset_entry
 from kava.model.loading import ModelSource
-from kava.validation import Bool, Int, Number, config_class, one_of
+from kava.validation import Bool, Int, Number, config_class, one_of, read_yaml_mapping
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb")
@@ -238,14 +238,8 @@ class RunConfig:
 def load_run_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read, override (``train.lr=1e-4``) and validate a run config; raises `ConfigError`."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--config: no such file {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (model, method, data, train, output_dir)")
+    data = read_yaml_mapping(path, missing=f"--config: no such file {path}",
+                             expected="of sections (model, method, data, train, output_dir)")
     for item in overrides or []:
         apply_override(data, item)
     return run_config_from_dict(data)
