@@ -72,6 +72,23 @@ def test_resume_refuses_runs_made_with_other_settings(tmp_path):
         run_demo(tmp_path, _small(steps={"nocot": 3, "cot": 2, "latent": 2}), progress=False, resume=True)
 
 
+def test_runs_recorded_before_a_knob_existed_are_reused(tmp_path):
+    """A knob added later (here teacher_dropout) defaults to the behaviour the run was trained with:
+    its absence from an older record does not void the run; a recorded value that differs does."""
+    from kava.demo.run import RUN_RECORD
+
+    run_demo(tmp_path, _small(), progress=False)
+    path = tmp_path / "runs" / "kava-seed0" / RUN_RECORD
+    record = json.loads(path.read_text())
+    del record["identity"]["method"]["teacher_dropout"]
+    path.write_text(json.dumps(record))
+    run_demo(tmp_path, _small(), progress=False, resume=True)
+    record["identity"]["method"]["teacher_dropout"] = False
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"kava-seed0 was trained with other settings \(method.teacher_dropout\)"):
+        run_demo(tmp_path, _small(), progress=False, resume=True)
+
+
 def test_resume_refuses_runs_trained_on_another_task(tmp_path):
     from kava.demo.task import TaskConfig
 

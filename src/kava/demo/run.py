@@ -178,15 +178,28 @@ def trained_task(run_dir: str | Path) -> TaskConfig:
     return TaskConfig(**record["identity"]["task"])
 
 
+def _in_current_form(identity: dict[str, Any]) -> dict[str, Any]:
+    """A recorded identity with the knobs added since it was written at their defaults, which are
+    the behaviour it was trained with: a new knob does not void earlier runs."""
+    from kava.training.engine import plain_config
+    from kava.training.run_config import TrainConfig
+
+    if "method" not in identity or "train" not in identity:
+        return identity
+    method, train = KavaConfig.from_dict(identity["method"]), TrainConfig(**identity["train"])
+    return json.loads(json.dumps({**identity, "method": method.to_dict(), "train": plain_config(train)}))
+
+
 def _finished_run(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
     """The record of a completed run with exactly these settings; None if it never completed."""
     path = run_dir / RUN_RECORD
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    if record["identity"] != identity:
+    saved = _in_current_form(record["identity"])
+    if saved != identity:
         changed = sorted(f"{part}.{k}" for part in identity for k in identity[part]
-                         if record["identity"].get(part, {}).get(k) != identity[part][k])
+                         if saved.get(part, {}).get(k) != identity[part][k])
         raise ValueError(f"{run_dir} was trained with other settings ({', '.join(changed)}); choose another --out")
     return record
 
