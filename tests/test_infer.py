@@ -39,6 +39,11 @@ def test_generate_answers_one_or_many_in_any_mode(saved, records):
     assert one.mode == "latent" and one.forward_passes == 1 + 3 + 1 + one.generated_tokens - 1
     cot = model.generate(records[0].question, mode="cot", max_new_tokens=5)
     assert cot.mode == "cot" and cot.generated_tokens <= 5
+    assert one.inspection is None and cot.inspection is None
+    seen = model.generate(records[0].question, inspect=True)  # on request: the latents read as tokens
+    assert seen.text == one.text and seen.inspection.latents.passes == ["init", "iter 1", "iter 2", "iter 3"]
+    assert model.generate(records[0].question, mode="cot", max_new_tokens=5, inspect=True).inspection is None
+    assert "inspection" not in seen.to_json()
     with pytest.raises(ValueError, match="question 2 is empty"):
         model.generate(["a question", "  "])
     with pytest.raises(ValueError, match="mode 'chat'"):
@@ -92,8 +97,8 @@ def _read_until(fd: int, needle: str, timeout: float = 60.0) -> str:
 
 
 def test_interactive_session_in_a_terminal(saved, records):
-    """Driven through a pseudo-terminal: a question answered, a mode switch, a bad command and an
-    empty question survived, quit."""
+    """Driven through a pseudo-terminal: a question answered, its latents shown, a mode switch, bad
+    commands survived, quit."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: kava infer with the pty as its terminal
         os.execv(sys.executable, [*CLI, "--model", str(saved)])
@@ -101,6 +106,13 @@ def test_interactive_session_in_a_terminal(saved, records):
         _read_until(fd, "kava> ")
         os.write(fd, (records[0].question + "\n").encode())
         assert "[latent, " in _read_until(fd, "kava> ")
+        os.write(fd, b":latents on\n")
+        assert "latents: on" in _read_until(fd, "kava> ")
+        os.write(fd, (records[0].question + "\n").encode())
+        shown = _read_until(fd, "kava> ")
+        assert "[latent, " in shown and "top-1 per pass" in shown and "iter 3" in shown
+        os.write(fd, b":latents maybe\n")
+        assert "error: :latents takes on or off" in _read_until(fd, "kava> ")
         os.write(fd, b":mode cot\n")
         assert "mode: cot" in _read_until(fd, "kava> ")
         os.write(fd, b":frobnicate\n")

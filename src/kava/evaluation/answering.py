@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from kava.data.answers import extract_answer
 from kava.evaluation.decoding import MODES, Generation, Sampling, generate
@@ -33,6 +34,12 @@ class Answer:
     generated_tokens: int
     cache_tokens: int  # entries per layer and KV head in the final cache
     latency_s: float  # its batch's wall time divided by the batch size
+    # With `KavaModel.generate(..., inspect=True)` in latent mode: a `kava.inspection.Inspection`
+    # of the question (its latents read as tokens); kept out of `to_json`.
+    inspection: Any = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "inspection"}
 
 
 def answer_part(trace: str, answer_prompt: str) -> str:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 HELP = """commands:
   :mode latent|cot|direct   answer in this mode (now: {mode})
   :temp T | :temp off       sample at temperature T, or decode greedily (now: {temp})
+  :latents on|off           after each latent answer, its latents read as tokens (now: {latents})
   :help                     this help
   :quit                     leave (Ctrl-D too)
 anything else is a question."""
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         with open(args.output, "w") as f:
             for a in answers:
-                f.write(json.dumps(asdict(a)) + "\n")
+                f.write(json.dumps(a.to_json()) + "\n")
         print(f"wrote {len(answers)} answers to {args.output}", file=sys.stderr)
     else:
         for a in answers:
@@ -131,6 +131,7 @@ class Session:
         self.model, self.args = model, args
         self.mode = check_mode(model, args.mode)
         self.temperature = args.temperature
+        self.show_latents = False
 
     def answer(self, questions: list[str]):
         from kava.evaluation.answering import answer_questions
@@ -167,6 +168,15 @@ class Session:
                 print(f"error: {e}")
                 continue
             print(_line(a))
+            if self.show_latents and self.mode == "latent":
+                print(self.latents(line))
+
+    def latents(self, question: str) -> str:
+        """The top-1 grid of `kava inspect`: each latent slot read through the LM head, pass by pass."""
+        from kava.inspection.terminal import latent_table
+
+        table = latent_table(self.model.inspect(question).latents)
+        return "\n".join(table[: table.index("")])
 
     def command(self, line: str) -> bool:
         """Apply one command; True when it ends the session."""
@@ -177,7 +187,14 @@ class Session:
         if name in ("quit", "q", "exit"):
             return True
         if name == "help":
-            print(HELP.format(mode=self.mode, temp="greedy" if self.temperature is None else self.temperature))
+            print(HELP.format(mode=self.mode, temp="greedy" if self.temperature is None else self.temperature,
+                              latents="on" if self.show_latents else "off"))
+        elif name == "latents":
+            if value not in ("on", "off"):
+                print(f"error: :latents takes on or off, got {value!r}")
+            else:
+                self.show_latents = value == "on"
+                print(f"latents: {value}" + ("" if self.mode == "latent" else " (shown in latent mode)"))
         elif name == "mode":
             try:
                 self.mode = check_mode(self.model, value)

@@ -231,12 +231,14 @@ class KavaModel(nn.Module):
         return ks, vs
 
     def generate(self, questions: str | Sequence[str], *, mode: str | None = None, temperature: float | None = None,
-                 top_p: float = 1.0, seed: int = 0, max_new_tokens: int | None = None, batch_size: int = 32):
+                 top_p: float = 1.0, seed: int = 0, max_new_tokens: int | None = None, batch_size: int = 32,
+                 inspect: bool = False):
         """Answer one question (→ an `Answer`) or several (→ a list), greedily unless ``temperature``.
 
         ``mode``: ``latent``, ``cot`` or ``direct``; default the mode the model was trained for.
         Each answer carries its text, the number read from it, forward passes, tokens and latency
-        (`kava.evaluation.answering`, the decoding `kava eval` uses).
+        (`kava.evaluation.answering`, the decoding `kava eval` uses); with ``inspect`` in latent
+        mode also ``.inspection``, its latents read as tokens (`inspect`, no reference trace).
         """
         from kava.evaluation.answering import answer_questions
         from kava.evaluation.decoding import Sampling
@@ -245,6 +247,9 @@ class KavaModel(nn.Module):
         single = isinstance(questions, str)
         answers = answer_questions(self, [questions] if single else list(questions), mode=mode, sampling=sampling,
                                    max_new_tokens=max_new_tokens, batch_size=batch_size)
+        if inspect and answers and answers[0].mode == "latent":
+            for a in answers:
+                a.inspection = self.inspect(a.question)
         return answers[0] if single else answers
 
     def inspect(self, question: str, steps: Sequence[str] | None = None, *, answer: str | None = None, top_k: int = 5):
