@@ -148,6 +148,22 @@ def test_a_finished_run_of_other_settings_is_refused(tmp_path):
         run_sweep(changed, out, Counting(), only=["kava-num_iterations=1-seed0"], echo=lambda _: None)
 
 
+def test_a_run_finished_before_a_knob_existed_stays_finished(tmp_path):
+    """A knob added later (teacher_dropout) is at its default, the behaviour the run ran with."""
+    plan, out, name = load_grid(_grid(tmp_path, DEMO_GRID)), tmp_path / "out", "kava-num_iterations=1-seed0"
+    run_sweep(plan, out, Counting(), only=[name], echo=lambda _: None)
+    path = out / "runs" / name / "metrics.json"
+    metrics = json.loads(path.read_text())
+    del metrics["config"]["method_config"]["teacher_dropout"]
+    path.write_text(json.dumps(metrics))
+    runner = Counting()
+    assert run_sweep(plan, out, runner, only=[name], echo=lambda _: None)["skipped"] == [name] and not runner.calls
+    metrics["config"]["method_config"]["teacher_dropout"] = False
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(SweepError, match="method_config.teacher_dropout"):
+        run_sweep(plan, out, runner, only=[name], echo=lambda _: None)
+
+
 def test_print_commands_gives_one_plain_kava_command_per_run(tmp_path, capsys):
     grid = _grid(tmp_path, DEMO_GRID)
     plan = load_grid(grid)

@@ -157,7 +157,7 @@ def _demo_run(s, method: str, seed: int, label: str, knobs: dict[str, Any], cot:
     settings = asdict(replace(s, methods=(method,), seeds=(seed,), threads=None))
     config = {"base": "demo", "method": method, "seed": seed, "variant": label, "knobs": knobs,
               "settings": settings, "method_config": s.method_config(method).to_dict()}
-    return RunSpec(_run_name(method, label, seed), method, seed, label, knobs, _plain(config), cot)
+    return RunSpec(_run_name(method, label, seed), method, seed, label, knobs, as_json(config), cot)
 
 
 def demo_settings(config: dict[str, Any]):
@@ -225,7 +225,7 @@ def _train_plan(path, config_path: Path, methods, seeds, settings, eval_raw, var
                         fail(f"variants.{variant}" if changes else ("knobs" if combo else "settings"), str(e))
                     config = {"base": "train", "method": method, "seed": seed, "variant": label, "knobs": knobs,
                               "run_config": data, "eval": evaluation}
-                    plan.runs.append(RunSpec(name, method, seed, label, knobs, _plain(config)))
+                    plan.runs.append(RunSpec(name, method, seed, label, knobs, as_json(config)))
     return plan
 
 
@@ -324,6 +324,6 @@ def _run_name(method: str, label: str, seed: int) -> str:
     return f"{method}-seed{seed}" if label == BASE_VARIANT else f"{method}-{label}-seed{seed}"
 
 
-def _plain(data: Any) -> Any:
+def as_json(data: Any) -> Any:
     """JSON's view of the data (tuples become lists), so a config compares equal to its saved copy."""
     return json.loads(json.dumps(data))

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kava.experiments.grid import GridError, Plan, RunSpec, demo_settings
+from kava.experiments.grid import GridError, Plan, RunSpec, as_json, demo_settings
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -61,6 +61,19 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def in_current_form(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded demo-run configuration with the knobs and settings added since it was written at
+    their defaults (the behaviour it ran with): a new knob does not void finished runs."""
+    if config.get("base") != "demo":
+        return config
+    from dataclasses import asdict
+
+    from kava.config import KavaConfig
+
+    method_config = KavaConfig.from_dict(config["method_config"]).to_dict()
+    return as_json({**config, "settings": asdict(demo_settings(config)), "method_config": method_config})
+
+
 def finished(spec: RunSpec, run_dir: Path) -> bool:
     """Whether ``run_dir`` holds this run, finished. A finished run of other settings is an error:
     the grid changed under an existing folder, and reusing or overwriting it would both mislead."""
@@ -68,10 +81,11 @@ def finished(spec: RunSpec, run_dir: Path) -> bool:
         metrics = read_metrics(run_dir)
     except ValueError:
         return False
-    if metrics["config"] != spec.config:
+    recorded = in_current_form(metrics["config"])
+    if recorded != spec.config:
         from kava.outputs import differences
 
-        diffs = differences(metrics["config"], spec.config)
+        diffs = differences(recorded, spec.config)
         raise SweepError(f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:3])}); "
                          "choose another --out or move it away")
     return True
