@@ -74,9 +74,10 @@ def target_config(config: KavaConfig) -> KavaConfig:
 
 
 def inspect_question(model, question: str, steps: Sequence[str] | None = None, answer: str | None = None,
-                     top_k: int = 5) -> Inspection:
+                     top_k: int = 5, reply: Answer | None = None) -> Inspection:
     """Look inside ``model`` on ``question`` (method.md §3–§4); with a reference trace ``steps``
-    (and its ``answer``, by default the last step's result) also the eviction and the K/V match."""
+    (and its ``answer``, by default the last step's result) also the eviction and the K/V match.
+    ``reply``: the model's greedy latent answer when the caller already has it (not decoded again)."""
     check_latent_model(model)
     if not question.strip():
         raise ValueError("the question is empty")
@@ -89,7 +90,8 @@ def inspect_question(model, question: str, steps: Sequence[str] | None = None, a
     model.eval()
     try:
         with torch.no_grad():
-            [reply] = answer_questions(model, [question], mode="latent")
+            if reply is None:
+                [reply] = answer_questions(model, [question], mode="latent")
             hidden: list[torch.Tensor] = []
             prefix = model.builder.student_prefix([question])
             state = model.latents(prefix["s_prefix_ids"].to(model.device), prefix["s_prefix_mask"].to(model.device),

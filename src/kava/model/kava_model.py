@@ -248,8 +248,12 @@ class KavaModel(nn.Module):
         answers = answer_questions(self, [questions] if single else list(questions), mode=mode, sampling=sampling,
                                    max_new_tokens=max_new_tokens, batch_size=batch_size)
         if inspect and answers and answers[0].mode == "latent":
-            for a in answers:
-                a.inspection = self.inspect(a.question)
+            from dataclasses import replace
+
+            from kava.inspection.api import inspect_question
+
+            for a in answers:  # a sampled answer is not the greedy one the inspection reports (a copy: no cycle)
+                a.inspection = inspect_question(self, a.question, reply=None if sampling else replace(a))
         return answers[0] if single else answers
 
     def inspect(self, question: str, steps: Sequence[str] | None = None, *, answer: str | None = None, top_k: int = 5):
