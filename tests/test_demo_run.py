@@ -187,9 +187,26 @@ def test_long_flag_trains_every_method_longer_with_the_same_recipe(monkeypatch, 
     assert cli.run(parser.parse_args(["--long"] + (["--full"] if full else []))) == 0
     s = seen["settings"]
     default = DemoSettings.full() if full else DemoSettings()
-    assert s.steps == {"nocot": 10000, "cot": 3000, "latent": 10000}
+    assert s.steps == {"nocot": 10000, "cot": 3000, "latent": 10000} and s.curve_points == 10
     assert s.methods == default.methods and s.seeds == default.seeds
     assert all(s.method_config(m) == default.method_config(m) for m in s.methods)
+
+
+def test_methods_flag_picks_a_subset_and_refuses_unknown_or_repeated_names(monkeypatch, capsys):
+    import argparse
+
+    from kava.demo import cli, run
+
+    seen = {}
+    monkeypatch.setattr(run, "run_demo", lambda out, settings, **kw: seen.update(settings=settings))
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    assert cli.run(parser.parse_args(["--full", "--methods", "cot, pccot"])) == 0
+    assert seen["settings"].methods == ("cot", "pccot") and seen["settings"].seeds == (0, 1, 2)
+    for bad in ("kava,h2o", "kava,kava", ","):
+        seen.clear()
+        assert cli.run(parser.parse_args(["--methods", bad])) == 2
+        assert "--methods" in capsys.readouterr().err and not seen
 
 
 def test_demo_recipe_keeps_the_last_step_and_matches_pre_rope_keys_for_latent_methods_only():

@@ -12,6 +12,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--long", action="store_true",
                         help="train every method far longer (~50 min per seed): No-CoT and KaVa 10000 steps, "
                              "CoT 3000; the learning curves show where each method goes")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset to train and compare (default nocot,cot,kava, or all six with "
+                             "--full), e.g. cot,pccot: a latent method always trains the CoT run it starts from")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1, or 3 with --full)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true",
@@ -19,11 +22,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kava.demo.run import DemoSettings, run_demo
+    from kava.demo.run import DEMO_METHODS, DemoSettings, run_demo
 
     settings = DemoSettings.full() if args.full else DemoSettings()
     if args.long:
         settings = settings.long()
+    if args.methods is not None:
+        methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+        unknown = [m for m in methods if m not in DEMO_METHODS]
+        if not methods or unknown or len(set(methods)) != len(methods):
+            print(f"kava demo: --methods must name each of {', '.join(DEMO_METHODS)} at most once, got {args.methods!r}",
+                  file=sys.stderr)
+            return 2
+        settings.methods = methods
     if args.seeds is not None:
         if args.seeds < 1:
             print("kava demo: --seeds must be >= 1", file=sys.stderr)

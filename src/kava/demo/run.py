@@ -36,6 +36,7 @@ from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
 
 LATENT_METHODS = ("kava", "pccot", "codi", "pause")
+DEMO_METHODS = ("nocot", "cot", *LATENT_METHODS)
 
 
 @dataclass
@@ -92,8 +93,9 @@ class DemoSettings:
         return cls(methods=("nocot", "cot", "kava", "pccot", "codi", "pause"), seeds=(0, 1, 2))
 
     def long(self) -> "DemoSettings":
-        """Every method trained far longer (about an hour for one seed), to show where each goes."""
-        return replace(self, steps={"nocot": 10000, "cot": 3000, "latent": 10000})
+        """Every method trained far longer (about an hour for one seed), to show where each goes;
+        10 learning-curve points per run instead of 5 (one every 1000 latent steps)."""
+        return replace(self, steps={"nocot": 10000, "cot": 3000, "latent": 10000}, curve_points=10)
 
     def method_config(self, method: str) -> KavaConfig:
         over: dict[str, Any] = {"finetune": "full", "seed": 0}
