@@ -6,13 +6,15 @@ so a run holds an exclusive lock on ``<folder>/.kava.lock`` while it works. The 
 a stale lock file never blocks a later run. A second start checks the lock before any slow work
 (`check_free`, which writes nothing) and stops with one line naming the owner.
 
-A resumed run must be the run the folder holds: `differences` lists what changed.
+A resumed run must be the run the folder holds: `as_json` puts a configuration in the form it is
+saved in, `differences` lists what changed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +71,11 @@ def hold(folder: str | Path) -> Iterator[None]:
             lock.unlink()
             folder.rmdir()
         os.close(fd)
+
+
+def as_json(data: Any) -> Any:
+    """JSON's view of the data (tuples become lists), so a config compares equal to its saved copy."""
+    return json.loads(json.dumps(data))
 
 
 def differences(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:

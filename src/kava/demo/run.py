@@ -34,6 +34,7 @@ from kava.demo.task import SyntheticTask, TaskConfig
 from kava.demo.tokenizer import build_tokenizer, tiny_llama_config
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
+from kava.outputs import as_json
 
 LATENT_METHODS = ("kava", "pccot", "codi", "pause")
 DEMO_METHODS = ("nocot", "cot", *LATENT_METHODS)
@@ -169,7 +170,7 @@ def _run_identity(config: KavaConfig, train_cfg, task: TaskConfig) -> dict[str, 
     """What a run was trained with: method, training settings and the task it learnt."""
     from kava.training.engine import plain_config
 
-    return json.loads(json.dumps({"method": config.to_dict(), "train": plain_config(train_cfg), "task": asdict(task)}))
+    return as_json({"method": config.to_dict(), "train": plain_config(train_cfg), "task": asdict(task)})
 
 
 def trained_task(run_dir: str | Path) -> TaskConfig:
@@ -189,7 +190,7 @@ def _in_current_form(identity: dict[str, Any]) -> dict[str, Any]:
     if "method" not in identity or "train" not in identity:
         return identity
     method, train = KavaConfig.from_dict(identity["method"]), TrainConfig(**identity["train"])
-    return json.loads(json.dumps({**identity, "method": method.to_dict(), "train": plain_config(train)}))
+    return as_json({**identity, "method": method.to_dict(), "train": plain_config(train)})
 
 
 def _finished_run(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -37,6 +36,7 @@ from typing import Any
 import yaml
 
 from kava.config import PRESETS, ConfigError, KavaConfig
+from kava.outputs import as_json
 from kava.validation import read_yaml_mapping
 
 BASE_VARIANT = "base"
@@ -322,8 +322,3 @@ def _word(value: Any) -> str:
 
 def _run_name(method: str, label: str, seed: int) -> str:
     return f"{method}-seed{seed}" if label == BASE_VARIANT else f"{method}-{label}-seed{seed}"
-
-
-def as_json(data: Any) -> Any:
-    """JSON's view of the data (tuples become lists), so a config compares equal to its saved copy."""
-    return json.loads(json.dumps(data))

@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kava.experiments.grid import GridError, Plan, RunSpec, as_json, demo_settings
+from kava.experiments.grid import GridError, Plan, RunSpec, demo_settings
+from kava.outputs import as_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
