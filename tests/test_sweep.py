@@ -201,13 +201,13 @@ variants: {crop: {eviction: crop}}
         assert (run / "eval" / "predictions.jsonl").is_file() and (run / "history.jsonl").is_file()
     assert "cot_run" in json.loads((out / "runs" / "kava-crop-seed0" / "metrics.json").read_text())
     assert (out / "report" / "report.md").is_file() and (out / "report" / "ablation_bars.png").is_file()
-    capsys.readouterr()
+    assert "train:" not in capsys.readouterr().err  # --no-progress hides the training bars too
     assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
     assert "ran 0, skipped 3" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_real_tiny_train_base_sweep(tmp_path, one_thread):
+def test_real_tiny_train_base_sweep(tmp_path, one_thread, capsys):
     """`kava train` then `kava eval` per run (configs/tiny-cpu.yaml: the SmolLM2 tokenizer; ~20 s)."""
     from pathlib import Path
 
@@ -216,6 +216,7 @@ def test_real_tiny_train_base_sweep(tmp_path, one_thread):
                            "eval: {dataset: gsm8k, limit: 2, batch_size: 2, max_new_tokens: 4}\nmethods: [kava]\n")
     out = tmp_path / "o"
     assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
+    assert "train:" not in capsys.readouterr().err
     metrics = json.loads((out / "runs" / "kava-seed0" / "metrics.json").read_text())
     assert metrics["summary"]["n"] == 2 and metrics["setting"]["eval_data"] == "gsm8k"
     assert (out / "runs" / "kava-seed0" / "train" / "final").is_dir()

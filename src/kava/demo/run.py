@@ -268,7 +268,8 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
     print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
     # The curve's cadence is left out of the identity (cfg): it does not change the trained model.
     curve_cfg = replace(cfg, eval_every=max(1, cfg.max_steps // s.curve_points)) if data.curve_eval else cfg
-    result = train(model, data.stream, curve_cfg, output_dir=run_dir, eval_fn=data.curve_eval, resume=resume)
+    result = train(model, data.stream, curve_cfg, output_dir=run_dir, eval_fn=data.curve_eval, resume=resume,
+                   progress=progress)
     if result.interrupted:
         raise KeyboardInterrupt(f"stopped while training {method}; checkpoint in {result.checkpoint}; "
                                 "continue with --resume")

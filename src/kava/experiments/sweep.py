@@ -228,7 +228,7 @@ def train_runner(out: Path, progress: bool = True) -> Runner:
             write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
         if not (run_dir / "train" / "final").is_dir():
             status = train_cli.run(argparse.Namespace(config=config_path, overrides=[], resume=True,
-                                                      export=None, export_from=None))
+                                                      no_progress=not progress, export=None, export_from=None))
             if status != 0:
                 raise SweepError(f"{spec.name}: kava train ended with status {status}")
         if not main:

@@ -87,6 +87,7 @@ def train(
     eval_fn: EvalFn | None = None,
     resume: bool = False,
     stop_after: int | None = None,
+    progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` in place and return its per-step history.
 
@@ -96,7 +97,8 @@ def train(
     process, under ``no_grad`` in eval mode, every ``cfg.eval_every`` steps and at the end; its
     values are logged as ``eval/<name>``. ``resume`` continues from the newest checkpoint in
     ``output_dir`` (a fresh start if there is none). ``stop_after`` stops, with a checkpoint,
-    after that many steps of this call, as an interruption would.
+    after that many steps of this call, as an interruption would. ``progress=False`` hides the
+    progress bar (a log file then holds the run's messages, not thousands of bar redraws).
 
     Writes ``output_dir/checkpoints/ckpt-<step>/``, ``history.jsonl``, ``tensorboard/`` and, when
     the run completes, ``final/`` (``KavaModel.from_pretrained`` loads it).
@@ -140,7 +142,7 @@ def train(
         accelerator.init_trackers("kava", config=_tracker_config(cfg, model.config))
 
     order = order_from(records, stream, cfg.seed, state.samples_seen)
-    bar = tqdm(total=total, initial=state.step, desc="train", disable=not main, dynamic_ncols=True)
+    bar = tqdm(total=total, initial=state.step, desc="train", disable=not (main and progress), dynamic_ncols=True)
     first_step, last_ckpt, stopping = state.step, start, False
     with StopSignal("stopping after this step (checkpoint, then exit)") as stop:
         while state.step < total and not stopping:

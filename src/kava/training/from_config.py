@@ -32,7 +32,7 @@ class RefusedStart(Exception):
     a refused start."""
 
 
-def train_from_config(cfg, *, resume: bool = False):
+def train_from_config(cfg, *, resume: bool = False, progress: bool = True):
     """Train the run `cfg` (a `RunConfig`) describes, or continue it (`resume`); returns the
     engine's `TrainResult`. Raises `RefusedStart` when the inputs refuse a start."""
     from kava.outputs import hold
@@ -50,7 +50,8 @@ def train_from_config(cfg, *, resume: bool = False):
             raise RefusedStart(" ".join(str(e).split())) from e
         if main:
             _write_yaml(Path(cfg.output_dir) / RUN_CONFIG, cfg.to_dict())
-        return train(model, data.records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=resume)
+        return train(model, data.records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=resume,
+                     progress=progress)
 
 
 def check_start(cfg, resume: bool, main: bool):
