@@ -45,3 +45,25 @@ def test_bench_without_a_trained_demo_stops_with_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "run `kava demo" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "bench").exists()
+
+
+def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, one_thread):
+    """benchmarks/gpu_check.py is only measured on a GPU machine (when one is lent): its smoke run
+    here keeps it working — assets prepared, both methods trained and timed, answers generated."""
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    assets, out = tmp_path / "assets", tmp_path / "out"
+    run = lambda *args: subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)  # noqa: E731
+    prep = run("--prepare", str(assets), "--records", "32")
+    assert prep.returncode == 0, prep.stderr
+    proc = run("--assets", str(assets), "--out", str(out), "--device", "cpu", "--smoke", "--models", "llama-3.2-1b",
+               "--batch", "4", "--rounds", "1", "--warmup", "0", "--cot-tokens", "3", "--batch1-questions", "1")
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads((out / "gpu_check.json").read_text())["llama-3.2-1b"]
+    assert row["kava"]["step_s"] > 0 and row["cot"]["step_s"] > 0
+    assert row["inference_batch32"]["cot"]["tokens"] == 3  # a random model writes to the limit
+    assert row["inference_batch1"]["kava"]["forward_passes"] == 4  # 1 + T (1) + 2, the smoke run's minimum
+    no_gpu = run("--assets", str(assets), "--out", str(out), "--device", "cuda")
+    assert no_gpu.returncode == 2 and "no GPU here" in no_gpu.stderr

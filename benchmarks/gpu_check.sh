@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The performance issue's GPU check, as one device `run` (carry: .gpu .whl; see gpu_check.py).
+# Prepared here first (no GPU needed):
+#   python benchmarks/gpu_check.py --prepare .gpu
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 -d .whl transformers==5.24.0 peft==0.21.2 pydantic==2.14.4 \
+#     pydantic-core==2.50.5 annotated-types typing-inspection
+# (.gpu/ and .whl/ listed in .git/info/exclude). The GPU machine's image has torch and accelerate but
+# an older transformers; the wheels bring the pinned versions. ~4 minutes on an H200.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 benchmarks/gpu_check.py --assets .gpu --out "${OUT:-gpu_check_out}" "$@" 2>&1 | tee "${OUT:-.}/gpu_check.log"
