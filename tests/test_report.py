@@ -77,6 +77,16 @@ def test_report_aggregates_mean_std_counts_per_method_and_variant(runs, tmp_path
         assert (tmp_path / "r" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_report_over_an_older_one_leaves_none_of_its_plots(runs, tmp_path):
+    write_report(runs, tmp_path / "r")
+    for name in ("kava-no-codi-seed0", "kava-no-codi-seed1", "kava-crop-seed0", "kava-no-codi-seed2"):
+        for f in (runs / "runs" / name).iterdir():
+            f.unlink()
+    write_report(runs, tmp_path / "r")  # the base runs alone: no variant, so no ablation bars
+    assert not (tmp_path / "r" / "ablation_bars.png").exists()
+    assert (tmp_path / "r" / "loss_curves.png").is_file()
+
+
 def test_missing_or_corrupt_metrics_are_named_never_skipped(runs, tmp_path, capsys):
     found = collect(runs)
     crop, unstarted, unfinished = sorted(found.problems)

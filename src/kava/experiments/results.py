@@ -20,6 +20,7 @@ from kava.experiments.sweep import CONFIG_FILE, METRICS_FILE, PLAN_FILE, REQUIRE
 
 METHOD_ORDER = ("nocot", "cot", "kava", "pccot", "codi", "pause")
 HISTORY = "history.jsonl"
+PLOTS = ("accuracy_vs_forward_passes.png", "loss_curves.png", "ablation_bars.png")  # what a report may draw
 
 
 @dataclass
@@ -140,6 +141,8 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
         if any(r.variant != BASE_VARIANT for r in found.runs):
             plot_ablation_bars(agg, out / "ablation_bars.png", paper, title="accuracy by variant")
             plots.append("ablation_bars.png")
+    for stale in set(PLOTS) - set(plots):  # an earlier report's plot in this folder would outlive its data
+        (out / stale).unlink(missing_ok=True)
     tables = {style: format_table(agg, style, paper, counts=True) if agg else "" for style in ("markdown", "csv", "latex")}
     (out / "table.csv").write_text(tables["csv"] + "\n")
     (out / "table.tex").write_text(tables["latex"] + "\n")
