@@ -53,3 +53,5 @@ def test_learning_curves_place_a_continued_run_after_the_one_it_continues(tmp_pa
     assert [list(line.get_xdata()) for line in lines] == [[10, 20], [11, 22], [25, 30], []]
     assert list(lines[2].get_ydata()) == [10, 40]  # percent
     assert [t.get_text() for t in drawn[0].get_legend().get_texts()] == ["cot", "kava"]  # one entry per method
+    plot_learning_curves(curves, tmp_path / "steps.png", by_step=True)
+    assert [list(line.get_xdata()) for line in drawn[1].get_lines()] == [[1, 2], [1, 2], [1, 2], []]

@@ -147,21 +147,24 @@ def plot_accuracy_vs_passes(agg: Mapping[str, Mapping[str, Any]], path: str | Pa
     _save(fig, path)
 
 
-def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str = "") -> None:
+def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | Path, title: str = "",
+                         by_step: bool = False) -> None:
     """Accuracy against training time while training: one line per run, one colour per method.
 
-    ``curves``: method → one run per seed, ``{"seed", "start_s", "points": [{"train_time_s",
+    ``curves``: method → one run per seed, ``{"seed", "start_s", "points": [{"step", "train_time_s",
     "accuracy"}, ...]}``. A run's points are drawn from ``start_s`` on, so a method that continues
     another run's model (the demo's latent methods continue the CoT run) is placed after the
-    training it builds on and times compare as total compute.
+    training it builds on and times compare as total compute. ``by_step`` draws each run against
+    its own steps instead: for runs timed under different loads, whose clocks do not compare.
     """
     fig, ax = _figure()
     for i, (method, runs) in enumerate(curves.items()):
         for j, run in enumerate(runs):
-            x = [run["start_s"] + p["train_time_s"] for p in run["points"]]
+            x = [p["step"] if by_step else run["start_s"] + p["train_time_s"] for p in run["points"]]
             y = [100 * p["accuracy"] for p in run["points"]]
             ax.plot(x, y, marker="o", markersize=3, color=f"C{i}", alpha=0.85, label=method if j == 0 else None)
-    ax.set_xlabel("training time (s, evaluation excluded; latent methods\ncontinue after their CoT model's training)")
+    ax.set_xlabel("training step (each run's own; latent runs start from a CoT model)" if by_step else
+                  "training time (s, evaluation excluded; latent methods\ncontinue after their CoT model's training)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_ylim(0, 100)
     ax.set_xlim(left=0)
