@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Keep a sweep's finished runs where they outlive the machine (a folder you commit), and put them back.
+#   scripts/keep_sweep_runs.sh out SWEEP_DIR KEEP_DIR   # finished runs' metrics.json, config.json and
+#       history.jsonl (every 10th step, loss terms, 4 significant digits); a demo CoT run whole
+#       (its model starts its seed's latent runs, and a retrain on another CPU need not match)
+#   scripts/keep_sweep_runs.sh in SWEEP_DIR KEEP_DIR    # back into a new sweep folder: the sweep skips them
+# `kava report KEEP_DIR` reads the kept runs (docs/results/demo-ablation is such a folder).
+set -euo pipefail
+mode=$1 src=$2 dst=$3
+py=$(dirname "$0")/../.venv/bin/python
+case "$mode" in
+  out)
+    mkdir -p "$dst/runs"; cp "$src/sweep.json" "$dst/"
+    for m in "$src"/runs/*/metrics.json; do
+      d=$(dirname "$m"); n=$(basename "$d"); mkdir -p "$dst/runs/$n"
+      cp "$d/metrics.json" "$d/config.json" "$dst/runs/$n/"
+      h=$d/history.jsonl; [ -f "$h" ] || h=$d/train/history.jsonl
+      "$py" - "$h" "$dst/runs/$n/history.jsonl" <<'PY'
+import json, sys
+keep = ("step", "loss", "ce_student", "ce_teacher", "codi", "kv", "kv_mean_baseline", "lr")
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+with open(sys.argv[2], "w") as f:
+    for r in rows:
+        if r.get("step", 0) % 10 == 0:
+            f.write(json.dumps({k: (r[k] if k == "step" else float(f"{r[k]:.4g}")) for k in keep if k in r}) + "\n")
+PY
+      if [[ $n == cot-* && -d $d/final ]]; then
+        cp "$d/demo_run.json" "$dst/runs/$n/"; rm -rf "$dst/runs/$n/final"; cp -r "$d/final" "$dst/runs/$n/"
+      fi
+    done ;;
+  in)
+    mkdir -p "$src/runs"
+    for d in "$dst"/runs/*/; do
+      n=$(basename "$d"); [ -f "$src/runs/$n/metrics.json" ] || cp -r "$d" "$src/runs/$n"
+    done ;;
+  *) echo "usage: $0 out|in SWEEP_DIR KEEP_DIR" >&2; exit 2 ;;
+esac
