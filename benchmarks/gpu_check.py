@@ -150,6 +150,8 @@ def answer_latency(model, questions: list[str], batch_size: int, max_new_tokens:
 
 
 def check(name: str, shape: dict[str, Any], records, tokenizer_dir: Path, a: argparse.Namespace) -> dict[str, Any]:
+    from kava.benchmark.bench import paired_ratio
+
     models = {m: build(shape, tokenizer_dir, m, a.device, a.smoke) for m in METHODS}
     batches = {}
     for m, model in models.items():
@@ -159,7 +161,7 @@ def check(name: str, shape: dict[str, Any], records, tokenizer_dir: Path, a: arg
     times = train_steps(models, batches, a.rounds, a.warmup, a.device)
     teacher_tokens = statistics.fmean(int(b["t_attention_mask"].sum()) for b in batches["kava"])
     row: dict[str, Any] = {"batch": a.batch, "teacher_tokens_per_batch": teacher_tokens,
-                           "kava_step_over_cot_step": statistics.median(k / c for k, c in zip(times["kava"], times["cot"]))}
+                           "kava_step_over_cot_step": paired_ratio(times["kava"], times["cot"])}
     for m, model in models.items():
         step = statistics.median(times[m])
         row[m] = {"step_s": step, "examples_per_s": a.batch / step, "teacher_tokens_per_s": teacher_tokens / step,
