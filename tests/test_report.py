@@ -77,6 +77,21 @@ def test_report_aggregates_mean_std_counts_per_method_and_variant(runs, tmp_path
         assert (tmp_path / "r" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_variants_are_paired_with_the_base_run_of_their_own_seed(runs, tmp_path):
+    _run(runs, "kava-T0-seed7", "kava", 7, 0.9, "T0", {"num_iterations": 0})  # a seed the base never ran
+    _, agg = write_report(runs, tmp_path / "r")
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())["paired_differences"]
+    # no-codi: seeds 0, 1 at 0.2 / 0.4 against the base's 0.3 / 0.4 -> -0.1, 0.0; the base's seed 2 has no pair.
+    assert summary["kava [no-codi]"]["seeds"] == [0, 1] and summary["kava [no-codi]"]["n"] == 2
+    assert summary["kava [no-codi]"]["mean"] == pytest.approx(-0.05) and summary["kava [no-codi]"]["std"] == pytest.approx(0.0707107)
+    assert summary["kava [T0]"] == {"mean": None, "std": None, "n": 0, "seeds": []}
+    assert set(summary) == {"kava [no-codi]", "kava [T0]"}  # cot has no variant; the base is not its own variant
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| kava [no-codi] | 0, 1 | -5.0 ± 7.1 | -3.7 |" in md  # paper: 52.8 - 56.5
+    assert "| kava [T0] | none | — (no seed shared with the base) | — |" in md
+    assert (tmp_path / "r" / "paired_differences.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_a_report_over_an_older_one_leaves_none_of_its_plots(runs, tmp_path):
     write_report(runs, tmp_path / "r")
     for name in ("kava-no-codi-seed0", "kava-no-codi-seed1", "kava-crop-seed0", "kava-no-codi-seed2"):
@@ -84,6 +99,7 @@ def test_a_report_over_an_older_one_leaves_none_of_its_plots(runs, tmp_path):
             f.unlink()
     write_report(runs, tmp_path / "r")  # the base runs alone: no variant, so no ablation bars
     assert not (tmp_path / "r" / "ablation_bars.png").exists()
+    assert not (tmp_path / "r" / "paired_differences.png").exists()
     assert (tmp_path / "r" / "loss_curves.png").is_file()
 
 

@@ -45,6 +45,26 @@ def aggregate(runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict
     return out
 
 
+def paired_differences(accuracy: Mapping[str, Mapping[int, float]], base: str) -> dict[str, dict[str, Any]]:
+    """row → {mean, std, n, seeds} of (row − ``base``) accuracy over the seeds both rows have.
+
+    ``accuracy``: row → seed → accuracy. An ablation's runs of one seed start from the same model
+    and see the same data order, so the difference from that seed's base run cancels what the
+    seed does to both; a row's spread over seeds alone mixes that into every variant. A row that
+    shares no seed with the base has n = 0 and no mean.
+    """
+    if base not in accuracy:
+        raise KeyError(f"no base row {base!r} to pair with")
+    out: dict[str, dict[str, Any]] = {}
+    for row, by_seed in accuracy.items():
+        if row == base:
+            continue
+        seeds = sorted(set(by_seed) & set(accuracy[base]))
+        diffs = [by_seed[s] - accuracy[base][s] for s in seeds]
+        out[row] = {**(_stats(diffs) if diffs else {"mean": None, "std": None, "n": 0}), "seeds": seeds}
+    return out
+
+
 # (report name, column heading, number format, scale) of the table's columns, in order.
 COLUMNS = (
     ("accuracy", "accuracy %", ".1f", 100.0),
@@ -228,6 +248,24 @@ def plot_ablation_bars(agg: Mapping[str, Mapping[str, Any]], path: str | Path,
     ax.invert_yaxis()
     ax.set_xlabel("accuracy (%), mean ± std over seeds")
     ax.set_xlim(0, 100)
+    ax.grid(True, axis="x", alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    _save(fig, path)
+
+
+def plot_paired_differences(deltas: Mapping[str, Mapping[str, Any]], path: str | Path, title: str = "") -> None:
+    """Each variant's accuracy minus its seed's base run, mean ± std over the paired seeds: the
+    ablation's effect with the seed-to-seed spread of the base taken out."""
+    rows = [r for r, d in deltas.items() if d["n"]]
+    fig, ax = _figure(height=max(3.0, 0.32 * len(rows) + 1.2))
+    means = [100 * deltas[r]["mean"] for r in rows]
+    ax.barh(range(len(rows)), means, xerr=[100 * deltas[r]["std"] for r in rows], capsize=3,
+            color=["C2" if m >= 0 else "C3" for m in means], alpha=0.8)
+    ax.axvline(0.0, color="k", linewidth=0.8)
+    ax.set_yticks(range(len(rows)), [f"{r} (n={deltas[r]['n']})" for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy − base of the same seed (points), mean ± std")
     ax.grid(True, axis="x", alpha=0.3)
     if title:
         ax.set_title(title, fontsize=10)

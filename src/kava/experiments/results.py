@@ -20,7 +20,7 @@ from kava.experiments.sweep import CONFIG_FILE, METRICS_FILE, PLAN_FILE, REQUIRE
 
 METHOD_ORDER = ("nocot", "cot", "kava", "pccot", "codi", "pause")
 HISTORY = "history.jsonl"
-PLOTS = ("accuracy_vs_forward_passes.png", "loss_curves.png", "ablation_bars.png")  # what a report may draw
+PLOTS = ("accuracy_vs_forward_passes.png", "loss_curves.png", "ablation_bars.png", "paired_differences.png")  # what a report may draw
 
 
 @dataclass
@@ -114,6 +114,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
         plot_ablation_bars,
         plot_accuracy_vs_passes,
         plot_loss_curves,
+        plot_paired_differences,
         write_summary,
     )
 
@@ -141,6 +142,10 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
         if any(r.variant != BASE_VARIANT for r in found.runs):
             plot_ablation_bars(agg, out / "ablation_bars.png", paper, title="accuracy by variant")
             plots.append("ablation_bars.png")
+    deltas = _paired(rows)
+    if any(d["n"] for d in deltas.values()):
+        plot_paired_differences(deltas, out / "paired_differences.png", title="difference from the base, paired by seed")
+        plots.append("paired_differences.png")
     for stale in set(PLOTS) - set(plots):  # an earlier report's plot in this folder would outlive its data
         (out / stale).unlink(missing_ok=True)
     tables = {style: format_table(agg, style, paper, counts=True) if agg else "" for style in ("markdown", "csv", "latex")}
@@ -151,6 +156,8 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     if paper:
         md.append("Paper accuracy: method.md §9 (GSM8k test, mean of 3 seeds), where a row is a paper setting.")
     md += ["", tables["markdown"] or "(no evaluated runs)", ""]
+    if deltas:
+        md += _paired_section(deltas, paper)
     if found.problems:
         md += ["## Runs without valid metrics (not in the table)", "", *(f"- {p}" for p in found.problems), ""]
     if found.notes:
@@ -158,8 +165,43 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     md += ["## Plots", "", *(f"![{p}]({p})" for p in plots), ""]
     (out / "report.md").write_text("\n".join(md))
     write_summary(agg, out / "summary.json", {"runs_dir": str(Path(runs_dir).resolve()), "problems": found.problems,
-                                               "notes": found.notes, "plots": plots})
+                                               "notes": found.notes, "plots": plots,
+                                               "paired_differences": deltas})
     return found, agg
+
+
+def _paired(rows: dict[str, list[RunResult]]) -> dict[str, dict[str, Any]]:
+    """Every variant row's accuracy minus its method's base row, seed by seed (`paired_differences`)."""
+    from kava.reports import paired_differences
+
+    out: dict[str, dict[str, Any]] = {}
+    for method in {runs[0].method for runs in rows.values()}:
+        accuracy = {row: {r.seed: float(r.summary["accuracy"]) for r in runs}
+                    for row, runs in rows.items() if runs[0].method == method}
+        if method in accuracy and len(accuracy) > 1:
+            out.update(paired_differences(accuracy, base=method))
+    return {row: out[row] for row in rows if row in out}  # the table's order
+
+
+def _paired_section(deltas: dict[str, dict[str, Any]], paper: dict[str, float | None] | None) -> list[str]:
+    """The Markdown table of `_paired`, with the paper's difference where both rows have a paper number."""
+    def paper_delta(row: str) -> str:
+        base = row.split(" [", 1)[0]
+        if not paper or paper.get(row) is None or paper.get(base) is None:
+            return "—"
+        return f"{paper[row] - paper[base]:+.1f}"
+
+    lines = ["## Difference from the base recipe, paired by seed", "",
+             "Each variant run minus the base run of the same seed (same start model, same data order), "
+             "in accuracy points: mean ± std over the seeds both have.", "",
+             "| variant | paired seeds | Δ accuracy (points) | paper Δ |", "|---|---|---|---|"]
+    for row, d in deltas.items():
+        if d["n"] == 0:
+            cell = "— (no seed shared with the base)"
+        else:
+            cell = f"{100 * d['mean']:+.1f}" + (f" ± {100 * d['std']:.1f}" if d["n"] > 1 else "")
+        lines.append(f"| {row} | {', '.join(map(str, d['seeds'])) or 'none'} | {cell} | {paper_delta(row)} |")
+    return lines + [""]
 
 
 def _history(path: Path) -> list[dict[str, Any]]:
