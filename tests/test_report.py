@@ -92,6 +92,21 @@ def test_variants_are_paired_with_the_base_run_of_their_own_seed(runs, tmp_path)
     assert (tmp_path / "r" / "paired_differences.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_losses_at_the_end_average_each_runs_tail_then_the_seeds(runs, tmp_path):
+    long = [{"step": s, "kv": 1.0 if s <= 18 else 0.2 + 0.1 * (s - 19), "kv_mean_baseline": 0.5, "loss": 1.0}
+            for s in range(1, 21)]  # last 10 % of 20 steps: steps 19, 20 -> kv 0.2, 0.3
+    _run(runs, "kava-M4-seed0", "kava", 0, 0.3, "M4", {"num_latents": 4}, history=long)
+    write_report(runs, tmp_path / "r")
+    losses = json.loads((tmp_path / "r" / "summary.json").read_text())["final_losses"]
+    assert losses["kava [M4]"]["kv"] == pytest.approx(0.25) and losses["kava [M4]"]["kv_vs_baseline"] == pytest.approx(0.5)
+    # three 3-step runs: each run's last step (kv 0.3 / 3), then the mean over seeds
+    assert losses["kava"]["kv"] == pytest.approx(0.1) and losses["kava"]["kv_vs_baseline"] == pytest.approx(0.25)
+    assert losses["kava"]["ce_student"] == pytest.approx(1 / 3) and "codi" not in losses["kava"]
+    assert "cot" not in losses  # no history kept
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| kava [M4] | 1 | 1.000 | — | 0.250 | 0.500 | 0.500 |" in md
+
+
 def test_a_report_over_an_older_one_leaves_none_of_its_plots(runs, tmp_path):
     write_report(runs, tmp_path / "r")
     for name in ("kava-no-codi-seed0", "kava-no-codi-seed1", "kava-crop-seed0", "kava-no-codi-seed2"):

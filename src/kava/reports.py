@@ -231,6 +231,29 @@ def plot_loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]
     _save(fig, path)
 
 
+def final_losses(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+                 tail: float = 0.1) -> dict[str, dict[str, float]]:
+    """row → {term: value at the end of training}: each run's mean over the last ``tail`` of its
+    logged steps (one step's loss is noise), then the mean over the row's seeds. Where L_KV and its
+    mean-target baseline are both logged, ``kv_vs_baseline`` is their ratio — the only L_KV figure
+    that compares across rows, since eviction rules and KV losses change the targets and the scale.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for row, runs in histories.items():
+        per_run: list[dict[str, float]] = []
+        for h in runs:
+            entries = sorted(h, key=lambda e: e["step"])
+            end = entries[-max(1, round(tail * len(entries))):] if entries else []
+            per_run.append({k: statistics.fmean(e[k] for e in end) for k in (*LOSS_TERMS, KV_BASELINE)
+                            if end and all(k in e for e in end)})
+        common = set.intersection(*(set(r) for r in per_run)) if per_run else set()
+        row_out = {k: statistics.fmean(r[k] for r in per_run) for k in (*LOSS_TERMS, KV_BASELINE) if k in common}
+        if "kv" in row_out and row_out.get(KV_BASELINE):
+            row_out["kv_vs_baseline"] = row_out["kv"] / row_out[KV_BASELINE]
+        out[row] = row_out
+    return out
+
+
 def plot_ablation_bars(agg: Mapping[str, Mapping[str, Any]], path: str | Path,
                        paper: Mapping[str, float | None] | None = None, title: str = "") -> None:
     """Accuracy of each row as a bar with its std over seeds as error bar (and the paper's number

@@ -110,6 +110,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     ``out``; returns what was collected and the aggregate (row → metric → {mean, std, n})."""
     from kava.reports import (
         aggregate,
+        final_losses,
         format_table,
         plot_ablation_bars,
         plot_accuracy_vs_passes,
@@ -130,18 +131,19 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     for row, runs in rows.items():
         agg[row]["seeds"] = sorted(r.seed for r in runs)
         agg[row]["paper_accuracy"] = paper.get(row) if paper else None
+    histories = {row: [_history(r.history) for r in runs if r.history] for row, runs in rows.items()}
+    histories = {row: h for row, h in histories.items() if h}
     plots = []
     if agg:
         plot_accuracy_vs_passes(agg, out / "accuracy_vs_forward_passes.png", title=f"{Path(runs_dir).name}")
         plots.append("accuracy_vs_forward_passes.png")
-        histories = {row: [_history(r.history) for r in runs if r.history] for row, runs in rows.items()}
-        histories = {row: h for row, h in histories.items() if h}
         if histories:
             plot_loss_curves(histories, out / "loss_curves.png", title="training losses (mean over seeds)")
             plots.append("loss_curves.png")
         if any(r.variant != BASE_VARIANT for r in found.runs):
             plot_ablation_bars(agg, out / "ablation_bars.png", paper, title="accuracy by variant")
             plots.append("ablation_bars.png")
+    losses = final_losses(histories)
     deltas = _paired(rows)
     if any(d["n"] for d in deltas.values()):
         plot_paired_differences(deltas, out / "paired_differences.png", title="difference from the base, paired by seed")
@@ -158,6 +160,8 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     md += ["", tables["markdown"] or "(no evaluated runs)", ""]
     if deltas:
         md += _paired_section(deltas, paper)
+    if any(losses.values()):
+        md += _losses_section(losses, {row: len(h) for row, h in histories.items()})
     if found.problems:
         md += ["## Runs without valid metrics (not in the table)", "", *(f"- {p}" for p in found.problems), ""]
     if found.notes:
@@ -166,7 +170,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     (out / "report.md").write_text("\n".join(md))
     write_summary(agg, out / "summary.json", {"runs_dir": str(Path(runs_dir).resolve()), "problems": found.problems,
                                                "notes": found.notes, "plots": plots,
-                                               "paired_differences": deltas})
+                                               "paired_differences": deltas, "final_losses": losses})
     return found, agg
 
 
@@ -201,6 +205,21 @@ def _paired_section(deltas: dict[str, dict[str, Any]], paper: dict[str, float | 
         else:
             cell = f"{100 * d['mean']:+.1f}" + (f" ± {100 * d['std']:.1f}" if d["n"] > 1 else "")
         lines.append(f"| {row} | {', '.join(map(str, d['seeds'])) or 'none'} | {cell} | {paper_delta(row)} |")
+    return lines + [""]
+
+
+def _losses_section(losses: dict[str, dict[str, float]], seeds: dict[str, int]) -> list[str]:
+    """The Markdown table of `kava.reports.final_losses`: one column per term some row logged."""
+    from kava.reports import KV_BASELINE, LOSS_TERMS
+
+    cols = [k for k in (*LOSS_TERMS, KV_BASELINE, "kv_vs_baseline") if any(k in v for v in losses.values())]
+    lines = ["## Training losses at the end (each run's last 10 % of logged steps, mean over seeds)", "",
+             "`kv_vs_baseline`: L_KV over the L_KV of a student that outputs the mean target; under 1, the "
+             "student learnt more than the mean (the L_KV values themselves do not compare across eviction "
+             "rules and KV losses).", "",
+             "| row | runs | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    for row, v in losses.items():
+        lines.append(f"| {row} | {seeds[row]} | " + " | ".join(f"{v[k]:.3f}" if k in v else "—" for k in cols) + " |")
     return lines + [""]
 
 
