@@ -92,6 +92,24 @@ def test_variants_are_paired_with_the_base_run_of_their_own_seed(runs, tmp_path)
     assert (tmp_path / "r" / "paired_differences.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_spread_test_takes_the_rows_with_every_seed_of_the_base(runs, tmp_path):
+    write_report(runs, tmp_path / "r")
+    spread = json.loads((tmp_path / "r" / "summary.json").read_text())["spread_test"]
+    assert spread["kava"]["left_out"] == ["kava [no-codi]"] and "F" not in spread["kava"]  # no-codi lacks seed 2
+    assert "- kava: not tested — needs 2 or more seeds" in (tmp_path / "r" / "report.md").read_text()
+    for seed, acc in enumerate((0.4, 0.4, 0.6)):  # the base + (0.1, 0, 0.1): paired t = 2, so F = 4
+        _run(runs, f"kava-T0-seed{seed}", "kava", seed, acc, "T0", {"num_iterations": 0})
+    write_report(runs, tmp_path / "r")
+    t = json.loads((tmp_path / "r" / "summary.json").read_text())["spread_test"]["kava"]
+    assert t["rows"] == ["kava", "kava [T0]"] and t["seeds"] == [0, 1, 2] and t["df"] == [1, 2]
+    assert t["F"] == pytest.approx(4.0) and t["residual_std"] == pytest.approx(0.0408248)
+    assert t["p"] == pytest.approx(0.5, abs=0.03)  # seed 1's difference is 0: the sign flips of seeds 0, 2 decide
+    assert "cot" not in json.loads((tmp_path / "r" / "summary.json").read_text())["spread_test"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert re.search(r"- kava: 2 rows × seeds 0, 1, 2: F = 4\.00 \(1, 2 df\), p = 0\.\d+ \(10000 shuffles\); "
+                     r"residual std 4\.1 points; left out \(missing a seed\): kava \[no-codi\]", md)
+
+
 def test_losses_at_the_end_average_each_runs_tail_then_the_seeds(runs, tmp_path):
     long = [{"step": s, "kv": 1.0 if s <= 18 else 0.2 + 0.1 * (s - 19), "kv_mean_baseline": 0.5, "loss": 1.0}
             for s in range(1, 21)]  # last 10 % of 20 steps: steps 19, 20 -> kv 0.2, 0.3

@@ -55,3 +55,30 @@ def test_learning_curves_place_a_continued_run_after_the_one_it_continues(tmp_pa
     assert [t.get_text() for t in drawn[0].get_legend().get_texts()] == ["cot", "kava"]  # one entry per method
     plot_learning_curves(curves, tmp_path / "steps.png", by_step=True)
     assert [list(line.get_xdata()) for line in drawn[1].get_lines()] == [[1, 2], [1, 2], [1, 2], []]
+
+
+def test_spread_test_f_and_p_on_hand_computed_grids():
+    from kava.reports import spread_test
+
+    # a = (1, 3), b = (2, 6): seed means 1.5, 4.5; effects -1, +1; residuals ±0.5 -> F = (2*2/1) / (4*0.25/1) = 4.
+    # The only other shuffle (swap one seed) gives F = 0.25, so half the shuffles reach 4.
+    t = spread_test({"a": {0: 1.0, 1: 3.0}, "b": {0: 2.0, 1: 6.0}})
+    assert t["F"] == pytest.approx(4.0) and t["df"] == [1, 1] and t["residual_std"] == pytest.approx(1.0)
+    assert t["effects"] == pytest.approx({"a": -1.0, "b": 1.0}) and t["p"] == pytest.approx(0.5, abs=0.02)
+    # rows that differ only by the seed's shift: no spread, F = 0, every shuffle ties
+    flat = spread_test({r: {0: 1.0, 1: 5.0} for r in "abc"})
+    assert (flat["F"], flat["p"], flat["residual_std"]) == (0.0, 1.0, 0.0)
+    # three rows 10 apart, tiny noise, 4 seeds: only the 3! relabellings of 6^4 shuffles reach F -> p ~ 0.005
+    noise = [0.05, -0.03, 0.02, -0.04]
+    strong = spread_test({r: {s: base + 3 * s + noise[(s + i) % 4] for s in range(4)}
+                          for i, (r, base) in enumerate((("a", 10.0), ("b", 20.0), ("c", 30.0)))})
+    assert strong["F"] > 1000 and strong["p"] < 0.02 and strong["df"] == [2, 6]
+
+
+def test_spread_test_needs_the_same_seeds_in_every_row():
+    from kava.reports import spread_test
+
+    with pytest.raises(ValueError, match=r"row 'b' has seeds \[0\], not \[0, 1\]"):
+        spread_test({"a": {0: 1.0, 1: 2.0}, "b": {0: 1.0}})
+    with pytest.raises(ValueError, match="at least 2 rows and 2 seeds"):
+        spread_test({"a": {0: 1.0, 1: 2.0}})

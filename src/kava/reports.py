@@ -65,6 +65,51 @@ def paired_differences(accuracy: Mapping[str, Mapping[int, float]], base: str) -
     return out
 
 
+def spread_test(accuracy: Mapping[str, Mapping[int, float]], permutations: int = 10_000,
+                seed: int = 0) -> dict[str, Any]:
+    """Do the rows differ by more than the noise? An F statistic of the two-way (row + seed) model
+    and its permutation p-value.
+
+    A small ablation grid's rows differ by a few points whatever the knobs do; this asks whether
+    the spread between rows is larger than the spread a run shows anyway (the residual: what
+    neither the row nor the seed explains). Under "no row differs", one seed's accuracies are
+    exchangeable among the rows, so shuffling them within each seed gives the statistic's null
+    distribution with no normality assumed: p = (1 + shuffles with F ≥ observed) / (1 + shuffles).
+    ``accuracy``: row → seed → accuracy, every row with the same seeds (≥ 2 rows, ≥ 2 seeds).
+    Returns F, its degrees of freedom, p, the residual std (one run's noise) and each row's effect
+    (its mean minus the grid's, the seeds' shifts removed).
+    """
+    import numpy as np
+
+    rows = list(accuracy)
+    seeds = sorted(accuracy[rows[0]]) if rows else []
+    for row in rows:
+        if sorted(accuracy[row]) != seeds:
+            raise ValueError(f"row {row!r} has seeds {sorted(accuracy[row])}, not {seeds} like {rows[0]!r}")
+    if len(rows) < 2 or len(seeds) < 2:
+        raise ValueError(f"need at least 2 rows and 2 seeds, got {len(rows)} row(s) and {len(seeds)} seed(s)")
+    x = np.array([[accuracy[r][s] for s in seeds] for r in rows], dtype=np.float64)
+    n_rows, n_seeds = x.shape
+    df_rows, df_res = n_rows - 1, (n_rows - 1) * (n_seeds - 1)
+
+    def f_and_parts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        centred = a - a.mean(axis=-2, keepdims=True)  # each seed's shift removed
+        effects = centred.mean(axis=-1)
+        ms_rows = n_seeds * (effects ** 2).sum(axis=-1) / df_rows
+        ms_res = ((centred - effects[..., None]) ** 2).sum(axis=(-2, -1)) / df_res
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = np.where(ms_rows > 0, ms_rows / ms_res, 0.0)  # no spread at all: F = 0, not 0/0
+        return f, effects, ms_res
+
+    f, effects, ms_res = f_and_parts(x)
+    shuffled = np.random.default_rng(seed).permuted(np.broadcast_to(x, (permutations, *x.shape)), axis=1)
+    f_null, _, _ = f_and_parts(shuffled)
+    at_least = int((f_null >= f * (1 - 1e-9)).sum())  # ties (a relabelling of the same grid) count
+    return {"F": float(f), "df": [df_rows, df_res], "p": (1 + at_least) / (1 + permutations),
+            "permutations": permutations, "seeds": seeds, "residual_std": float(np.sqrt(ms_res)),
+            "effects": {r: float(e) for r, e in zip(rows, effects)}}
+
+
 # (report name, column heading, number format, scale) of the table's columns, in order.
 COLUMNS = (
     ("accuracy", "accuracy %", ".1f", 100.0),

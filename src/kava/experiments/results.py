@@ -160,6 +160,9 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     md += ["", tables["markdown"] or "(no evaluated runs)", ""]
     if deltas:
         md += _paired_section(deltas, paper)
+    spread = _spread(rows)
+    if spread:
+        md += _spread_section(spread)
     if any(losses.values()):
         md += _losses_section(losses, {row: len(h) for row, h in histories.items()})
     if found.problems:
@@ -170,8 +173,17 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     (out / "report.md").write_text("\n".join(md))
     write_summary(agg, out / "summary.json", {"runs_dir": str(Path(runs_dir).resolve()), "problems": found.problems,
                                                "notes": found.notes, "plots": plots,
-                                               "paired_differences": deltas, "final_losses": losses})
+                                               "paired_differences": deltas, "spread_test": spread,
+                                               "final_losses": losses})
     return found, agg
+
+
+def _accuracy_by_method(rows: dict[str, list[RunResult]]) -> dict[str, dict[str, dict[int, float]]]:
+    """method → row → seed → accuracy, for the methods that have a base row and a variant."""
+    out: dict[str, dict[str, dict[int, float]]] = {}
+    for row, runs in rows.items():
+        out.setdefault(runs[0].method, {})[row] = {r.seed: float(r.summary["accuracy"]) for r in runs}
+    return {m: acc for m, acc in out.items() if m in acc and len(acc) > 1}
 
 
 def _paired(rows: dict[str, list[RunResult]]) -> dict[str, dict[str, Any]]:
@@ -179,12 +191,46 @@ def _paired(rows: dict[str, list[RunResult]]) -> dict[str, dict[str, Any]]:
     from kava.reports import paired_differences
 
     out: dict[str, dict[str, Any]] = {}
-    for method in {runs[0].method for runs in rows.values()}:
-        accuracy = {row: {r.seed: float(r.summary["accuracy"]) for r in runs}
-                    for row, runs in rows.items() if runs[0].method == method}
-        if method in accuracy and len(accuracy) > 1:
-            out.update(paired_differences(accuracy, base=method))
+    for method, accuracy in _accuracy_by_method(rows).items():
+        out.update(paired_differences(accuracy, base=method))
     return {row: out[row] for row in rows if row in out}  # the table's order
+
+
+def _spread(rows: dict[str, list[RunResult]]) -> dict[str, dict[str, Any]]:
+    """method → `spread_test` over its rows that have every seed of its base row (the others are
+    listed under ``left_out``); a method whose base has one seed, or no variant with all of them,
+    gets only ``left_out`` and a ``reason``."""
+    from kava.reports import spread_test
+
+    out: dict[str, dict[str, Any]] = {}
+    for method, accuracy in _accuracy_by_method(rows).items():
+        seeds = set(accuracy[method])
+        complete = {row: {s: a[s] for s in sorted(seeds)} for row, a in accuracy.items() if seeds <= set(a)}
+        left_out = [row for row in accuracy if row not in complete]
+        if len(seeds) < 2 or len(complete) < 2:
+            out[method] = {"left_out": left_out,
+                           "reason": f"needs 2 or more seeds in the base row and a variant with all of them "
+                                     f"(base seeds {sorted(seeds)}, rows with all: {len(complete)})"}
+        else:
+            out[method] = {**spread_test(complete), "rows": list(complete), "left_out": left_out}
+    return out
+
+
+def _spread_section(spread: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown for `_spread`: one line per method."""
+    lines = ["## Do the rows differ by more than the noise?", "",
+             "F of the two-way (row + seed) model over a method's rows that have every seed of its base; p: the "
+             "share of within-seed shuffles of the accuracies (no row effect) with an F as large. The residual "
+             "std is one run's noise: what moves a run's accuracy that neither its row nor its seed explains.", ""]
+    for method, t in spread.items():
+        if "F" not in t:
+            lines.append(f"- {method}: not tested — {t['reason']}")
+            continue
+        lines.append(f"- {method}: {len(t['rows'])} rows × seeds {', '.join(map(str, t['seeds']))}: "
+                     f"F = {t['F']:.2f} ({t['df'][0]}, {t['df'][1]} df), p = {t['p']:.3f} "
+                     f"({t['permutations']} shuffles); residual std {100 * t['residual_std']:.1f} points"
+                     + (f"; left out (missing a seed): {', '.join(t['left_out'])}" if t["left_out"] else ""))
+    return lines + [""]
 
 
 def _paired_section(deltas: dict[str, dict[str, Any]], paper: dict[str, float | None] | None) -> list[str]:
