@@ -82,3 +82,24 @@ def test_spread_test_needs_the_same_seeds_in_every_row():
         spread_test({"a": {0: 1.0, 1: 2.0}, "b": {0: 1.0}})
     with pytest.raises(ValueError, match="at least 2 rows and 2 seeds"):
         spread_test({"a": {0: 1.0, 1: 2.0}})
+
+
+def test_a_grid_of_many_rows_gets_distinct_colours_and_a_legend_off_the_data(monkeypatch, tmp_path):
+    from kava import reports
+
+    figures = []
+    monkeypatch.setattr(reports, "_save", lambda fig, path: figures.append(fig))
+    rows = {f"kava [v{i}]": [[{"step": s, "loss": 1.0 / s, "kv": 0.5 / s, "kv_mean_baseline": 0.4} for s in (1, 2)]]
+            for i in range(12)}
+    reports.plot_loss_curves(rows, tmp_path / "l.png")
+    agg = aggregate({row: [_summary(0.1 * (i % 9), 6)] for i, row in enumerate(rows)})
+    reports.plot_accuracy_vs_passes(agg, tmp_path / "a.png")
+    reports.plot_accuracy_vs_passes(dict(list(agg.items())[:3]), tmp_path / "few.png")
+    loss_fig, many_fig, few_fig = figures
+    for fig in (loss_fig, many_fig):
+        assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    labels = [t.get_text() for t in loss_fig.legends[0].get_texts()]
+    assert labels == [*rows, "kv panel, dashed: L_KV of the mean target"]  # each row once, not once per panel
+    colours = {tuple(line.get_color()) for line in loss_fig.axes[0].get_lines()}
+    assert len(colours) == 12  # beyond the 10-colour cycle, no two rows share a colour
+    assert few_fig.axes[0].get_legend() is not None and not few_fig.legends  # a few rows: legend in the axes

@@ -190,25 +190,57 @@ def _save(fig, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # "tight" keeps a legend placed outside the axes
     plt.close(fig)
+
+
+def _colours(n: int) -> list:
+    """One distinct colour per row: the default cycle up to 10 rows, tab20 beyond (an ablation grid)."""
+    import matplotlib
+
+    return [f"C{i}" for i in range(n)] if n <= 10 else [matplotlib.colormaps["tab20"](i % 20) for i in range(n)]
+
+
+# Above this many rows, labels beside the points overlap and legends inside the axes hide data.
+MANY_ROWS = 6
+
+
+def _legend_outside(fig, handles: Sequence, labels: Sequence[str]) -> None:
+    """One legend right of the figure, covering no data (`_save` keeps it in the picture)."""
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+
+
+def _legend(fig, ax) -> None:
+    """The legend inside ``ax`` for a few rows; for many, right of the figure."""
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) <= MANY_ROWS:
+        ax.legend(handles, labels, loc="upper left", fontsize=8)
+    else:
+        _legend_outside(fig, handles, labels)
 
 
 def plot_accuracy_vs_passes(agg: Mapping[str, Mapping[str, Any]], path: str | Path, title: str = "") -> None:
     """Accuracy against forward passes per question: the method's trade-off in one picture."""
+    from matplotlib.ticker import FuncFormatter
+
     fig, ax = _figure()
-    for method, r in agg.items():
+    for (method, r), colour in zip(agg.items(), _colours(len(agg))):
         x, y = r["forward_passes"], r["accuracy"]
-        ax.errorbar(x["mean"], 100 * y["mean"], xerr=x["std"], yerr=100 * y["std"], fmt="o", capsize=3, label=method)
-        ax.annotate(method, (x["mean"], 100 * y["mean"]), textcoords="offset points", xytext=(6, 4))
+        ax.errorbar(x["mean"], 100 * y["mean"], xerr=x["std"], yerr=100 * y["std"], fmt="o", capsize=3,
+                    color=colour, label=method)
+        if len(agg) <= MANY_ROWS:
+            ax.annotate(method, (x["mean"], 100 * y["mean"]), textcoords="offset points", xytext=(6, 4))
     ax.set_xscale("log")
+    for axis_format in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+        axis_format(FuncFormatter(lambda v, _: f"{v:g}"))  # 3, 4, 6, 10 rather than 3×10⁰
+    ax.tick_params(axis="x", which="both", labelsize=8)
     ax.set_xlabel("forward passes per question (log scale)")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(True, which="both", alpha=0.3)
     if title:
         ax.set_title(title)
-    ax.legend(loc="upper left", fontsize=8)
+    _legend(fig, ax)
     _save(fig, path)
 
 
@@ -256,21 +288,27 @@ def plot_loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]
     terms = [t for t in LOSS_TERMS if any(t in e for runs in histories.values() for h in runs for e in h)]
     if not terms:
         raise ValueError("no loss terms in the histories")
+    from matplotlib.lines import Line2D
+
     fig, axes = _figure_grid(len(terms))
+    handles: dict[str, Any] = {}  # row → its line, for the one legend of the figure
     for ax, term in zip(axes, terms):
-        for i, (row, runs) in enumerate(histories.items()):
+        for (row, runs), colour in zip(histories.items(), _colours(len(histories))):
             for key, style in ((term, "-"), *(((KV_BASELINE, "--"),) if term == "kv" else ())):
                 steps, values = _seed_mean(runs, key)
                 if steps:
-                    ax.plot(steps, _smooth(values), style, color=f"C{i % 10}", linewidth=1,
-                            label=row if key == term else f"{row} (mean-target baseline)")
-        if term == "kv":
-            ax.legend(fontsize=6, loc="upper right")
+                    (line,) = ax.plot(steps, _smooth(values), style, color=colour, linewidth=1)
+                    if key == term:
+                        handles.setdefault(row, line)
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=7)
-    axes[0].legend(fontsize=6, loc="upper right")
+    labels = list(handles)
+    if any(KV_BASELINE in e for runs in histories.values() for h in runs for e in h):
+        handles["baseline"] = Line2D([], [], color="grey", linestyle="--", linewidth=1)
+        labels.append("kv panel, dashed: L_KV of the mean target")
+    _legend_outside(fig, list(handles.values()), labels)
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path)
