@@ -226,10 +226,16 @@ def _spread_section(spread: dict[str, dict[str, Any]]) -> list[str]:
         if "F" not in t:
             lines.append(f"- {method}: not tested — {t['reason']}")
             continue
-        lines.append(f"- {method}: {len(t['rows'])} rows × seeds {', '.join(map(str, t['seeds']))}: "
-                     f"F = {t['F']:.2f} ({t['df'][0]}, {t['df'][1]} df), p = {t['p']:.3f} "
-                     f"({t['permutations']} shuffles); residual std {100 * t['residual_std']:.1f} points"
-                     + (f"; left out (missing a seed): {', '.join(t['left_out'])}" if t["left_out"] else ""))
+        n_rows, n_seeds = len(t["rows"]), len(t["seeds"])
+        se = 100 * t["residual_std"] * ((n_rows - 1) / (n_rows * n_seeds)) ** 0.5
+        lines += [f"- {method}: {n_rows} rows × seeds {', '.join(map(str, t['seeds']))}: "
+                  f"F = {t['F']:.2f} ({t['df'][0]}, {t['df'][1]} df), p = {t['p']:.3f} "
+                  f"({t['permutations']} shuffles); residual std {100 * t['residual_std']:.1f} points"
+                  + (f"; left out (missing a seed): {', '.join(t['left_out'])}" if t["left_out"] else ""), "",
+                  f"  Each row's effect: its mean minus the mean of all {n_rows} rows, each seed's shift removed "
+                  f"(standard error {se:.1f} points).", "",
+                  "  | row | effect (points) |", "  |---|---|",
+                  *(f"  | {row} | {100 * t['effects'][row]:+.1f} |" for row in t["rows"]), ""]
     return lines + [""]
 
 
