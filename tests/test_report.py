@@ -108,7 +108,7 @@ def test_the_spread_test_takes_the_rows_with_every_seed_of_the_base(runs, tmp_pa
     md = (tmp_path / "r" / "report.md").read_text()
     assert re.search(r"- kava: 2 rows × seeds 0, 1, 2: F = 4\.00 \(1, 2 df\), p = 0\.\d+ \(10000 shuffles\); "
                      r"residual std 4\.1 points; left out \(missing a seed\): kava \[no-codi\]", md)
-    assert "(standard error 2.0 points)" in md  # 4.08 * sqrt(1 / 6)
+    assert "(standard error 1.7 points)" in md  # 4.08 * sqrt((2 - 1) / (2 * 3))
     assert "  | kava | -3.3 |" in md and "  | kava [T0] | +3.3 |" in md  # means 0.4 and 0.4667 around 0.4333
 
 
