@@ -76,8 +76,8 @@ def spread_test(accuracy: Mapping[str, Mapping[int, float]], permutations: int =
     exchangeable among the rows, so shuffling them within each seed gives the statistic's null
     distribution with no normality assumed: p = (1 + shuffles with F ≥ observed) / (1 + shuffles).
     ``accuracy``: row → seed → accuracy, every row with the same seeds (≥ 2 rows, ≥ 2 seeds).
-    Returns F, its degrees of freedom, p, the residual std (one run's noise) and each row's effect
-    (its mean minus the grid's, the seeds' shifts removed).
+    Returns F, its degrees of freedom, p, the residual std (one run's noise), each row's effect
+    (its mean minus the grid's, the seeds' shifts removed) and the effects' standard error.
     """
     import numpy as np
 
@@ -107,7 +107,8 @@ def spread_test(accuracy: Mapping[str, Mapping[int, float]], permutations: int =
     at_least = int((f_null >= f * (1 - 1e-9)).sum())  # ties (a relabelling of the same grid) count
     return {"F": float(f), "df": [df_rows, df_res], "p": (1 + at_least) / (1 + permutations),
             "permutations": permutations, "seeds": seeds, "residual_std": float(np.sqrt(ms_res)),
-            "effects": {r: float(e) for r, e in zip(rows, effects)}}
+            "effects": {r: float(e) for r, e in zip(rows, effects)},
+            "effect_se": float(np.sqrt(ms_res * (n_rows - 1) / (n_rows * n_seeds)))}
 
 
 # (report name, column heading, number format, scale) of the table's columns, in order.
@@ -292,6 +293,7 @@ def plot_loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]
 
     fig, axes = _figure_grid(len(terms))
     handles: dict[str, Any] = {}  # row → its line, for the one legend of the figure
+    baseline_drawn = False
     for ax, term in zip(axes, terms):
         for (row, runs), colour in zip(histories.items(), _colours(len(histories))):
             for key, style in ((term, "-"), *(((KV_BASELINE, "--"),) if term == "kv" else ())):
@@ -300,12 +302,14 @@ def plot_loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]
                     (line,) = ax.plot(steps, _smooth(values), style, color=colour, linewidth=1)
                     if key == term:
                         handles.setdefault(row, line)
+                    else:
+                        baseline_drawn = True
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=7)
     labels = list(handles)
-    if any(KV_BASELINE in e for runs in histories.values() for h in runs for e in h):
+    if baseline_drawn:
         handles["baseline"] = Line2D([], [], color="grey", linestyle="--", linewidth=1)
         labels.append("kv panel, dashed: L_KV of the mean target")
     _legend_outside(fig, list(handles.values()), labels)

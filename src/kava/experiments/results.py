@@ -144,7 +144,8 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
             plot_ablation_bars(agg, out / "ablation_bars.png", paper, title="accuracy by variant")
             plots.append("ablation_bars.png")
     losses = final_losses(histories)
-    deltas = _paired(rows)
+    accuracy = _accuracy_by_method(rows)
+    deltas = _paired(accuracy, order=list(rows))
     if any(d["n"] for d in deltas.values()):
         plot_paired_differences(deltas, out / "paired_differences.png", title="difference from the base, paired by seed")
         plots.append("paired_differences.png")
@@ -160,7 +161,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     md += ["", tables["markdown"] or "(no evaluated runs)", ""]
     if deltas:
         md += _paired_section(deltas, paper)
-    spread = _spread(rows)
+    spread = _spread(accuracy)
     if spread:
         md += _spread_section(spread)
     if any(losses.values()):
@@ -186,27 +187,28 @@ def _accuracy_by_method(rows: dict[str, list[RunResult]]) -> dict[str, dict[str,
     return {m: acc for m, acc in out.items() if m in acc and len(acc) > 1}
 
 
-def _paired(rows: dict[str, list[RunResult]]) -> dict[str, dict[str, Any]]:
-    """Every variant row's accuracy minus its method's base row, seed by seed (`paired_differences`)."""
+def _paired(accuracy: dict[str, dict[str, dict[int, float]]], order: list[str]) -> dict[str, dict[str, Any]]:
+    """Every variant row's accuracy minus its method's base row, seed by seed (`paired_differences`),
+    in the table's ``order``; ``accuracy`` is `_accuracy_by_method`'s."""
     from kava.reports import paired_differences
 
     out: dict[str, dict[str, Any]] = {}
-    for method, accuracy in _accuracy_by_method(rows).items():
-        out.update(paired_differences(accuracy, base=method))
-    return {row: out[row] for row in rows if row in out}  # the table's order
+    for method, by_row in accuracy.items():
+        out.update(paired_differences(by_row, base=method))
+    return {row: out[row] for row in order if row in out}
 
 
-def _spread(rows: dict[str, list[RunResult]]) -> dict[str, dict[str, Any]]:
+def _spread(accuracy: dict[str, dict[str, dict[int, float]]]) -> dict[str, dict[str, Any]]:
     """method → `spread_test` over its rows that have every seed of its base row (the others are
     listed under ``left_out``); a method whose base has one seed, or no variant with all of them,
     gets only ``left_out`` and a ``reason``."""
     from kava.reports import spread_test
 
     out: dict[str, dict[str, Any]] = {}
-    for method, accuracy in _accuracy_by_method(rows).items():
-        seeds = set(accuracy[method])
-        complete = {row: {s: a[s] for s in sorted(seeds)} for row, a in accuracy.items() if seeds <= set(a)}
-        left_out = [row for row in accuracy if row not in complete]
+    for method, by_row in accuracy.items():
+        seeds = set(by_row[method])
+        complete = {row: {s: a[s] for s in sorted(seeds)} for row, a in by_row.items() if seeds <= set(a)}
+        left_out = [row for row in by_row if row not in complete]
         if len(seeds) < 2 or len(complete) < 2:
             out[method] = {"left_out": left_out,
                            "reason": f"needs 2 or more seeds in the base row and a variant with all of them "
@@ -226,14 +228,13 @@ def _spread_section(spread: dict[str, dict[str, Any]]) -> list[str]:
         if "F" not in t:
             lines.append(f"- {method}: not tested — {t['reason']}")
             continue
-        n_rows, n_seeds = len(t["rows"]), len(t["seeds"])
-        se = 100 * t["residual_std"] * ((n_rows - 1) / (n_rows * n_seeds)) ** 0.5
+        n_rows = len(t["rows"])
         lines += [f"- {method}: {n_rows} rows × seeds {', '.join(map(str, t['seeds']))}: "
                   f"F = {t['F']:.2f} ({t['df'][0]}, {t['df'][1]} df), p = {t['p']:.3f} "
                   f"({t['permutations']} shuffles); residual std {100 * t['residual_std']:.1f} points"
                   + (f"; left out (missing a seed): {', '.join(t['left_out'])}" if t["left_out"] else ""), "",
                   f"  Each row's effect: its mean minus the mean of all {n_rows} rows, each seed's shift removed "
-                  f"(standard error {se:.1f} points).", "",
+                  f"(standard error {100 * t['effect_se']:.1f} points).", "",
                   "  | row | effect (points) |", "  |---|---|",
                   *(f"  | {row} | {100 * t['effects'][row]:+.1f} |" for row in t["rows"]), ""]
     return lines + [""]
