@@ -7,7 +7,12 @@ import sys
 
 import pytest
 
-from kava.benchmark.bench import SpanTimer, paired_ratio, step_table, time_training_steps
+from types import SimpleNamespace
+
+import torch
+
+from kava.benchmark.bench import (SpanTimer, flagged_rounds, paired_ratio, ratio_spread, rotated, step_table,
+                                  time_training_steps, whole_rounds)
 
 from conftest import build_model as build
 
@@ -19,12 +24,84 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
         paired_ratio([1.0], [1.0, 2.0])
 
 
+class FakeClock:
+    """A clock that only moves when a fake step says so: timings exact, whatever the machine does."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_span_timer_accumulates_by_name():
-    t = SpanTimer()
+    clock = FakeClock()
+    t = SpanTimer(clock)
     for _ in range(2):
         with t("a"):
-            pass
-    assert set(t.totals) == {"a"} and t.totals["a"] >= 0
+            clock.now += 1.5
+    assert t.totals["a"] == 3.0
+    assert {"a", "a_sys", "a_faults"} == set(t.totals) and t.totals["a_faults"] >= 0
+
+
+class FakeStep(torch.nn.Module):
+    """A training step of fixed cost, plus what the old protocol charged to one method: the first
+    step of a round (a new batch since the last call) and a step on a larger batch than any before
+    (a new heap peak) each pay ``penalty`` more, whoever runs it."""
+
+    def __init__(self, clock: FakeClock, machine: dict, cost: float = 1.0, penalty: float = 0.5) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.clock, self.machine, self.cost, self.penalty = clock, machine, cost, penalty
+        self.spans = None
+
+    def forward(self, batch):
+        cost = self.cost
+        if self.machine.get("batch") is not batch:
+            self.machine["batch"] = batch
+            cost += self.penalty
+        size = batch["ids"].numel()
+        if size > self.machine.get("peak", 0):
+            self.machine["peak"] = size
+            cost += self.penalty
+        self.clock.now += cost
+        return SimpleNamespace(loss=self.w.sum())
+
+
+def test_a_slow_first_in_round_and_new_heap_peaks_leave_the_paired_ratio_at_one():
+    """Four methods of equal cost: whoever runs first in a round pays a penalty, and so does whoever
+    first reaches a new memory peak. With the order fixed and the warm-up on the first (smallest)
+    batch, the first method paid both (kava / pccot 1.5–2.0 here); rotated, with the warm-up on the
+    largest batch, no method is charged."""
+    clock, machine = FakeClock(), {}
+    models = {m: FakeStep(clock, machine) for m in ("kava", "pccot", "codi", "cot")}
+    batches = [{"ids": torch.zeros(1, n)} for n in (1, 2, 4, 3)]  # growing: each round a new peak, unless warmed
+    times = time_training_steps(models, batches, rounds=4, warmup=1, clock=clock)
+    steps = {m: [row["step"] for row in rows] for m, rows in times.items()}
+    firsts = [row["step"] for rows in times.values() for row in rows if row["position"] == 0]
+    assert firsts == [1.5] * 4  # the first-in-round effect is there: each method paid it once
+    assert max(max(s) for s in steps.values()) == 1.5  # and no round reached a new peak
+    for other in ("pccot", "codi", "cot"):
+        assert paired_ratio(steps["kava"], steps[other]) == pytest.approx(1.0)
+    assert sorted(row["position"] for row in times["kava"]) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="multiple of the 4 methods"):
+        time_training_steps(models, batches, rounds=3, warmup=0, clock=clock)
+
+
+def test_rotation_and_whole_rounds():
+    assert [rotated("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert rotated("abc", -1) == list("cab")  # warm-up rounds rotate too
+    assert (whole_rounds(6, 4), whole_rounds(8, 4), whole_rounds(1, 3)) == (8, 8, 3)
+
+
+def test_ratio_spread_and_flagged_rounds():
+    assert ratio_spread([1.0, 3.0, 2.0], [1.0, 1.0, 1.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "rounds": 3}
+    times = {"kava": [{"round": 0, "position": 0, "step": 2.0, "step_sys": 0.5, "step_faults": 300000},
+                      {"round": 1, "position": 1, "step": 1.0, "step_sys": 0.01, "step_faults": 10}],
+             "cot": [{"round": 0, "position": 1, "step": 1.0, "step_sys": 0.0, "step_faults": 0},
+                     {"round": 1, "position": 0, "step": 1.0, "step_sys": 0.06, "step_faults": 5000}]}
+    flagged = flagged_rounds(times, 0.05)
+    assert [(f["round"], f["method"], f["minor_faults"]) for f in flagged] == [(0, "kava", 300000), (1, "cot", 5000)]
 
 
 def test_a_kava_step_splits_into_teacher_eviction_student(records):

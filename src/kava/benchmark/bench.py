@@ -5,6 +5,14 @@ turn, round after round) and compared by paired medians: the ratio of two method
 a round, median over rounds. A machine that speeds up or slows down between rounds then moves
 both sides of each ratio together, which matters on a shared, noisy CPU.
 
+Two effects would still favour one method, and the protocol removes both. Memory: a step that
+reaches a new peak of the process's heap pays the kernel's page faults for it (seconds on
+SmolLM2), so every method first runs untimed on the largest batch. Position: whatever runs first
+in a round can pay for what changed since the round before, so the method order rotates each
+round and the rounds are a multiple of the number of methods (each method is first equally often).
+Minor page faults and system time are recorded per span (`resource.getrusage`); a round whose
+step spent more than `BenchSettings.flag_sys_share` of its wall time in the kernel is flagged.
+
 Training steps are timed on the demo model (full fine-tuning, the demo's M and T) and on
 SmolLM2-135M (LoRA, the paper's M = 24, T = 3); a step is forward + backward + optimizer step,
 split into teacher / eviction / student (`KavaModel.spans`) and backward. Inference is timed on
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import resource
 import statistics
 import time
 from collections import defaultdict
@@ -30,38 +39,55 @@ import torch
 TRAIN_METHODS = ("kava", "pccot", "codi", "cot")
 # name in the report → (the demo run timed, the inference mode it must answer in)
 INFERENCE_RUNS = {"kava": ("kava", "latent"), "cot": ("cot", "cot"), "direct": ("nocot", "direct")}
+STEP_PARTS = ("step", "forward", "teacher", "eviction", "student", "backward", "optimizer")
 
 
 @dataclass
 class BenchSettings:
-    """How much to measure; `quick()` fits in under 10 minutes on 2 cores."""
+    """How much to measure; `quick()` fits in under 10 minutes on 2 cores. Timed rounds are
+    rounded up to a multiple of the number of methods (each is first in a round equally often)."""
 
     demo_rounds: int = 12
-    smollm2_rounds: int = 4
+    smollm2_rounds: int = 8
     smollm2_batch: int = 4
     smollm2_latents: int = 24
-    inference_rounds: int = 5
+    inference_rounds: int = 6
     batch1_questions: int = 16
-    warmup: int = 1  # untimed rounds first: allocator and kernel caches settle
+    warmup: int = 1  # untimed rounds first, every method on the largest batch: the heap reaches its peak
+    flag_sys_share: float = 0.05  # a round whose step spends more of its wall time in the kernel is flagged
 
     @classmethod
     def quick(cls) -> "BenchSettings":
-        return cls(demo_rounds=6, smollm2_rounds=2, inference_rounds=3, batch1_questions=8)
+        return cls(demo_rounds=8, smollm2_rounds=4, inference_rounds=3, batch1_questions=8)
+
+
+Clock = Callable[[], float]
+
+
+def _usage() -> tuple[float, int]:
+    """This process's system CPU seconds and minor page faults so far."""
+    u = resource.getrusage(resource.RUSAGE_SELF)
+    return u.ru_stime, u.ru_minflt
 
 
 class SpanTimer:
-    """Wall time per named span within one step (see `KavaModel.spans`)."""
+    """Wall time, system time and minor page faults per named span within one step (see
+    `KavaModel.spans`): ``totals[name]``, ``totals[name + "_sys"]``, ``totals[name + "_faults"]``."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.perf_counter) -> None:
+        self.clock = clock
         self.totals: dict[str, float] = defaultdict(float)
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, (sys0, faults0) = self.clock(), _usage()
         try:
             yield
         finally:
-            self.totals[name] += time.perf_counter() - start
+            sys1, faults1 = _usage()
+            self.totals[name] += self.clock() - start
+            self.totals[f"{name}_sys"] += sys1 - sys0
+            self.totals[f"{name}_faults"] += faults1 - faults0
 
 
 def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
@@ -69,72 +95,124 @@ def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     return statistics.median(x / y for x, y in zip(a, b, strict=True))
 
 
+def ratio_spread(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """The paired ratio with its spread over rounds: median, min, max and the number of rounds."""
+    r = [x / y for x, y in zip(a, b, strict=True)]
+    return {"median": statistics.median(r), "min": min(r), "max": max(r), "rounds": len(r)}
+
+
+def rotated(names: Sequence[str], r: int) -> list[str]:
+    """Round ``r``'s order: the list rotated by r, so over len(names) rounds each name is first once."""
+    k = r % len(names)
+    return list(names[k:]) + list(names[:k])
+
+
+def whole_rounds(rounds: int, methods: int) -> int:
+    """``rounds`` rounded up to a multiple of ``methods``."""
+    return -(-rounds // methods) * methods
+
+
+def largest(batches: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The batch with the most elements: the one that takes the heap to its peak."""
+    return max(batches, key=lambda b: sum(t.numel() for t in b.values()))
+
+
 def _median(rows: Sequence[dict[str, float]], key: str) -> float:
     return statistics.median(r.get(key, 0.0) for r in rows)
 
 
 def time_training_steps(models: dict[str, Any], batches: Sequence[dict[str, torch.Tensor]], rounds: int,
-                        warmup: int) -> dict[str, list[dict[str, float]]]:
-    """Per method, one dict of seconds per timed round: step, forward, backward, optimizer and the
-    model's spans (teacher, eviction, student). Every method sees the same batch in a round."""
-    timers = {name: SpanTimer() for name in models}
+                        warmup: int, clock: Clock = time.perf_counter) -> dict[str, list[dict[str, float]]]:
+    """Per method, one dict per timed round: seconds of step, forward, backward, optimizer and the
+    model's spans (teacher, eviction, student), each with ``_sys`` (kernel seconds) and ``_faults``
+    (minor page faults), plus ``round`` and ``position`` (0 = first in its round).
+
+    Every method sees the same batch in a round; the order rotates each round (``rounds`` must be a
+    multiple of the number of methods); ``warmup`` untimed rounds run every method on the largest batch.
+    """
+    names = list(models)
+    if rounds % len(names):
+        raise ValueError(f"rounds={rounds}: must be a multiple of the {len(names)} methods, so each is first equally often")
+    timers = {name: SpanTimer(clock) for name in models}
     optimizers = {}
     for name, model in models.items():
         model.train()
         model.spans = timers[name]
         optimizers[name] = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     times: dict[str, list[dict[str, float]]] = {name: [] for name in models}
-    for r in range(warmup + rounds):
-        batch = batches[r % len(batches)]
-        for name, model in models.items():
-            timers[name].totals.clear()
-            t0 = time.perf_counter()
-            out = model(batch)
-            t1 = time.perf_counter()
-            out.loss.backward()
-            t2 = time.perf_counter()
-            optimizers[name].step()
-            optimizers[name].zero_grad(set_to_none=True)
-            t3 = time.perf_counter()
-            if r >= warmup:
-                times[name].append({"step": t3 - t0, "forward": t1 - t0, "backward": t2 - t1,
-                                    "optimizer": t3 - t2, **timers[name].totals})
+    peak = largest(batches)
+    for r in range(-warmup, rounds):
+        batch = peak if r < 0 else batches[r % len(batches)]
+        for position, name in enumerate(rotated(names, r)):
+            model, timer = models[name], timers[name]
+            timer.totals.clear()
+            with timer("step"):
+                with timer("forward"):
+                    out = model(batch)
+                with timer("backward"):
+                    out.loss.backward()
+                with timer("optimizer"):
+                    optimizers[name].step()
+                    optimizers[name].zero_grad(set_to_none=True)
+            if r >= 0:
+                times[name].append({"round": r, "position": position, **timer.totals})
     for model in models.values():
         model.spans = None
     return times
 
 
 def step_table(times: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """Median seconds per part of the step, per method."""
-    keys = ("step", "forward", "teacher", "eviction", "student", "backward", "optimizer")
+    """Median seconds per part of the step, per method, with the step's median system seconds and
+    minor page faults."""
+    keys = STEP_PARTS + ("step_sys", "step_faults")
     return {name: {k: _median(rows, k) for k in keys} for name, rows in times.items()}
 
 
+def flagged_rounds(times: dict[str, list[dict[str, float]]], sys_share: float) -> list[dict[str, Any]]:
+    """The (round, method) steps that spent more than ``sys_share`` of their wall time in the kernel
+    (page faults, heap growth): their times measure the allocator as much as the method."""
+    flagged = [{"round": int(row["round"]), "method": name, "position": int(row["position"]),
+                "step_s": row["step"], "sys_s": row["step_sys"], "minor_faults": int(row["step_faults"])}
+               for name, rows in times.items() for row in rows if row["step_sys"] > sys_share * row["step"]]
+    return sorted(flagged, key=lambda f: (f["round"], f["position"]))
+
+
 def time_inference(models: dict[str, Any], questions: Sequence[str], batch_size: int, rounds: int,
-                   warmup: int) -> dict[str, dict[str, float]]:
-    """Per model: median latency per question (s), and the mean forward passes, emitted
-    tokens and cache entries per question, answering ``questions`` in batches of ``batch_size``."""
+                   warmup: int, clock: Clock = time.perf_counter) -> dict[str, dict[str, Any]]:
+    """Per model: median latency per question (s) with every round's (``_latencies``), system
+    seconds and minor faults per round, and the mean forward passes, emitted tokens and cache
+    entries per question, answering ``questions`` in batches of ``batch_size``. The model order
+    rotates each round (``rounds`` a multiple of the number of models)."""
     from kava.evaluation.decoding import generate
     from kava.evaluation.answering import DEFAULT_MAX_NEW_TOKENS
 
+    names = list(models)
+    if rounds % len(names):
+        raise ValueError(f"rounds={rounds}: must be a multiple of the {len(names)} models, so each is first equally often")
     chunks = [questions[i:i + batch_size] for i in range(0, len(questions), batch_size)]
     latency: dict[str, list[float]] = {mode: [] for mode in models}
+    usage: dict[str, list[dict[str, float]]] = {mode: [] for mode in models}
     costs: dict[str, dict[str, float]] = {}
-    for r in range(warmup + rounds):
-        for mode, model in models.items():
+    for r in range(-warmup, rounds):
+        for mode in rotated(names, r):
+            model = models[mode]
             model.eval()
             passes, tokens, cache = [], [], []
-            start = time.perf_counter()
+            start, (sys0, faults0) = clock(), _usage()
             for chunk in chunks:
                 gen = generate(model, chunk, max_new_tokens=DEFAULT_MAX_NEW_TOKENS[model.config.inference_mode])
                 passes += gen.forward_passes
                 tokens += [len(t) for t in gen.tokens]
                 cache += gen.cache_tokens
-            if r >= warmup:
-                latency[mode].append((time.perf_counter() - start) / len(questions))
+            if r >= 0:
+                sys1, faults1 = _usage()
+                latency[mode].append((clock() - start) / len(questions))
+                usage[mode].append({"sys_s": sys1 - sys0, "minor_faults": faults1 - faults0})
             costs[mode] = {"forward_passes": statistics.fmean(passes), "tokens": statistics.fmean(tokens),
                            "cache_entries": statistics.fmean(cache)}
     return {mode: {"latency_s": statistics.median(latency[mode]), **costs[mode],
+                   "sys_s_per_round": [u["sys_s"] for u in usage[mode]],
+                   "minor_faults_per_round": [u["minor_faults"] for u in usage[mode]],
                    "_latencies": latency[mode]} for mode in models}
 
 
@@ -207,39 +285,48 @@ def run_bench(out_dir: str | Path, demo_dir: str | Path, settings: BenchSettings
 
     for name, build, rounds in (("demo", _demo_models, s.demo_rounds),
                                 ("smollm2", lambda: _smollm2_models(s, data_dir), s.smollm2_rounds)):
-        log(f"training steps: {name} model, {rounds} rounds of {', '.join(TRAIN_METHODS)}")
+        rounds = whole_rounds(rounds, len(TRAIN_METHODS))
+        log(f"training steps: {name} model, {s.warmup} warm-up + {rounds} rounds of {', '.join(TRAIN_METHODS)} (rotating)")
         models, batches = build()
         times = time_training_steps(models, batches, rounds, s.warmup)
         steps = {m: [row["step"] for row in times[m]] for m in TRAIN_METHODS}
         report["training"][name] = {
+            "rounds": rounds,
             "median_s": step_table(times),
-            "kava_step_over_pccot_step": paired_ratio(steps["kava"], steps["pccot"]),
-            "kava_step_over_cot_step": paired_ratio(steps["kava"], steps["cot"]),
+            "kava_step_over_pccot_step": ratio_spread(steps["kava"], steps["pccot"]),
+            "kava_step_over_cot_step": ratio_spread(steps["kava"], steps["cot"]),
             "eviction_share_of_step": statistics.median(row["eviction"] / row["step"] for row in times["kava"]),
+            "flagged_rounds": flagged_rounds(times, s.flag_sys_share),
+            "rounds_detail": times,
         }
         del models
 
     log("inference: trained demo models, batch 32 and batch 1")
     models, questions, wall = _inference_models(demo)
+    rounds = whole_rounds(s.inference_rounds, len(models))
     inference = {
-        "batch32": time_inference(models, questions[:32], 32, s.inference_rounds, s.warmup),
-        "batch1": time_inference(models, questions[:s.batch1_questions], 1, s.inference_rounds, s.warmup),
+        "batch32": time_inference(models, questions[:32], 32, rounds, s.warmup),
+        "batch1": time_inference(models, questions[:s.batch1_questions], 1, rounds, s.warmup),
     }
     ratios = {}
     for key, suffix in (("batch32", ""), ("batch1", "_batch1")):
         rows = inference[key]
-        ratios[f"kava_latency_over_cot{suffix}"] = paired_ratio(rows["kava"]["_latencies"], rows["cot"]["_latencies"])
+        ratios[f"kava_latency_over_cot{suffix}"] = ratio_spread(rows["kava"]["_latencies"], rows["cot"]["_latencies"])
         for row in rows.values():
-            del row["_latencies"]
+            row["latency_s_per_round"] = row.pop("_latencies")
     report["inference"] = inference
     report["demo_wall_time_s"] = wall
+    demo_t, smol_t = report["training"]["demo"], report["training"]["smollm2"]
+    report["ratios"] = {
+        "kava_step_over_pccot_step": smol_t["kava_step_over_pccot_step"],
+        "kava_step_over_pccot_step_demo": demo_t["kava_step_over_pccot_step"],
+        "kava_step_over_cot_step": smol_t["kava_step_over_cot_step"],
+        "kava_step_over_cot_step_demo": demo_t["kava_step_over_cot_step"],
+        **ratios,
+    }
     report.update({
-        # The headline ratios: training on SmolLM2 (the issue's reference), eviction on both models.
-        "kava_step_over_pccot_step": report["training"]["smollm2"]["kava_step_over_pccot_step"],
-        "kava_step_over_cot_step": report["training"]["smollm2"]["kava_step_over_cot_step"],
         "eviction_share_of_step": max(t["eviction_share_of_step"] for t in report["training"].values()),
         "kava_forward_passes_over_cot": inference["batch32"]["kava"]["forward_passes"] / inference["batch32"]["cot"]["forward_passes"],
-        **ratios,
     })
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(format_report(report) + "\n")
@@ -247,27 +334,35 @@ def run_bench(out_dir: str | Path, demo_dir: str | Path, settings: BenchSettings
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The report as Markdown tables (milliseconds)."""
+    """The report as Markdown tables (milliseconds), the flagged rounds and the ratios with their spread."""
     lines = []
     for name, t in report["training"].items():
-        lines += [f"Training step, {name} model (median ms; kava/pccot {t['kava_step_over_pccot_step']:.2f}, "
-                  f"kava/cot {t['kava_step_over_cot_step']:.2f}, eviction {100 * t['eviction_share_of_step']:.1f} % of a kava step)", "",
-                  "| method | step | forward | teacher | eviction | student | backward | optimizer |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"Training step, {name} model (median ms over {t['rounds']} rotated rounds; eviction "
+                  f"{100 * t['eviction_share_of_step']:.1f} % of a kava step)", "",
+                  "| method | " + " | ".join(STEP_PARTS) + " | step sys ms | step minor faults |",
+                  "|---" * (len(STEP_PARTS) + 3) + "|"]
         for m, row in t["median_s"].items():
-            lines.append(f"| {m} | " + " | ".join(f"{1000 * row[k]:.1f}" for k in
-                                                    ("step", "forward", "teacher", "eviction", "student", "backward", "optimizer")) + " |")
+            lines.append(f"| {m} | " + " | ".join(f"{1000 * row[k]:.1f}" for k in STEP_PARTS)
+                         + f" | {1000 * row['step_sys']:.1f} | {row['step_faults']:.0f} |")
+        flagged = t["flagged_rounds"]
+        lines.append("")
+        lines.append(f"Flagged rounds (system time > {100 * report['settings']['flag_sys_share']:.0f} % of the step): "
+                     + ("none" if not flagged else "; ".join(
+                         f"round {f['round']} {f['method']} (position {f['position']}: {f['minor_faults']} faults, "
+                         f"{1000 * f['sys_s']:.0f} of {1000 * f['step_s']:.0f} ms in the kernel)" for f in flagged)))
         lines.append("")
     for key, rows in report["inference"].items():
-        lines += [f"Inference, {key} (per question)", "", "| mode | latency ms | forward passes | tokens | cache entries |",
-                  "|---|---|---|---|---|"]
+        lines += [f"Inference, {key} (per question)", "",
+                  "| mode | latency ms | forward passes | tokens | cache entries | sys ms per round (median) |",
+                  "|---|---|---|---|---|---|"]
         for mode, row in rows.items():
             lines.append(f"| {mode} | {1000 * row['latency_s']:.2f} | {row['forward_passes']:.1f} | {row['tokens']:.1f} | "
-                         f"{row['cache_entries']:.1f} |")
+                         f"{row['cache_entries']:.1f} | {1000 * statistics.median(row['sys_s_per_round']):.1f} |")
         lines.append("")
-    head = ("kava_step_over_pccot_step", "kava_step_over_cot_step", "eviction_share_of_step",
-            "kava_forward_passes_over_cot", "kava_latency_over_cot", "kava_latency_over_cot_batch1")
-    lines += ["| ratio | value |", "|---|---|"] + [f"| {k} | {report[k]:.3f} |" for k in head]
+    lines += ["| ratio (paired median) | value | min – max over rounds | rounds |", "|---|---|---|---|"]
+    lines += [f"| {k} | {v['median']:.3f} | {v['min']:.3f} – {v['max']:.3f} | {v['rounds']} |" for k, v in report["ratios"].items()]
+    lines += [f"| eviction_share_of_step | {report['eviction_share_of_step']:.3f} | | |",
+              f"| kava_forward_passes_over_cot | {report['kava_forward_passes_over_cot']:.3f} | | |"]
     if report.get("demo_wall_time_s"):
         lines.append(f"\nThe demo's wall time (its summary.json): {report['demo_wall_time_s'] / 60:.1f} min")
     return "\n".join(lines)
