@@ -29,6 +29,7 @@ from kava.model import arch
 from kava.model.cache import KV, cache_of, kv_of, stack
 from kava.model.latent import LatentState, Observer, run_latents
 from kava.model.loading import BASE_FILE, ModelSource
+from kava.model.lora_dropout import share_dropout_masks
 from kava.model.projection import LatentProjection
 from kava.model.queries import capture_queries
 from kava.model.rope import rotate, unrotate_keys
@@ -40,10 +41,12 @@ FULL_FILE = "model.safetensors"  # full fine-tuning: all weights
 
 
 def states_at(hidden_states: tuple[torch.Tensor, ...], index: torch.Tensor) -> torch.Tensor:
-    """Every transformer layer's hidden state at one position per example: [L, B, D]."""
-    h = torch.stack(hidden_states[1:])  # [L, B, S, D]; index 0 is the embedding output
-    idx = index.view(1, -1, 1, 1).expand(h.shape[0], -1, 1, h.shape[-1])
-    return h.gather(2, idx).squeeze(2)
+    """Every transformer layer's hidden state at one position per example: [L, B, D].
+
+    Each layer's position is picked before stacking: stacking whole layers first would build an
+    [L, B, S, D] copy (46 MB per pass on SmolLM2, a fresh mmap and its page faults every call)."""
+    rows = torch.arange(index.shape[0], device=index.device)
+    return torch.stack([h[rows, index] for h in hidden_states[1:]])  # index 0 is the embedding output
 
 
 @dataclass
@@ -153,6 +156,8 @@ class KavaModel(nn.Module):
             )
             self.peft = get_peft_model(lm, lora)
             self.lm = self.peft.base_model.model  # the causal LM with LoRA layers injected
+            if config.lora_dropout_masks == "per_input":
+                share_dropout_masks(self.lm, config.lora_dropout)
         else:
             self.peft = None
             self.lm = lm
