@@ -491,3 +491,49 @@ def test_teacher_dropout_knob_makes_targets_deterministic(records, teacher_dropo
         assert model.train().lm.training  # the training mode came back after the teacher pass
     first.terms["ce_teacher"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def _lora_inputs(model: KavaModel, records) -> dict[str, torch.Tensor]:
+    """What each LoRA A of the first decoder layer received (its dropped input) in one training forward."""
+    seen: dict[str, torch.Tensor] = {}
+    layer = model.lm.get_decoder().layers[0]
+
+    def keep(name: str):
+        def hook(_module, args, _out) -> None:
+            seen.setdefault(name, args[0])
+        return hook
+
+    hooks = [module.lora_A["default"].register_forward_hook(keep(name)) for name, module in layer.named_modules() 
+             if hasattr(module, "lora_A") and "default" in module.lora_A]
+    torch.manual_seed(0)
+    model(model.builder.training_batch(records))
+    for h in hooks:
+        h.remove()
+    return seen
+
+
+@pytest.mark.parametrize("masks", ["per_adapter", "per_input"])
+def test_lora_dropout_masks_knob(masks, records):
+    """per_input: q, k and v (and gate and up) see one dropped copy of their shared input.
+    per_adapter is PEFT's: every adapter its own mask."""
+    model = build("kava", lora_dropout=0.5, lora_dropout_masks=masks).train()
+    seen = _lora_inputs(model, records)
+    q, k, v = (seen[f"self_attn.{n}_proj"] for n in "qkv")
+    gate, up = seen["mlp.gate_proj"], seen["mlp.up_proj"]
+    shared = masks == "per_input"
+    assert (q is k and k is v and gate is up) is shared
+    assert torch.equal(q, k) is shared and torch.equal(gate, up) is shared
+    assert (q == 0).float().mean().item() == pytest.approx(0.5, abs=0.05)  # still dropout at p
+    model.eval()
+    x = torch.randn(2, 3, 8)
+    drop = model.lm.get_decoder().layers[0].self_attn.q_proj.lora_dropout["default"]
+    assert drop(x) is x  # eval: identity
+
+
+def test_shared_lora_dropout_trains_every_adapter(records):
+    model = build("kava", lora_dropout=0.5, lora_dropout_masks="per_input").train()
+    torch.manual_seed(0)
+    model(model.builder.training_batch(records)).loss.backward()
+    for name in ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"):
+        grads = [p.grad for n, p in model.named_parameters() if f"{name}.lora_A" in n]
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads), name

@@ -153,13 +153,13 @@ def test_eval_callback_runs_in_eval_mode_without_gradients(tmp_path):
     assert [e["step"] for e in result.history if "eval_time_s" in e] == [2, 3]  # its cost, apart from step_time_s
 
 
-@pytest.mark.parametrize("teacher_dropout", [True, False])
-def test_gradient_checkpointing_keeps_gradients(records, teacher_dropout):
-    """Checkpointed layers (cache rewound for the replay) give the same gradients, dropout included,
-    and a teacher pass without dropout is replayed without it."""
+@pytest.mark.parametrize("teacher_dropout,masks", [(True, "per_adapter"), (False, "per_adapter"), (True, "per_input")])
+def test_gradient_checkpointing_keeps_gradients(records, teacher_dropout, masks):
+    """Checkpointed layers (cache rewound for the replay) give the same gradients, dropout included
+    (shared masks too), and a teacher pass without dropout is replayed without it."""
 
     def grads(checkpointing: bool) -> tuple[dict[str, torch.Tensor], int]:
-        model = build(lora_dropout=0.1, teacher_dropout=teacher_dropout).train()
+        model = build(lora_dropout=0.1, teacher_dropout=teacher_dropout, lora_dropout_masks=masks).train()
         with torch.no_grad():
             for n, p in model.named_parameters():
                 if "lora_B" in n:

@@ -21,6 +21,7 @@ LATENT_MODES = ("jacobi", "sequential")
 KEY_SPACES = ("post_rope", "pre_rope")
 EVICTION_SCOPES = ("per_head", "shared")
 FINETUNE = ("lora", "full")
+LORA_DROPOUT_MASKS = ("per_adapter", "per_input")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 def _not_blank(text: str) -> str:
@@ -83,6 +84,10 @@ class KavaConfig:
     lora_r: Int = Field(128, ge=1)
     lora_alpha: Int = 32
     lora_dropout: Number = Field(0.1, ge=0, lt=1)
+    # per_adapter (PEFT): every adapted layer draws its own mask. per_input: layers reading the same
+    # tensor share one (q/k/v, gate/up), 4 draws per block instead of 7 — cheaper on a CPU, but
+    # correlated noise (kava.model.lora_dropout; docs/performance in the README).
+    lora_dropout_masks: Annotated[str, one_of(LORA_DROPOUT_MASKS)] = "per_adapter"
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     seed: Int = 0  # only the `random` eviction draws from it
     extra: dict[str, Any] = Field(default_factory=dict)  # free-form notes saved with the config
