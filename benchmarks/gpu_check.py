@@ -96,20 +96,25 @@ def autocast(device: str):
 
 def train_steps(models: dict[str, Any], batches: list[dict[str, torch.Tensor]], rounds: int, warmup: int,
                 device: str) -> dict[str, list[float]]:
-    """Seconds per training step (forward, backward, AdamW), the methods alternating round by round."""
+    """Seconds per training step (forward, backward, AdamW), with `kava bench`'s protocol: warm-up
+    on the largest batch, the method order rotated each round, whole rounds per method."""
+    from kava.benchmark.bench import largest, rotated, whole_rounds
+
     clock = Clock(device)
     opts = {m: torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5) for m, model in models.items()}
     times: dict[str, list[float]] = {m: [] for m in models}
-    for r in range(warmup + rounds):
-        for m, model in models.items():
-            batch = batches[m][r % len(batches[m])]
+    peak = {m: largest(b) for m, b in batches.items()}
+    for r in range(-warmup, whole_rounds(rounds, len(models))):
+        for m in rotated(list(models), r):
+            model = models[m]
+            batch = peak[m] if r < 0 else batches[m][r % len(batches[m])]
             t0 = clock()
             with autocast(device):
                 loss = model(batch).loss
             loss.backward()
             opts[m].step()
             opts[m].zero_grad(set_to_none=True)
-            if r >= warmup:
+            if r >= 0:
                 times[m].append(clock() - t0)
     return times
 
