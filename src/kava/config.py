@@ -22,6 +22,7 @@ KEY_SPACES = ("post_rope", "pre_rope")
 EVICTION_SCOPES = ("per_head", "shared")
 FINETUNE = ("lora", "full")
 LORA_DROPOUT_MASKS = ("per_adapter", "per_input")
+CURRICULA = ("none", "coconut")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 def _not_blank(text: str) -> str:
@@ -79,6 +80,15 @@ class KavaConfig:
     codi_loss: Annotated[str, one_of(ELEMENTWISE)] = "smooth_l1"
     kv_loss: Annotated[str, one_of(ELEMENTWISE)] = "smooth_l1"
     kv_layerwise_std: Bool = True
+    # Coconut's curriculum (kava.data.curriculum): at stage k the first k trace steps become k·c
+    # continuous thoughts, the rest stays text; "none" for every other method. Defaults: the
+    # official GSM8k run (c = 2, K = 3, the optimizer reset when a stage starts).
+    curriculum: Annotated[str, one_of(CURRICULA)] = "none"
+    thoughts_per_step: Int = Field(2, ge=1, title="c")
+    max_stage: Int = Field(3, ge=1, title="K")
+    stage_steps: Int = Field(0, ge=0)  # optimizer steps per stage (the paper: 3 epochs); > 0 with a curriculum
+    start_stage: Int = Field(1, ge=0)  # 0 trains the CoT stage too; kava starts from a CoT model
+    reset_optimizer_per_stage: Bool = True
     # fine-tuning
     finetune: Annotated[str, one_of(FINETUNE)] = "lora"
     lora_r: Int = Field(128, ge=1)
@@ -98,6 +108,20 @@ class KavaConfig:
             raise ConfigError("method: the configuration trains nothing: enable student_ce, teacher_ce or a distillation weight")
         if self.uses_student and not self.student_ce and self.alpha_kv == 0 and self.alpha_codi == 0:
             raise ConfigError("method: student enabled without any student loss")
+        if self.curriculum == "coconut":
+            self._check_coconut()
+
+    def _check_coconut(self) -> None:
+        budget = self.thoughts_per_step * self.max_stage
+        if self.num_latents != budget:
+            raise ConfigError(f"method.num_latents: Coconut answers after K·c = {self.max_stage}·{self.thoughts_per_step} = "
+                              f"{budget} thoughts, so num_latents must be {budget}, got {self.num_latents}")
+        if self.start_stage > self.max_stage + 1:
+            raise ConfigError(f"method.start_stage: at most K + 1 = {self.max_stage + 1}, got {self.start_stage}")
+        if self.uses_teacher or not self.student_ce or self.latent_mode != "sequential" or self.use_projection:
+            raise ConfigError("method.curriculum: coconut trains the student's CE alone, its thoughts sequential and "
+                              "unprojected (teacher_ce false, alpha_codi 0, alpha_kv 0, latent_mode sequential, "
+                              "use_projection false); use method.preset: coconut")
 
     # ---- derived behaviour -------------------------------------------------------------
     @property
@@ -120,6 +144,18 @@ class KavaConfig:
         if self.uses_student:
             return "latent"
         return "cot" if self.teacher_uses_cot else "direct"
+
+    def coconut_schedule(self):
+        """The stage schedule of a Coconut config (`kava.data.curriculum`); None without one. Training
+        asks for it first, so a run without ``stage_steps`` stops before its first step."""
+        if self.curriculum != "coconut":
+            return None
+        if self.stage_steps < 1:
+            raise ConfigError("method.stage_steps: Coconut's curriculum needs the optimizer steps per stage (> 0), got "
+                              f"{self.stage_steps}")
+        from kava.data.curriculum import CoconutSchedule
+
+        return CoconutSchedule(self.thoughts_per_step, self.max_stage, self.stage_steps, self.start_stage)
 
     @property
     def lora_enabled(self) -> bool:
@@ -158,6 +194,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cot": {"student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0, "teacher_drop_last_step": False},
     "nocot": {"student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0, "teacher_uses_cot": False},
     "pause": {"num_iterations": 0, "teacher_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0},
+    # Coconut: the student's CE alone on the text left after its thoughts, which are the last hidden
+    # state fed back unprojected; stage_steps (run-length dependent) is set by the run.
+    "coconut": {"curriculum": "coconut", "teacher_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0,
+                "latent_mode": "sequential", "use_projection": False, "num_latents": 6},
 }
 
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from kava.config import ConfigError, KavaConfig
+from kava.data.curriculum import CoconutStage
 from kava.data.records import Record
 
 BOT, EOT, LATENT = "<bot>", "<eot>", "<latent>"
@@ -105,19 +106,25 @@ class SequenceBuilder:
         return n
 
     # ---- training batches --------------------------------------------------------------
-    def training_batch(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
-        """Tensors for one training step; keys ``t_*`` feed the teacher pass, ``s_*`` the student."""
+    def training_batch(self, records: Sequence[Record], step: int | None = None) -> dict[str, torch.Tensor]:
+        """Tensors for one training step; keys ``t_*`` feed the teacher pass, ``s_*`` the student.
+
+        ``step`` (optimizer steps done) is needed by a curriculum (Coconut): it sets the stage, so
+        the student writes the trace steps left after its thoughts (``s_num_latents`` of them)."""
         if not records:
             raise ValueError("empty batch")
         cfg = self.config
-        need_steps = cfg.teacher_uses_cot and cfg.uses_teacher
+        schedule = cfg.coconut_schedule()
+        if schedule is not None and step is None:
+            raise ValueError("a Coconut batch depends on the training step: pass step=")
+        need_steps = (cfg.teacher_uses_cot and cfg.uses_teacher) or schedule is not None
         for i, r in enumerate(records):
             r.validate(need_steps=need_steps, where=f"batch record {i}")
         batch: dict[str, torch.Tensor] = {}
         if cfg.uses_teacher:
             batch.update(self._teacher(records))
         if cfg.uses_student:
-            batch.update(self._student(records))
+            batch.update(self._student(records, None if schedule is None else schedule.at(step)))
         return batch
 
     def _teacher(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
@@ -169,10 +176,13 @@ class SequenceBuilder:
             mask[b, L - len(s) :] = 1
         return {f"{name}_ids": ids, f"{name}_mask": mask}
 
-    def _student(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
+    def _student(self, records: Sequence[Record], stage: CoconutStage | None = None) -> dict[str, torch.Tensor]:
+        """``<eot> P A [eos]`` after the latents; at a Coconut stage ``<eot> C_rest P A [eos]``, the
+        trace steps its thoughts have not replaced written out before the answer."""
         out = self.student_prefix([r.question for r in records])
         answers = [self.answer_ids(r.answer) for r in records]
-        segs = [[self.eot_id] + self.prompt_ids + a for a in answers]
+        rests = [[] if stage is None else self.cot_ids(stage.remaining(r.steps), drop_last=False) for r in records]
+        segs = [[self.eot_id] + rest + self.prompt_ids + a for rest, a in zip(rests, answers)]
         La = max(len(s) for s in segs)
         B = len(segs)
         ids = torch.full((B, La), self.pad_id, dtype=torch.long)
@@ -187,10 +197,13 @@ class SequenceBuilder:
                 "s_answer_ids": ids,
                 "s_answer_mask": mask,
                 "s_ce_mask": ce,
-                # <eot> sits at 0, so the last token of P is at len(P); then any blank lead.
-                "s_distill_index": torch.tensor([len(self.prompt_ids) + self.blank_lead(a) for a in answers]),
+                # <eot> sits at 0, so the last token of P is at len(C_rest) + len(P); then any blank lead.
+                "s_distill_index": torch.tensor([len(rest) + len(self.prompt_ids) + self.blank_lead(a)
+                                                 for rest, a in zip(rests, answers)]),
             }
         )
+        if stage is not None:
+            out["s_num_latents"] = torch.tensor(stage.thoughts)
         return out
 
     # ---- inference prompts -------------------------------------------------------------

@@ -221,8 +221,8 @@ class KavaModel(nn.Module):
         return nullcontext() if self.spans is None else self.spans(name)
 
     def latents(self, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, question_kv: KV | None = None,
-                observe: Observer | None = None) -> LatentState:
-        return run_latents(self, prefix_ids, prefix_mask, question_kv, observe)
+                observe: Observer | None = None, num_latents: int | None = None) -> LatentState:
+        return run_latents(self, prefix_ids, prefix_mask, question_kv, observe, num_latents)
 
     def latent_kv(self, state: LatentState) -> tuple[torch.Tensor, torch.Tensor]:
         """The student's latent keys and values [L, B, H, M, d] as L_KV compares them with the
@@ -403,7 +403,8 @@ class KavaModel(nn.Module):
             # The teacher's first columns are the student prefix without <bot> (sequences.py).
             n_q = prefix_ids.shape[1] - 1
             question_kv = [(k[:, :, :n_q], v[:, :, :n_q]) for k, v in teacher_kv]
-        state = self.latents(prefix_ids, batch["s_prefix_mask"], question_kv)
+        n_latents = int(batch["s_num_latents"]) if "s_num_latents" in batch else None  # a Coconut stage's
+        state = self.latents(prefix_ids, batch["s_prefix_mask"], question_kv, num_latents=n_latents)
         ans_ids, ans_mask = batch["s_answer_ids"], batch["s_answer_mask"]
         mask = torch.cat([state.attention_mask, ans_mask], dim=1)
         pos = positions_from_mask(ans_mask, state.next_position)

@@ -36,7 +36,7 @@ class LatentState:
 
 
 def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, question_kv: KV | None = None,
-                observe: Observer | None = None) -> LatentState:
+                observe: Observer | None = None, num_latents: int | None = None) -> LatentState:
     """Compute the M latents of the student for a left-padded prefix ``[bos] Q <bot>``.
 
     ``question_kv``, when given, already holds the prefix's first columns (in training, the
@@ -49,9 +49,12 @@ def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, ques
     after every pass that computes them all: the init pass, then each Jacobi iteration (T + 1
     calls); once with the M outputs in sequential mode. Inspection (`kava.inspection`) reads what
     the latents "say" from them; the passes themselves do not change.
+
+    ``num_latents`` overrides the config's M (a Coconut stage trains with fewer thoughts; 0 at
+    its CoT stage, sequential mode only).
     """
     cfg = model.config
-    M = cfg.num_latents
+    M = cfg.num_latents if num_latents is None else num_latents
     B, Lp = prefix_ids.shape
     n_cached = 0 if question_kv is None else question_kv[0][0].shape[2]
     cache = DynamicCache() if question_kv is None else cache_of(question_kv)
@@ -61,7 +64,9 @@ def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, ques
     next_position = prefix_mask.sum(-1) + M
 
     if cfg.latent_mode == "sequential":
-        return _sequential(model, new_ids, cache, full_mask, full_pos, observe)
+        return _sequential(model, new_ids, cache, full_mask, full_pos, M, observe)
+    if M < 1:
+        raise ValueError(f"num_latents={M}: Jacobi latents need at least one slot")
 
     # Init pass: (the uncached rest of) [bos] Q <bot>, then <latent>×M. With T = 0 these
     # placeholders are the pause tokens.
@@ -88,9 +93,9 @@ def run_latents(model, prefix_ids: torch.Tensor, prefix_mask: torch.Tensor, ques
     return LatentState(kv_of(out.cache), full_mask, next_position, kv_of(out.cache, Lp), z, passes)
 
 
-def _sequential(model, new_ids, cache, full_mask, full_pos, observe: Observer | None) -> LatentState:
-    """CODI-style: each latent is the projected last hidden state of the previous one."""
-    M = model.config.num_latents
+def _sequential(model, new_ids, cache, full_mask, full_pos, M: int, observe: Observer | None) -> LatentState:
+    """CODI-style: each latent is the projected last hidden state of the previous one (Coconut's
+    continuous thought: the same, unprojected)."""
     Lp = full_mask.shape[1] - M
     n_cached = Lp - new_ids.shape[1]
     out = model.decode(model.embed(new_ids), full_mask[:, :Lp], full_pos[:, n_cached:Lp], cache)
@@ -102,7 +107,8 @@ def _sequential(model, new_ids, cache, full_mask, full_pos, observe: Observer | 
         hs.append(out.last_hidden_state[:, -1:])
         if m < M - 1:
             z = model.project(hs[-1])
-    if observe is not None:
+    if observe is not None and hs:
         observe(torch.cat(hs, 1))
     kv = kv_of(out.cache)
-    return LatentState(kv, full_mask, full_pos[:, -1] + 1, kv_of(out.cache, Lp), torch.cat(zs, 1), 1 + M)
+    latents = torch.cat(zs, 1) if zs else z[:, :0]
+    return LatentState(kv, full_mask, full_pos[:, -1] + 1, kv_of(out.cache, Lp), latents, 1 + M)

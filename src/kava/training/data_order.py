@@ -50,5 +50,6 @@ def count_tokens(batch: dict[str, torch.Tensor], config: KavaConfig) -> torch.Te
     """Non-padding input tokens of a batch: teacher and student sequences, latent slots once each."""
     n = sum(batch[k].sum() for k in ("t_attention_mask", "s_prefix_mask", "s_answer_mask") if k in batch)
     if "s_prefix_ids" in batch:
-        n = n + batch["s_prefix_ids"].shape[0] * config.num_latents
+        n_latents = int(batch["s_num_latents"]) if "s_num_latents" in batch else config.num_latents
+        n = n + batch["s_prefix_ids"].shape[0] * n_latents
     return torch.as_tensor(n, dtype=torch.float32)

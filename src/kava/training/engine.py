@@ -104,7 +104,11 @@ def train(
     the run completes, ``final/`` (``KavaModel.from_pretrained`` loads it).
     """
     output_dir = Path(output_dir)
+    schedule = model.config.coconut_schedule()  # a curriculum without its stage length stops here
     records, stream = data_source(data)
+    if schedule is not None and records is not None and all(len(r.steps) <= 1 for r in records):
+        raise ConfigError("method.curriculum: Coconut replaces a trace's steps one stage at a time, but every training "
+                          "record has a single step (traces without step boundaries); split them into steps")
     total = cfg.total_steps(None if records is None else len(records))
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1, got {stop_after}")
@@ -150,7 +154,12 @@ def train(
             step_records = list(islice(order, cfg.batch_size))
             if len(step_records) < cfg.batch_size:
                 raise ValueError("the record stream ended; a stream must be endless")
-            metrics = _train_step(accelerator, prepared, optimizer, scheduler, cfg, step_records)
+            if (schedule is not None and model.config.reset_optimizer_per_stage and state.step > 0
+                    and schedule.stage_at(state.step) != schedule.stage_at(state.step - 1)):
+                optimizer.optimizer.state.clear()  # a new stage starts with fresh moments (Coconut's choice)
+            metrics = _train_step(accelerator, prepared, optimizer, scheduler, cfg, step_records, state.step)
+            if schedule is not None:
+                metrics["stage"] = schedule.stage_at(state.step)
             state.step += 1
             state.samples_seen += cfg.batch_size
             metrics["step_time_s"] = time.perf_counter() - t0
@@ -184,8 +193,9 @@ def train(
 
 # --------------------------------------------------------------------------- one step
 
-def _train_step(accelerator, model, optimizer, scheduler, cfg: TrainConfig, step_records: list[Record]) -> dict[str, float]:
-    """Forward/backward over this process's micro-batches of the step, then one optimizer step."""
+def _train_step(accelerator, model, optimizer, scheduler, cfg: TrainConfig, step_records: list[Record],
+                step: int) -> dict[str, float]:
+    """Forward/backward over this process's micro-batches of step ``step`` (0-based), then one optimizer step."""
     unwrapped: KavaModel = accelerator.unwrap_model(model)
     world, rank, micro = accelerator.num_processes, accelerator.process_index, cfg.micro_batch_size
     accum = cfg.batch_size // (micro * world)
@@ -195,7 +205,7 @@ def _train_step(accelerator, model, optimizer, scheduler, cfg: TrainConfig, step
     for i in range(accum):
         # Chunk k of the step's records goes to process k % world: a pure function of the step.
         chunk = step_records[(i * world + rank) * micro : (i * world + rank + 1) * micro]
-        batch = {k: v.to(accelerator.device) for k, v in unwrapped.builder.training_batch(chunk).items()}
+        batch = {k: v.to(accelerator.device) for k, v in unwrapped.builder.training_batch(chunk, step).items()}
         with accelerator.accumulate(model):
             out = model(batch)
             accelerator.backward(out.loss)
