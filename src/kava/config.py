@@ -22,7 +22,7 @@ KEY_SPACES = ("post_rope", "pre_rope")
 EVICTION_SCOPES = ("per_head", "shared")
 FINETUNE = ("lora", "full")
 LORA_DROPOUT_MASKS = ("per_adapter", "per_input")
-CURRICULA = ("none", "coconut")
+CURRICULA = ("none", "coconut", "icot")
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 def _not_blank(text: str) -> str:
@@ -80,15 +80,19 @@ class KavaConfig:
     codi_loss: Annotated[str, one_of(ELEMENTWISE)] = "smooth_l1"
     kv_loss: Annotated[str, one_of(ELEMENTWISE)] = "smooth_l1"
     kv_layerwise_std: Bool = True
-    # Coconut's curriculum (kava.data.curriculum): at stage k the first k trace steps become k·c
-    # continuous thoughts, the rest stays text; "none" for every other method. Defaults: the
-    # official GSM8k run (c = 2, K = 3, the optimizer reset when a stage starts).
+    # Curricula (kava.data.curriculum); "none" for every other method. Coconut: at stage k the first
+    # k trace steps become k·c continuous thoughts, the rest stays text (the official GSM8k run:
+    # c = 2, K = 3, 3 epochs a stage). iCoT: one more trace token removed from the front each stage
+    # (the official GSM8k run: Δ = 8 tokens an epoch, λ = 4, everything from 39 on). Both reset the
+    # optimizer when a stage starts, as their papers do.
     curriculum: Annotated[str, one_of(CURRICULA)] = "none"
-    thoughts_per_step: Int = Field(2, ge=1, title="c")
-    max_stage: Int = Field(3, ge=1, title="K")
-    stage_steps: Int = Field(0, ge=0)  # optimizer steps per stage (the paper: 3 epochs); > 0 with a curriculum
-    start_stage: Int = Field(1, ge=0)  # 0 trains the CoT stage too; kava starts from a CoT model
+    stage_steps: Int = Field(0, ge=0)  # optimizer steps per stage; > 0 with a curriculum (set by the run)
     reset_optimizer_per_stage: Bool = True
+    thoughts_per_step: Int = Field(2, ge=1, title="c")  # Coconut
+    max_stage: Int = Field(3, ge=1, title="K")  # Coconut
+    start_stage: Int = Field(1, ge=0)  # Coconut; 0 trains the CoT stage too, kava starts from a CoT model
+    removal_smoothing: Number | None = Field(4.0, gt=0, title="λ")  # iCoT; None: no smoothing
+    remove_all_at: Int | None = Field(None, ge=1)  # iCoT; None: never all at once
     # fine-tuning
     finetune: Annotated[str, one_of(FINETUNE)] = "lora"
     lora_r: Int = Field(128, ge=1)
@@ -99,7 +103,7 @@ class KavaConfig:
     # correlated noise (kava.model.lora_dropout; docs/performance in the README).
     lora_dropout_masks: Annotated[str, one_of(LORA_DROPOUT_MASKS)] = "per_adapter"
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    seed: Int = 0  # only the `random` eviction draws from it
+    seed: Int = 0  # only the `random` eviction and iCoT's removal smoothing draw from it
     extra: dict[str, Any] = Field(default_factory=dict)  # free-form notes saved with the config
 
     def __post_init__(self) -> None:
@@ -110,6 +114,9 @@ class KavaConfig:
             raise ConfigError("method: student enabled without any student loss")
         if self.curriculum == "coconut":
             self._check_coconut()
+        if self.curriculum == "icot" and (self.uses_student or not self.teacher_uses_cot or self.teacher_drop_last_step):
+            raise ConfigError("method.curriculum: icot trains the teacher's CoT alone, its whole trace (student_ce false, "
+                              "alpha_codi 0, alpha_kv 0, teacher_drop_last_step false); use method.preset: icot")
 
     def _check_coconut(self) -> None:
         budget = self.thoughts_per_step * self.max_stage
@@ -143,19 +150,21 @@ class KavaConfig:
         """How a model trained with this config answers: latents, a written CoT, or directly."""
         if self.uses_student:
             return "latent"
-        return "cot" if self.teacher_uses_cot else "direct"
+        return "cot" if self.teacher_uses_cot and self.curriculum != "icot" else "direct"
 
-    def coconut_schedule(self):
-        """The stage schedule of a Coconut config (`kava.data.curriculum`); None without one. Training
+    def curriculum_schedule(self):
+        """The stage schedule of a curriculum (`kava.data.curriculum`); None without one. Training
         asks for it first, so a run without ``stage_steps`` stops before its first step."""
-        if self.curriculum != "coconut":
+        if self.curriculum == "none":
             return None
         if self.stage_steps < 1:
-            raise ConfigError("method.stage_steps: Coconut's curriculum needs the optimizer steps per stage (> 0), got "
-                              f"{self.stage_steps}")
-        from kava.data.curriculum import CoconutSchedule
+            raise ConfigError(f"method.stage_steps: the {self.curriculum} curriculum needs the optimizer steps per stage "
+                              f"(> 0), got {self.stage_steps}")
+        from kava.data.curriculum import CoconutSchedule, ICoTSchedule
 
-        return CoconutSchedule(self.thoughts_per_step, self.max_stage, self.stage_steps, self.start_stage)
+        if self.curriculum == "coconut":
+            return CoconutSchedule(self.thoughts_per_step, self.max_stage, self.stage_steps, self.start_stage)
+        return ICoTSchedule(self.stage_steps, self.removal_smoothing, self.remove_all_at, seed=self.seed)
 
     @property
     def lora_enabled(self) -> bool:
@@ -198,6 +207,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # state fed back unprojected; stage_steps (run-length dependent) is set by the run.
     "coconut": {"curriculum": "coconut", "teacher_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0,
                 "latent_mode": "sequential", "use_projection": False, "num_latents": 6},
+    # iCoT: CoT fine-tuning whose trace loses tokens from the front until none is left; answers directly.
+    "icot": {"curriculum": "icot", "student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0,
+             "teacher_drop_last_step": False},
 }
 
 

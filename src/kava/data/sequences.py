@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from kava.config import ConfigError, KavaConfig
-from kava.data.curriculum import CoconutStage
+from kava.data.curriculum import CoconutStage, ICoTSchedule
 from kava.data.records import Record
 
 BOT, EOT, LATENT = "<bot>", "<eot>", "<latent>"
@@ -114,25 +114,30 @@ class SequenceBuilder:
         if not records:
             raise ValueError("empty batch")
         cfg = self.config
-        schedule = cfg.coconut_schedule()
+        schedule = cfg.curriculum_schedule()
         if schedule is not None and step is None:
-            raise ValueError("a Coconut batch depends on the training step: pass step=")
+            raise ValueError(f"a {cfg.curriculum} batch depends on the training step: pass step=")
         need_steps = (cfg.teacher_uses_cot and cfg.uses_teacher) or schedule is not None
         for i, r in enumerate(records):
             r.validate(need_steps=need_steps, where=f"batch record {i}")
         batch: dict[str, torch.Tensor] = {}
         if cfg.uses_teacher:
-            batch.update(self._teacher(records))
+            batch.update(self._teacher(records, schedule if cfg.curriculum == "icot" else None, step))
         if cfg.uses_student:
-            batch.update(self._student(records, None if schedule is None else schedule.at(step)))
+            batch.update(self._student(records, schedule.at(step) if cfg.curriculum == "coconut" else None))
         return batch
 
-    def _teacher(self, records: Sequence[Record]) -> dict[str, torch.Tensor]:
+    def _teacher(self, records: Sequence[Record], removal: ICoTSchedule | None = None,
+                 step: int | None = None) -> dict[str, torch.Tensor]:
+        """``[bos] Q C' P A [eos]``; under iCoT's ``removal`` at ``step``, C' loses its first tokens."""
         cfg = self.config
-        question = self._left_pad([self.question_ids(r.question) for r in records], "q")
+        q_ids = [self.question_ids(r.question) for r in records]
+        question = self._left_pad(q_ids, "q")
         rest = []
-        for r in records:
+        for r, q in zip(records, q_ids):
             c = self.cot_ids(r.steps, drop_last=cfg.teacher_drop_last_step) if cfg.teacher_uses_cot else []
+            if removal is not None:
+                c = c[removal.removed(step, len(c), bytes(str(q + c), "utf-8")):]
             rest.append((c, self.prompt_ids, self.answer_ids(r.answer)))
         B, Lq = question["q_ids"].shape
         S = Lq + max(sum(len(p) for p in row) for row in rest)

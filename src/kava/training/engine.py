@@ -104,9 +104,9 @@ def train(
     the run completes, ``final/`` (``KavaModel.from_pretrained`` loads it).
     """
     output_dir = Path(output_dir)
-    schedule = model.config.coconut_schedule()  # a curriculum without its stage length stops here
+    schedule = model.config.curriculum_schedule()  # a curriculum without its stage length stops here
     records, stream = data_source(data)
-    if schedule is not None and records is not None and all(len(r.steps) <= 1 for r in records):
+    if model.config.curriculum == "coconut" and records is not None and all(len(r.steps) <= 1 for r in records):
         raise ConfigError("method.curriculum: Coconut replaces a trace's steps one stage at a time, but every training "
                           "record has a single step (traces without step boundaries); split them into steps")
     total = cfg.total_steps(None if records is None else len(records))
@@ -154,9 +154,8 @@ def train(
             step_records = list(islice(order, cfg.batch_size))
             if len(step_records) < cfg.batch_size:
                 raise ValueError("the record stream ended; a stream must be endless")
-            if (schedule is not None and model.config.reset_optimizer_per_stage and state.step > 0
-                    and schedule.stage_at(state.step) != schedule.stage_at(state.step - 1)):
-                optimizer.optimizer.state.clear()  # a new stage starts with fresh moments (Coconut's choice)
+            if schedule is not None and model.config.reset_optimizer_per_stage and schedule.resets_at(state.step):
+                optimizer.optimizer.state.clear()  # a new stage starts with fresh moments (Coconut's, iCoT's choice)
             metrics = _train_step(accelerator, prepared, optimizer, scheduler, cfg, step_records, state.step)
             if schedule is not None:
                 metrics["stage"] = schedule.stage_at(state.step)
