@@ -155,3 +155,23 @@ def test_a_trained_coconut_answers_after_its_thoughts(tmp_path):
     answer = model.generate(TRAIN_RECORDS[0].question, max_new_tokens=3)
     assert answer.mode == "latent" and answer.forward_passes == 1 + 4 + 3  # prefix, K·c thoughts, the answer
     assert positions_from_mask(torch.ones(1, 3)).tolist() == [[0, 1, 2]]
+
+
+def test_coconut_starts_from_an_exported_cot_model(tmp_path):
+    """The configs' path: a CoT run, merged (`kava train --export`), is the base a Coconut run wraps."""
+    from kava.model.loading import ModelSource
+    from kava.training.export import export_merged
+
+    cot = build_model("cot").train()
+    result = train(cot, TRAIN_RECORDS, train_config(max_steps=1), output_dir=tmp_path / "cot")
+    trained = build_model("cot")
+    trained.load_trained(result.final_dir)
+    merged = export_merged(trained, tmp_path / "merged")
+    lm, tok = ModelSource.parse(str(merged)).load()
+    model = KavaModel(lm, tok, preset("coconut", thoughts_per_step=2, max_stage=2, num_latents=4, stage_steps=1,
+                                      lora_r=4))
+    with torch.no_grad():
+        ids = torch.tensor([[5, 6, 7]])
+        torch.testing.assert_close(model.lm(ids).logits, trained.lm(ids).logits)  # the CoT weights, adapter still zero
+    out = model.train()(model.builder.training_batch(TRAIN_RECORDS[:2], step=0))
+    assert out.loss.isfinite()

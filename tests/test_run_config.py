@@ -145,3 +145,21 @@ def test_cli_reports_one_line_and_exit_status_2(tmp_path, capsys):
         assert cli.run(parser.parse_args(["--config", str(path), *overrides])) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("kava train: error:") and "\n" not in err, err
+
+
+@pytest.mark.parametrize("data", ["aug", "aug-nl"])
+def test_coconut_and_icot_configs(data):
+    """The Table 1 rows KaVa gives no settings for: the original papers' curriculum knobs, KaVa's
+    shared training knobs (configs/llama1b-*-coconut.yaml, -icot.yaml)."""
+    coconut = load_run_config(CONFIGS / f"llama1b-{data}-coconut.yaml")
+    m = coconut.method
+    assert (m.method, m.thoughts_per_step, m.max_stage, m.num_latents, m.stage_steps) == ("coconut", 2, 3, 6, 9039)
+    assert m.curriculum_schedule().stage_at(3 * 9039) == 4 and m.inference_mode == "latent"
+    icot = load_run_config(CONFIGS / f"llama1b-{data}-icot.yaml")
+    m = icot.method
+    assert (m.method, m.stage_steps, m.removal_smoothing, m.remove_all_at) == ("icot", 377, 4.0, 39)
+    assert m.inference_mode == "direct"
+    for cfg in (coconut, icot):
+        assert (cfg.train.batch_size, cfg.train.max_grad_norm, cfg.method.lora_r, cfg.method.reset_optimizer_per_stage) == (
+            128, 2.0, 128, True)
+        assert cfg.data.name == ("gsm8k-aug-nl" if data == "aug-nl" else "gsm8k-aug")

@@ -27,6 +27,9 @@ MAIN: dict[tuple[str, str, str], float] = {
     ("Llama-3.2-3B", "AUG", "pccot"): 54.7, ("Llama-3.2-3B", "AUG-NL", "pccot"): 47.6,
     ("Llama-3.2-3B", "AUG", "kava"): 65.7, ("Llama-3.2-3B", "AUG-NL", "kava"): 60.0,
     ("Llama-3.2-1B", "AUG", "nocot"): 30.9, ("Llama-3.2-1B", "AUG-NL", "nocot"): 33.1,
+    # iCoT and Coconut appear only in the paper's first version (Llama-3.2-1B; method.md §9).
+    ("Llama-3.2-1B", "AUG", "icot"): 19.0, ("Llama-3.2-1B", "AUG-NL", "icot"): 15.2,
+    ("Llama-3.2-1B", "AUG", "coconut"): 45.3, ("Llama-3.2-1B", "AUG-NL", "coconut"): 27.2,
 }
 
 # KaVa ablations on Llama-3.2-1B, AUG: the one knob changed from the paper's recipe -> accuracy %.
