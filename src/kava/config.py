@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import AfterValidator, Field
 
 from kava.compression import EVICTIONS
 from kava.losses import ELEMENTWISE
+from kava.methods import METHODS, lookup
 from kava.validation import Bool, ConfigError, Int, Number, config_class, one_of
 
 LATENT_MODES = ("jacobi", "sequential")
@@ -150,19 +152,22 @@ class KavaConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Each preset is a row of the results table, trained in the same framework (method.md §5).
-PRESETS: dict[str, dict[str, Any]] = {
-    "kava": {},
-    "pccot": {"alpha_kv": 0.0},
-    "codi": {"alpha_kv": 0.0, "latent_mode": "sequential", "num_latents": 6},
-    "cot": {"student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0, "teacher_drop_last_step": False},
-    "nocot": {"student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0, "teacher_uses_cot": False},
-    "pause": {"num_iterations": 0, "teacher_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0},
-}
+class _Presets(Mapping[str, Mapping[str, Any]]):
+    """name → its preset's knobs, read from the registry each time (a method registered later is in it)."""
+
+    def __getitem__(self, name: str) -> Mapping[str, Any]:
+        return METHODS[name].knobs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(METHODS)
+
+    def __len__(self) -> int:
+        return len(METHODS)
+
+
+PRESETS: Mapping[str, Mapping[str, Any]] = _Presets()  # the presets of `kava.methods.METHODS`
 
 
 def preset(name: str, **overrides: Any) -> KavaConfig:
     """The named method preset, with optional knob overrides applied on top."""
-    if name not in PRESETS:
-        raise ConfigError(f"method.preset: {name!r} is not one of {', '.join(PRESETS)}")
-    return KavaConfig(**{"method": name, **PRESETS[name], **overrides})
+    return KavaConfig(**{"method": name, **lookup(name).knobs, **overrides})

@@ -17,8 +17,8 @@ from typing import Any
 from kava.experiments.grid import BASE_VARIANT
 from kava.experiments.paper import paper_accuracy
 from kava.experiments.sweep import CONFIG_FILE, METRICS_FILE, PLAN_FILE, REQUIRED, read_metrics
+from kava.methods import in_order
 
-METHOD_ORDER = ("nocot", "cot", "kava", "pccot", "codi", "pause")
 HISTORY = "history.jsonl"
 PLOTS = ("accuracy_vs_forward_passes.png", "loss_curves.png", "ablation_bars.png", "paired_differences.png")  # what a report may draw
 
@@ -72,7 +72,8 @@ def collect(runs_dir: str | Path) -> Collection:
         order = {n: i for i, n in enumerate(names)}
         found.runs.sort(key=lambda r: order.get(r.name, len(order)))
     else:
-        found.runs.sort(key=lambda r: (METHOD_ORDER.index(r.method) if r.method in METHOD_ORDER else len(METHOD_ORDER),
+        methods = in_order()
+        found.runs.sort(key=lambda r: (methods.index(r.method) if r.method in methods else len(methods),
                                        r.variant != BASE_VARIANT, r.name))
     return found
 
