@@ -1,13 +1,17 @@
-"""The method registry: a method is named in one place, and the presets, the demo, the report and
-the bench read it there — with the behaviour they had before."""
+"""The method registry and the loss-term table: a method or a loss term is named in one place, and
+the presets, the demo, the report and the bench read it there — with the behaviour they had before."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import json
 
 import pytest
+import torch
 
+from kava import losses, reports
 from kava.config import PRESETS, KavaConfig, preset
 from kava.demo import cli as demo_cli
 from kava.demo import run
@@ -121,3 +125,29 @@ def test_a_new_baseline_is_one_register_call(kava_m4, tmp_path, monkeypatch):
     for name, method in (("kava-m4-seed0", "kava-m4"), ("pause-seed0", "pause"), ("kava-seed0", "kava")):
         _demo_record(tmp_path, name, method)
     assert [r.method for r in collect(tmp_path).runs] == ["kava", "pause", "kava-m4"]
+
+
+def test_the_loss_term_table_weights_the_trained_total():
+    cfg = preset("kava", alpha_codi=2.0, alpha_kv=3.0)
+    terms = {name: torch.tensor(float(i + 1)) for i, name in enumerate(("ce_teacher", "ce_student", "codi", "kv",
+                                                                       "kv_mean_baseline"))}
+    total = losses.weighted_total(terms, cfg, torch.zeros(()))
+    assert total.item() == 1 + 2 + 2.0 * 3 + 3.0 * 4  # the baseline is logged, never trained
+    knobs = {f.name for f in dataclasses.fields(KavaConfig)}
+    assert all(t.weight in knobs for t in losses.TERMS.values() if t.weight)
+
+
+def test_the_loss_term_table_drives_the_reports(monkeypatch):
+    assert reports.LOSS_TERMS == ("loss", "ce_student", "ce_teacher", "codi", "kv")
+    assert reports.BASELINES == {"kv": "kv_mean_baseline"} and reports.RATIOS == {"kv": "kv_vs_baseline"}
+    monkeypatch.setitem(losses.TERMS, "align", losses.LossTerm("alpha_codi", ("teacher", "student")))
+    monkeypatch.setitem(losses.TERMS, "align_floor", losses.LossTerm(None, baseline_of="align", label="a floor"))
+    try:
+        r = importlib.reload(reports)
+        assert r.LOSS_TERMS[-1] == "align" and r.BASELINES["align"] == "align_floor"
+        history = [{"step": 1, "loss": 1.0, "align": 0.5, "align_floor": 2.0}]
+        assert r.final_losses({"row": [history]})["row"] == {"loss": 1.0, "align": 0.5, "align_floor": 2.0,
+                                                             "align_vs_baseline": 0.25}
+    finally:
+        monkeypatch.undo()
+        importlib.reload(reports)

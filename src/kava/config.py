@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 
 from kava.compression import EVICTIONS
-from kava.losses import ELEMENTWISE
+from kava.losses import ELEMENTWISE, TERMS
 from kava.methods import METHODS, lookup
 from kava.validation import Bool, ConfigError, Int, Number, config_class, one_of
 
@@ -98,18 +98,20 @@ class KavaConfig:
         """The checks that span knobs (the single-knob ones sit on the fields)."""
         if not (self.uses_student or self.uses_teacher):
             raise ConfigError("method: the configuration trains nothing: enable student_ce, teacher_ce or a distillation weight")
-        if self.uses_student and not self.student_ce and self.alpha_kv == 0 and self.alpha_codi == 0:
-            raise ConfigError("method: student enabled without any student loss")
 
     # ---- derived behaviour -------------------------------------------------------------
+    def _runs(self, loss_pass: str) -> bool:
+        """Whether a trained loss term (`kava.losses.TERMS`) that needs ``loss_pass`` has weight."""
+        return any(getattr(self, t.weight) > 0 for t in TERMS.values() if t.weight and loss_pass in t.passes)
+
     @property
     def uses_student(self) -> bool:
         """Whether the latent student runs in training (any student term has weight)."""
-        return self.student_ce or self.alpha_codi > 0 or self.alpha_kv > 0
+        return self._runs("student")
 
     @property
     def uses_teacher(self) -> bool:
-        return self.teacher_ce or self.alpha_codi > 0 or self.alpha_kv > 0
+        return self._runs("teacher")
 
     @property
     def shares_question_cache(self) -> bool:

@@ -264,9 +264,9 @@ def _paired_section(deltas: dict[str, dict[str, Any]], paper: dict[str, float | 
 
 def _losses_section(losses: dict[str, dict[str, float]], seeds: dict[str, int]) -> list[str]:
     """The Markdown table of `kava.reports.final_losses`: one column per term some row logged."""
-    from kava.reports import KV_BASELINE, LOSS_TERMS
+    from kava.reports import BASELINES, LOSS_TERMS, RATIOS
 
-    cols = [k for k in (*LOSS_TERMS, KV_BASELINE, "kv_vs_baseline") if any(k in v for v in losses.values())]
+    cols = [k for k in (*LOSS_TERMS, *BASELINES.values(), *RATIOS.values()) if any(k in v for v in losses.values())]
     lines = ["## Training losses at the end (each run's last 10 % of logged steps, mean over seeds)", "",
              "`kv_vs_baseline`: L_KV over the L_KV of a student that outputs the mean target; under 1, the "
              "student learnt more than the mean (the L_KV values themselves do not compare across eviction "
