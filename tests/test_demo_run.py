@@ -215,7 +215,7 @@ def test_demo_recipe_keeps_the_last_step_and_matches_pre_rope_keys_for_latent_me
     s = DemoSettings.full()
     for method in s.methods:
         cfg = s.method_config(method)
-        if method in run.LATENT_METHODS:
+        if run.METHODS[method].latent:
             assert (cfg.teacher_drop_last_step, cfg.kv_key_space) == (False, "pre_rope")
         else:
             assert cfg == run.preset(method, finetune="full", seed=0)

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
 from kava.compression import EVICTIONS
-from kava.losses import ELEMENTWISE
+from kava.losses import ELEMENTWISE, TERMS
+from kava.methods import METHODS, lookup
 from kava.validation import Bool, ConfigError, Int, Number, config_class, one_of
 
 LATENT_MODES = ("jacobi", "sequential")
@@ -110,8 +112,6 @@ class KavaConfig:
         """The checks that span knobs (the single-knob ones sit on the fields)."""
         if not (self.uses_student or self.uses_teacher):
             raise ConfigError("method: the configuration trains nothing: enable student_ce, teacher_ce or a distillation weight")
-        if self.uses_student and not self.student_ce and self.alpha_kv == 0 and self.alpha_codi == 0:
-            raise ConfigError("method: student enabled without any student loss")
         if self.curriculum == "coconut":
             self._check_coconut()
         if self.curriculum == "icot" and (self.uses_student or not self.teacher_uses_cot or self.teacher_drop_last_step):
@@ -131,14 +131,18 @@ class KavaConfig:
                               "use_projection false); use method.preset: coconut")
 
     # ---- derived behaviour -------------------------------------------------------------
+    def _runs(self, loss_pass: str) -> bool:
+        """Whether a trained loss term (`kava.losses.TERMS`) that needs ``loss_pass`` has weight."""
+        return any(getattr(self, t.weight) > 0 for t in TERMS.values() if t.weight and loss_pass in t.passes)
+
     @property
     def uses_student(self) -> bool:
         """Whether the latent student runs in training (any student term has weight)."""
-        return self.student_ce or self.alpha_codi > 0 or self.alpha_kv > 0
+        return self._runs("student")
 
     @property
     def uses_teacher(self) -> bool:
-        return self.teacher_ce or self.alpha_codi > 0 or self.alpha_kv > 0
+        return self._runs("teacher")
 
     @property
     def shares_question_cache(self) -> bool:
@@ -195,26 +199,22 @@ class KavaConfig:
         return dataclasses.replace(self, **changes)
 
 
-# Each preset is a row of the results table, trained in the same framework (method.md §5).
-PRESETS: dict[str, dict[str, Any]] = {
-    "kava": {},
-    "pccot": {"alpha_kv": 0.0},
-    "codi": {"alpha_kv": 0.0, "latent_mode": "sequential", "num_latents": 6},
-    "cot": {"student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0, "teacher_drop_last_step": False},
-    "nocot": {"student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0, "teacher_uses_cot": False},
-    "pause": {"num_iterations": 0, "teacher_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0},
-    # Coconut: the student's CE alone on the text left after its thoughts, which are the last hidden
-    # state fed back unprojected; stage_steps (run-length dependent) is set by the run.
-    "coconut": {"curriculum": "coconut", "teacher_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0,
-                "latent_mode": "sequential", "use_projection": False, "num_latents": 6},
-    # iCoT: CoT fine-tuning whose trace loses tokens from the front until none is left; answers directly.
-    "icot": {"curriculum": "icot", "student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0,
-             "teacher_drop_last_step": False},
-}
+class _Presets(Mapping[str, Mapping[str, Any]]):
+    """name → its preset's knobs, read from the registry each time (a method registered later is in it)."""
+
+    def __getitem__(self, name: str) -> Mapping[str, Any]:
+        return METHODS[name].knobs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(METHODS)
+
+    def __len__(self) -> int:
+        return len(METHODS)
+
+
+PRESETS: Mapping[str, Mapping[str, Any]] = _Presets()  # the presets of `kava.methods.METHODS`
 
 
 def preset(name: str, **overrides: Any) -> KavaConfig:
     """The named method preset, with optional knob overrides applied on top."""
-    if name not in PRESETS:
-        raise ConfigError(f"method.preset: {name!r} is not one of {', '.join(PRESETS)}")
-    return KavaConfig(**{"method": name, **PRESETS[name], **overrides})
+    return KavaConfig(**{"method": name, **lookup(name).knobs, **overrides})

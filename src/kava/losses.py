@@ -1,4 +1,5 @@
-"""The four loss terms of method.md §5, each also reported per example.
+"""The four loss terms of method.md §5, each also reported per example, and the table of every
+term a training step logs (`TERMS`).
 
 Per-example values make padding invariance testable: cross-entropies are per-example token means
 (then averaged over the batch); the distillation terms return per-example sums and counts
@@ -7,13 +8,54 @@ before the batch-level std normalisation the method prescribes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from kava.config import KavaConfig
+
 STD_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    """A scalar `KavaModel.forward` logs under its name (``KavaOutput.terms``, the history, the reports)."""
+
+    # The `KavaConfig` knob that weights it in the trained total: a bool (on: weight 1) or a number
+    # (α); the term is computed only when it is on. None: logged beside the loss, never trained.
+    weight: str | None
+    passes: tuple[str, ...] = ()  # the training passes it needs ("teacher", "student"): which ones run
+    # A logged-only reference for this other term, drawn dashed in its loss-curve panel and divided
+    # into it at the end of training (`kava.reports.final_losses`), and what it is, in words.
+    baseline_of: str | None = None
+    label: str = ""
+
+
+# Every logged term, in the reports' order. A new term: its row here, its weight knob in
+# `kava.config.KavaConfig`, its computation in `KavaModel.forward`.
+TERMS: dict[str, LossTerm] = {
+    "ce_student": LossTerm("student_ce", ("student",)),
+    "ce_teacher": LossTerm("teacher_ce", ("teacher",)),
+    "codi": LossTerm("alpha_codi", ("teacher", "student")),
+    "kv": LossTerm("alpha_kv", ("teacher", "student")),
+    # The L_KV of a student that outputs the mean target (`kv_mean_baseline`): the scale of kv.
+    "kv_mean_baseline": LossTerm(None, baseline_of="kv", label="L_KV of the mean target"),
+}
+
+
+def weighted_total(terms: Mapping[str, torch.Tensor], config: KavaConfig, start: torch.Tensor) -> torch.Tensor:
+    """The trained loss: ``start`` plus each trained term times its weight knob's value in
+    ``config``, added in the order of ``terms``; logged-only terms are left out."""
+    total = start
+    for name, value in terms.items():
+        knob = TERMS[name].weight
+        if knob is not None:
+            total = total + float(getattr(config, knob)) * value
+    return total
 
 
 # Element-wise distillation losses by config name (``codi_loss``, ``kv_loss``); the config's allowed names come from here.

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kava.losses import TERMS
+
 # (summary key, report name) of the per-run quantities aggregated across seeds.
 METRICS = (
     ("accuracy", "accuracy"),
@@ -273,16 +275,19 @@ def plot_learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path
     _save(fig, path)
 
 
-# The loss terms a training history may hold (`KavaModel.forward`), in the order they are drawn.
-LOSS_TERMS = ("loss", "ce_student", "ce_teacher", "codi", "kv")
-KV_BASELINE = "kv_mean_baseline"  # L_KV of a student that outputs the mean target: kv's scale
+# The loss terms a training history may hold (`KavaModel.forward`), in the order they are drawn:
+# the trained total, then every trained term of `kava.losses.TERMS`.
+LOSS_TERMS = ("loss", *(name for name, term in TERMS.items() if term.weight))
+# term → its logged-only baseline (kv → kv_mean_baseline: L_KV of a student that outputs the mean target)
+BASELINES = {term.baseline_of: name for name, term in TERMS.items() if term.baseline_of}
+RATIOS = {term: f"{term}_vs_baseline" for term in BASELINES}  # term → `final_losses`' name for term / baseline
 
 
 def plot_loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]], path: str | Path,
                      title: str = "") -> None:
     """Every loss term against the training step, one panel per term, one line per row (its seeds'
-    mean, smoothed); the L_KV panel draws ``kv_mean_baseline`` dashed in the row's colour, so a
-    ``kv`` under it shows the student learnt more than the mean target.
+    mean, smoothed); a term's panel draws its baseline (`BASELINES`) dashed in the row's colour: a
+    ``kv`` under ``kv_mean_baseline`` shows the student learnt more than the mean target.
 
     ``histories``: row → one ``history.jsonl`` (list of per-step entries) per seed.
     """
@@ -293,25 +298,25 @@ def plot_loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]
 
     fig, axes = _figure_grid(len(terms))
     handles: dict[str, Any] = {}  # row → its line, for the one legend of the figure
-    baseline_drawn = False
+    drawn: list[str] = []  # the baselines drawn
     for ax, term in zip(axes, terms):
         for (row, runs), colour in zip(histories.items(), _colours(len(histories))):
-            for key, style in ((term, "-"), *(((KV_BASELINE, "--"),) if term == "kv" else ())):
+            for key, style in ((term, "-"), *(((BASELINES[term], "--"),) if term in BASELINES else ())):
                 steps, values = _seed_mean(runs, key)
                 if steps:
                     (line,) = ax.plot(steps, _smooth(values), style, color=colour, linewidth=1)
                     if key == term:
                         handles.setdefault(row, line)
-                    else:
-                        baseline_drawn = True
+                    elif key not in drawn:
+                        drawn.append(key)
         ax.set_title(term, fontsize=9)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=7)
     labels = list(handles)
-    if baseline_drawn:
-        handles["baseline"] = Line2D([], [], color="grey", linestyle="--", linewidth=1)
-        labels.append("kv panel, dashed: L_KV of the mean target")
+    for baseline in drawn:
+        handles[baseline] = Line2D([], [], color="grey", linestyle="--", linewidth=1)
+        labels.append(f"{TERMS[baseline].baseline_of} panel, dashed: {TERMS[baseline].label}")
     _legend_outside(fig, list(handles.values()), labels)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -321,22 +326,24 @@ def plot_loss_curves(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]
 def final_losses(histories: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
                  tail: float = 0.1) -> dict[str, dict[str, float]]:
     """row → {term: value at the end of training}: each run's mean over the last ``tail`` of its
-    logged steps (one step's loss is noise), then the mean over the row's seeds. Where L_KV and its
-    mean-target baseline are both logged, ``kv_vs_baseline`` is their ratio — the only L_KV figure
+    logged steps (one step's loss is noise), then the mean over the row's seeds. Where a term and its
+    baseline are both logged, `RATIOS` names their ratio: ``kv_vs_baseline`` is the only L_KV figure
     that compares across rows, since eviction rules and KV losses change the targets and the scale.
     """
+    logged = (*LOSS_TERMS, *BASELINES.values())
     out: dict[str, dict[str, float]] = {}
     for row, runs in histories.items():
         per_run: list[dict[str, float]] = []
         for h in runs:
             entries = sorted(h, key=lambda e: e["step"])
             end = entries[-max(1, round(tail * len(entries))):] if entries else []
-            per_run.append({k: statistics.fmean(e[k] for e in end) for k in (*LOSS_TERMS, KV_BASELINE)
+            per_run.append({k: statistics.fmean(e[k] for e in end) for k in logged
                             if end and all(k in e for e in end)})
         common = set.intersection(*(set(r) for r in per_run)) if per_run else set()
-        row_out = {k: statistics.fmean(r[k] for r in per_run) for k in (*LOSS_TERMS, KV_BASELINE) if k in common}
-        if "kv" in row_out and row_out.get(KV_BASELINE):
-            row_out["kv_vs_baseline"] = row_out["kv"] / row_out[KV_BASELINE]
+        row_out = {k: statistics.fmean(r[k] for r in per_run) for k in logged if k in common}
+        for term, baseline in BASELINES.items():
+            if term in row_out and row_out.get(baseline):
+                row_out[RATIOS[term]] = row_out[term] / row_out[baseline]
         out[row] = row_out
     return out
 

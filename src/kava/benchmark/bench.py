@@ -36,9 +36,12 @@ from typing import Any
 
 import torch
 
-TRAIN_METHODS = ("kava", "pccot", "codi", "cot")
+from kava.config import preset
+from kava.methods import benched
+
+TRAIN_METHODS = tuple(m.name for m in benched() if m.bench_step)
 # name in the report → (the demo run timed, the inference mode it must answer in)
-INFERENCE_RUNS = {"kava": ("kava", "latent"), "cot": ("cot", "cot"), "direct": ("nocot", "direct")}
+INFERENCE_RUNS = {m.bench_answers: (m.name, preset(m.name).inference_mode) for m in benched() if m.bench_answers}
 STEP_PARTS = ("step", "forward", "teacher", "eviction", "student", "backward", "optimizer")
 
 

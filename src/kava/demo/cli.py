@@ -22,16 +22,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kava.demo.run import DEMO_METHODS, DemoSettings, run_demo
+    from kava.demo.run import DemoSettings, run_demo
+    from kava.methods import in_order
 
     settings = DemoSettings.full() if args.full else DemoSettings()
     if args.long:
         settings = settings.long()
     if args.methods is not None:
         methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-        unknown = [m for m in methods if m not in DEMO_METHODS]
+        choices = in_order()
+        unknown = [m for m in methods if m not in choices]
         if not methods or unknown or len(set(methods)) != len(methods):
-            print(f"kava demo: --methods must name each of {', '.join(DEMO_METHODS)} at most once, got {args.methods!r}",
+            print(f"kava demo: --methods must name each of {', '.join(choices)} at most once, got {args.methods!r}",
                   file=sys.stderr)
             return 2
         settings.methods = methods

@@ -5,7 +5,7 @@ Recipe (why each step):
    with full fine-tuning** — LoRA exists to keep a pretrained model's knowledge, and a random
    model has none to keep.
 2. ``nocot`` and ``cot`` are trained from scratch on fresh synthetic problems each step.
-3. The latent methods (``kava``; ``pccot``, ``codi``, ``pause`` with ``--full``) start from the
+3. The latent methods (``kava``; ``pccot``, ``codi``, ``pause``, ``icot``, ``coconut`` with ``--full``) start from the
    CoT model of the same seed and are trained with their own objective. This mirrors the paper,
    whose student starts from an instruct model that can already reason in text, and it is what
    makes the KV targets meaningful: a teacher that cannot write a CoT has no CoT cache to distil.
@@ -32,19 +32,25 @@ from kava.config import KavaConfig, preset
 from kava.data.records import Record
 from kava.demo.task import SyntheticTask, TaskConfig
 from kava.demo.tokenizer import build_tokenizer, tiny_llama_config
+from kava.methods import METHODS, in_order, lookup
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
 from kava.outputs import as_json
 
-LATENT_METHODS = ("kava", "pccot", "codi", "pause")
-DEMO_METHODS = ("nocot", "cot", *LATENT_METHODS)
+
+def demo_methods(full: bool = False) -> tuple[str, ...]:
+    """The methods the default demo (or ``--full``) trains, in the tables' order (`kava.methods`)."""
+    return tuple(m for m in in_order() if (METHODS[m].full_demo if full else METHODS[m].demo))
+
+
+TRACE_TOKENS = 30  # the demo task's longest trace, in the demo tokenizer's tokens (measured over 500 problems)
 
 
 @dataclass
 class DemoSettings:
     """Everything the demo runs; the defaults are the `kava demo` main job."""
 
-    methods: tuple[str, ...] = ("nocot", "cot", "kava")
+    methods: tuple[str, ...] = field(default_factory=demo_methods)
     seeds: tuple[int, ...] = (0,)
     task: TaskConfig = field(default_factory=TaskConfig)
     # Per phase: nocot and cot train from scratch, "latent" methods fine-tune the CoT model.
@@ -91,22 +97,35 @@ class DemoSettings:
 
     @classmethod
     def full(cls) -> "DemoSettings":
-        return cls(methods=("nocot", "cot", "kava", "pccot", "codi", "pause"), seeds=(0, 1, 2))
+        return cls(methods=demo_methods(full=True), seeds=(0, 1, 2))
 
     def long(self) -> "DemoSettings":
         """Every method trained far longer (about an hour for one seed), to show where each goes;
         10 learning-curve points per run instead of 5 (one every 1000 latent steps)."""
         return replace(self, steps={"nocot": 10000, "cot": 3000, "latent": 10000}, curve_points=10)
 
+    def curriculum_knobs(self, curriculum: str) -> dict[str, int]:
+        """A curriculum's schedule over the latent phase. The task's traces are 20–30 tokens in 2–3
+        steps. Coconut: its 4 stages (1 to K + 1 at the preset's K = 3) share the phase equally.
+        iCoT: one more token removed every ``stage_steps``, the whole trace gone after 60 % of the
+        phase; the rest trains direct answers, as the model will give them."""
+        steps = self.steps["latent"]
+        if curriculum == "coconut":
+            return {"stage_steps": max(1, steps // 4)}
+        if curriculum == "icot":
+            return {"stage_steps": max(1, int(0.6 * steps) // TRACE_TOKENS), "remove_all_at": TRACE_TOKENS}
+        return {}
+
     def method_config(self, method: str) -> KavaConfig:
+        """The method's preset, fully fine-tuned; a latent method's with the demo's latent recipe,
+        but for the knobs it keeps (`Method.keeps`), and ``method_overrides`` on top."""
         over: dict[str, Any] = {"finetune": "full", "seed": 0}
-        if method in LATENT_METHODS:
+        if lookup(method).latent:
             over.update(teacher_drop_last_step=self.teacher_drop_last_step, kv_key_space=self.kv_key_space,
                         selection_key_space=self.kv_key_space)
-            if method in ("kava", "pccot", "codi"):
-                over.update(alpha_codi=self.alpha_codi)
-            if method != "codi":  # CODI keeps its own M and generates its latents sequentially
-                over.update(num_latents=self.num_latents, num_iterations=0 if method == "pause" else self.num_iterations)
+            recipe = {"alpha_codi": self.alpha_codi, "num_latents": self.num_latents, "num_iterations": self.num_iterations}
+            over.update({k: v for k, v in recipe.items() if k not in METHODS[method].keeps})
+            over.update(self.curriculum_knobs(METHODS[method].knobs.get("curriculum", "none")))
             over.update(self.method_overrides)
         return preset(method, **over)
 
@@ -228,7 +247,7 @@ def train_config(s: DemoSettings, method: str, seed: int):
     """The engine settings of one demo run (its phase's steps and lr)."""
     from kava.training.run_config import TrainConfig
 
-    phase = "latent" if method in LATENT_METHODS else method
+    phase = "latent" if METHODS[method].latent else method
     return TrainConfig(
         batch_size=s.batch_size, micro_batch_size=s.batch_size, max_steps=s.steps[phase], lr=s.lr[phase],
         weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio, seed=seed, cpu=True,
@@ -255,7 +274,8 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
     from kava.training.engine import train
 
     run_dir = Path(run_dir)
-    if method in LATENT_METHODS and cot_model is None:
+    latent = METHODS[method].latent
+    if latent and cot_model is None:
         raise ValueError(f"{method} starts from the CoT model of seed {seed}: train or load it first")
     cfg = train_config(s, method, seed)
     identity = run_identity(s, method, seed)
@@ -263,7 +283,7 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
     if record is not None:
         print(f"[seed {seed}] {method}: reusing the completed run in {run_dir}", flush=True)
         return record, None
-    init = cot_model.lm.state_dict() if method in LATENT_METHODS else None
+    init = cot_model.lm.state_dict() if latent else None
     model = demo_model(build_tokenizer(), s.method_config(method), seed, init)
     print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
     # The curve's cadence is left out of the identity (cfg): it does not change the trained model.
@@ -300,8 +320,9 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
     out.mkdir(parents=True, exist_ok=True)
     data = DemoData.build(s)
     test = data.test
-    order = [m for m in ("nocot", "cot") if m in s.methods or (m == "cot" and set(s.methods) & set(LATENT_METHODS))]
-    order += [m for m in s.methods if m in LATENT_METHODS]
+    latent = [m for m in s.methods if METHODS[m].latent]
+    order = [m for m in in_order() if not METHODS[m].latent and (m in s.methods or (m == "cot" and latent))]
+    order += latent
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in s.methods}
     train_time: dict[str, list[float]] = {m: [] for m in order}
     curves: dict[str, list[dict[str, Any]]] = {m: [] for m in order}
@@ -317,7 +338,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
                 cot_model = model if model is not None else KavaModel.from_pretrained(run_dir / "final")
             train_time[method].append(record["train_time_s"])
             # Latent methods continue the CoT run, so their curve starts where its training ended.
-            start = train_time["cot"][-1] if method in LATENT_METHODS else 0.0
+            start = train_time["cot"][-1] if METHODS[method].latent else 0.0
             # Runs recorded before learning curves existed have none.
             curves[method].append({"seed": seed, "start_s": start, "points": record.get("curve", [])})
             curve_eval_time += record.get("curve_eval_time_s", 0.0)

@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from kava.config import PRESETS, ConfigError, KavaConfig
+from kava.methods import METHODS
 from kava.outputs import as_json
 from kava.validation import read_yaml_mapping
 
@@ -116,14 +117,14 @@ def load_grid(path: str | Path, cot_from: str | Path | None = None) -> Plan:
 # --------------------------------------------------------------------------- the demo base
 
 def _demo_plan(path, methods, seeds, settings, variants, combos, cot_from, fail) -> Plan:
-    from kava.demo.run import LATENT_METHODS, DemoSettings
+    from kava.demo.run import DemoSettings
 
     try:
         base = _demo_settings(DemoSettings(), settings)
     except (ConfigError, TypeError, ValueError) as e:
         fail("settings", str(e))
     plan = Plan(path, "demo")
-    latent = [m for m in methods if m in LATENT_METHODS]
+    latent = [m for m in methods if METHODS[m].latent]
     for seed in seeds:
         cot_name = None
         if latent and cot_from is None:
@@ -132,7 +133,7 @@ def _demo_plan(path, methods, seeds, settings, variants, combos, cot_from, fail)
         elif latent:
             cot_name = str(Path(cot_from).resolve() / "runs" / f"cot-seed{seed}")
         for method in methods:
-            if method not in LATENT_METHODS:  # nocot, cot: the base recipe (a variant would repeat it)
+            if not METHODS[method].latent:  # nocot, cot: the base recipe (a variant would repeat it)
                 if not any(r.name == f"{method}-seed{seed}" for r in plan.runs):
                     plan.runs.append(_demo_run(base, method, seed, BASE_VARIANT, {}, None))
                 continue

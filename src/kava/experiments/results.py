@@ -17,8 +17,8 @@ from typing import Any
 from kava.experiments.grid import BASE_VARIANT
 from kava.experiments.paper import paper_accuracy
 from kava.experiments.sweep import CONFIG_FILE, METRICS_FILE, PLAN_FILE, REQUIRED, read_metrics
+from kava.methods import in_order
 
-METHOD_ORDER = ("nocot", "cot", "kava", "pccot", "codi", "pause")
 HISTORY = "history.jsonl"
 PLOTS = ("accuracy_vs_forward_passes.png", "loss_curves.png", "ablation_bars.png", "paired_differences.png")  # what a report may draw
 
@@ -72,7 +72,8 @@ def collect(runs_dir: str | Path) -> Collection:
         order = {n: i for i, n in enumerate(names)}
         found.runs.sort(key=lambda r: order.get(r.name, len(order)))
     else:
-        found.runs.sort(key=lambda r: (METHOD_ORDER.index(r.method) if r.method in METHOD_ORDER else len(METHOD_ORDER),
+        methods = in_order()
+        found.runs.sort(key=lambda r: (methods.index(r.method) if r.method in methods else len(methods),
                                        r.variant != BASE_VARIANT, r.name))
     return found
 
@@ -263,9 +264,9 @@ def _paired_section(deltas: dict[str, dict[str, Any]], paper: dict[str, float | 
 
 def _losses_section(losses: dict[str, dict[str, float]], seeds: dict[str, int]) -> list[str]:
     """The Markdown table of `kava.reports.final_losses`: one column per term some row logged."""
-    from kava.reports import KV_BASELINE, LOSS_TERMS
+    from kava.reports import BASELINES, LOSS_TERMS, RATIOS
 
-    cols = [k for k in (*LOSS_TERMS, KV_BASELINE, "kv_vs_baseline") if any(k in v for v in losses.values())]
+    cols = [k for k in (*LOSS_TERMS, *BASELINES.values(), *RATIOS.values()) if any(k in v for v in losses.values())]
     lines = ["## Training losses at the end (each run's last 10 % of logged steps, mean over seeds)", "",
              "`kv_vs_baseline`: L_KV over the L_KV of a student that outputs the mean target; under 1, the "
              "student learnt more than the mean (the L_KV values themselves do not compare across eviction "

@@ -24,7 +24,7 @@ from kava import compression
 from kava.config import KavaConfig
 from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
 from kava.layout import CHECKPOINT_MODEL, CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
-from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce
+from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce, weighted_total
 from kava.model import arch
 from kava.model.cache import KV, cache_of, kv_of, stack
 from kava.model.latent import LatentState, Observer, run_latents
@@ -83,7 +83,7 @@ class KavaOutput:
     """One training forward: the loss, the scalars logged with it, and what they were computed from."""
 
     loss: torch.Tensor  # the weighted total that is trained
-    terms: dict[str, torch.Tensor]  # the other logged scalars: ce_teacher, ce_student, codi, kv, kv_mean_baseline
+    terms: dict[str, torch.Tensor]  # the other logged scalars, by their names in `kava.losses.TERMS`
     # With return_internals only. Per example [B], before batch normalisers: each pass's CE, codi, kv.
     per_example: dict[str, torch.Tensor] = field(default_factory=dict)
     teacher: TeacherTargets | None = None  # when the teacher runs
@@ -289,29 +289,25 @@ class KavaModel(nn.Module):
         cfg = self.config
         terms: dict[str, torch.Tensor] = {}
         per_example: dict[str, torch.Tensor] = {}
-        total = torch.zeros((), device=self.device)
         teacher = teacher_kv = student = None
         if cfg.uses_teacher:
             teacher, per_example["ce_teacher"], teacher_kv = self._teacher(batch, cfg)
             if cfg.teacher_ce:
                 terms["ce_teacher"] = per_example["ce_teacher"].mean()
-                total = total + terms["ce_teacher"]
         if cfg.uses_student:
             with self._span("student"):
                 student, per_example["ce_student"] = self._student(batch, teacher_kv if cfg.shares_question_cache else None)
             if cfg.student_ce:
                 terms["ce_student"] = per_example["ce_student"].mean()
-                total = total + terms["ce_student"]
             if cfg.alpha_codi > 0:
                 term = codi_loss(student.distill_hidden, teacher.distill_hidden, cfg.codi_loss)
                 terms["codi"], per_example["codi"] = term.value, term.per_example
-                total = total + cfg.alpha_codi * term.value
             if cfg.alpha_kv > 0:
                 kv_args = (teacher.kv.k, teacher.kv.v, teacher.kv.slot_mask, cfg.kv_loss, cfg.kv_layerwise_std)
                 term = kv_loss(student.k, student.v, *kv_args)
                 terms["kv"], per_example["kv"] = term.value, term.per_example
-                total = total + cfg.alpha_kv * term.value
                 terms["kv_mean_baseline"] = kv_mean_baseline(*kv_args)  # logged only: the scale of L_KV
+        total = weighted_total(terms, cfg, torch.zeros((), device=self.device))
         if not return_internals:
             return KavaOutput(total, terms)
         return KavaOutput(total, terms, per_example, teacher, student)
