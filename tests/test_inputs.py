@@ -34,8 +34,8 @@ def test_bad_knobs_are_named(over, needle):
 
 
 def test_unknown_preset_and_option():
-    with pytest.raises(ConfigError, match="method.preset: .coconut. is not one of kava"):
-        preset("coconut")
+    with pytest.raises(ConfigError, match="method.preset: .quiet-star. is not one of kava"):
+        preset("quiet-star")
     with pytest.raises(ConfigError, match="num_latent"):
         preset("kava", num_latent=3)
     with pytest.raises(ConfigError, match="method.num_latentz: unknown key"):
