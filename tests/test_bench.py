@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import torch
 
-from kava.benchmark.bench import (SpanTimer, flagged_rounds, paired_ratio, ratio_spread, rotated, step_table,
+from kava.benchmark.bench import (SpanTimer, curriculum_batches, flagged_rounds, paired_ratio, ratio_spread, rotated, step_table,
                                   time_training_steps, whole_rounds)
 
 from conftest import build_model as build
@@ -144,3 +144,21 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, one_thread):
     assert row["inference_batch1"]["kava"]["forward_passes"] == 4  # 1 + T (1) + 2, the smoke run's minimum
     no_gpu = run("--assets", str(assets), "--out", str(out), "--device", "cuda")
     assert no_gpu.returncode == 2 and "no GPU here" in no_gpu.stderr
+
+
+def test_a_curriculum_is_timed_across_its_stages(records):
+    """Coconut at K = 3, c = 2, 2 steps a stage, from stage 1: it is complete (every step a thought)
+    at step 6, so the 4 batches are built at steps 0, 2, 4, 6: stages 1, 2, 3 and the last."""
+    coconut = build("coconut", num_latents=6, stage_steps=2)
+    thoughts = curriculum_batches(coconut.builder, [records] * 4)
+    assert [int(b["s_num_latents"]) for b in thoughts] == [2, 4, 6, 6]
+    # iCoT loses one token every 3 steps until the longest trace is gone.
+    icot = build("icot", stage_steps=3, removal_smoothing=None)
+    batches = curriculum_batches(icot.builder, [records] * 4)
+    full = [len(icot.builder.cot_ids(r.steps, drop_last=False)) for r in records]
+    removed = [0, max(full) // 3, 2 * max(full) // 3, max(full)]
+    assert [b["t_cot_mask"].sum(1).tolist() for b in batches] == [[max(0, n - k) for n in full] for k in removed]
+    # Each method steps through its own batches in the rounds.
+    times = time_training_steps({"coconut": coconut, "icot": icot}, {"coconut": thoughts, "icot": batches},
+                                rounds=2, warmup=1)
+    assert [row["round"] for row in times["icot"]] == [0, 1]

@@ -68,10 +68,10 @@ def test_every_list_of_methods_keeps_its_order():
     assert demo_methods(full=True) == DemoSettings.full().methods == ("nocot", "cot", "kava", "pccot", "codi", "pause", *NEW)
     from kava.benchmark.bench import INFERENCE_RUNS, TRAIN_METHODS
 
-    assert TRAIN_METHODS == ("kava", "pccot", "codi", "cot")
+    assert TRAIN_METHODS == ("kava", "pccot", "codi", "cot", "icot", "coconut")
     assert list(INFERENCE_RUNS.items()) == [("kava", ("kava", "latent")), ("cot", ("cot", "cot")),
                                             ("direct", ("nocot", "direct"))]
-    assert [m.name for m in benched()] == ["kava", "pccot", "codi", "cot", "nocot"]
+    assert [m.name for m in benched()] == ["kava", "pccot", "codi", "cot", "nocot", "icot", "coconut"]
 
 
 def test_a_latent_method_is_one_whose_preset_trains_the_student():

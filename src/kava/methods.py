@@ -82,10 +82,11 @@ register(Method("pause", {"num_iterations": 0, "teacher_ce": False, "alpha_codi"
                 keeps=("num_iterations", "alpha_codi"), order=5, full_demo=True))
 # The curricula (kava.data.curriculum): both continue from the CoT model, and keep their own M, T
 # and α_CODI (iCoT has no student; Coconut's thoughts are K·c, its loss the student CE alone).
-# Not benched yet: a curriculum's batches depend on the step (`SequenceBuilder.training_batch`).
+# The bench times each across its curriculum (`kava.benchmark.bench.curriculum_batches`); their
+# answers are not timed: iCoT answers as No-CoT does, and Coconut's model is trained by `--full` only.
 register(Method("icot", {"curriculum": "icot", "student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0,
                          "teacher_drop_last_step": False}, latent=True,
-                keeps=("num_latents", "num_iterations", "alpha_codi"), order=6, full_demo=True))
+                keeps=("num_latents", "num_iterations", "alpha_codi"), order=6, full_demo=True, bench=5, bench_step=True))
 register(Method("coconut", {"curriculum": "coconut", "teacher_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0,
                             "latent_mode": "sequential", "use_projection": False, "num_latents": 6}, latent=True,
-                keeps=("num_latents", "num_iterations", "alpha_codi"), order=7, full_demo=True))
+                keeps=("num_latents", "num_iterations", "alpha_codi"), order=7, full_demo=True, bench=6, bench_step=True))

@@ -15,7 +15,10 @@ step spent more than `BenchSettings.flag_sys_share` of its wall time in the kern
 
 Training steps are timed on the demo model (full fine-tuning, the demo's M and T) and on
 SmolLM2-135M (LoRA, the paper's M = 24, T = 3); a step is forward + backward + optimizer step,
-split into teacher / eviction / student (`KavaModel.spans`) and backward. Inference is timed on
+split into teacher / eviction / student (`KavaModel.spans`) and backward. A curriculum's batches
+change with the step (Coconut's thoughts grow, iCoT's trace shrinks), so each of its batches is built
+at its own point of the curriculum (`curriculum_batches`) and its median step is a mid-curriculum
+one. Inference is timed on
 the trained models of a finished `kava demo` (a random model never stops writing, so only trained
 models give real CoT lengths), at batch 32 and batch 1.
 """
@@ -28,7 +31,7 @@ import resource
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,11 +40,12 @@ from typing import Any
 import torch
 
 from kava.config import preset
-from kava.methods import benched
+from kava.methods import METHODS, benched
 
 TRAIN_METHODS = tuple(m.name for m in benched() if m.bench_step)
 # name in the report → (the demo run timed, the inference mode it must answer in)
 INFERENCE_RUNS = {m.bench_answers: (m.name, preset(m.name).inference_mode) for m in benched() if m.bench_answers}
+Batch = dict[str, torch.Tensor]
 STEP_PARTS = ("step", "forward", "teacher", "eviction", "student", "backward", "optimizer")
 
 
@@ -124,16 +128,18 @@ def _median(rows: Sequence[dict[str, float]], key: str) -> float:
     return statistics.median(r.get(key, 0.0) for r in rows)
 
 
-def time_training_steps(models: dict[str, Any], batches: Sequence[dict[str, torch.Tensor]], rounds: int,
+def time_training_steps(models: dict[str, Any], batches: Sequence[Batch] | Mapping[str, Sequence[Batch]], rounds: int,
                         warmup: int, clock: Clock = time.perf_counter) -> dict[str, list[dict[str, float]]]:
     """Per method, one dict per timed round: seconds of step, forward, backward, optimizer and the
     model's spans (teacher, eviction, student), each with ``_sys`` (kernel seconds) and ``_faults``
     (minor page faults), plus ``round`` and ``position`` (0 = first in its round).
 
-    Every method sees the same batch in a round; the order rotates each round (``rounds`` must be a
-    multiple of the number of methods); ``warmup`` untimed rounds run every method on the largest batch.
+    Every method sees the same batch in a round (or the same place in its own list, where
+    ``batches`` maps methods to lists); the order rotates each round (``rounds`` must be a multiple
+    of the number of methods); ``warmup`` untimed rounds run every method on its largest batch.
     """
     names = list(models)
+    own = batches if isinstance(batches, Mapping) else {name: batches for name in names}
     if rounds % len(names):
         raise ValueError(f"rounds={rounds}: must be a multiple of the {len(names)} methods, so each is first equally often")
     timers = {name: SpanTimer(clock) for name in models}
@@ -143,11 +149,11 @@ def time_training_steps(models: dict[str, Any], batches: Sequence[dict[str, torc
         model.spans = timers[name]
         optimizers[name] = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     times: dict[str, list[dict[str, float]]] = {name: [] for name in models}
-    peak = largest(batches)
+    peaks = {name: largest(own[name]) for name in names}
     for r in range(-warmup, rounds):
-        batch = peak if r < 0 else batches[r % len(batches)]
         for position, name in enumerate(rotated(names, r)):
             model, timer = models[name], timers[name]
+            batch = peaks[name] if r < 0 else own[name][r % len(own[name])]
             timer.totals.clear()
             with timer("step"):
                 with timer("forward"):
@@ -219,7 +225,29 @@ def time_inference(models: dict[str, Any], questions: Sequence[str], batch_size:
                    "_latencies": latency[mode]} for mode in models}
 
 
-def _demo_models() -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
+def curriculum_batches(builder, groups: Sequence[Sequence[Any]]) -> list[Batch]:
+    """A curriculum method's batches, one per group of records: batch i is built at step
+    i·end / (n − 1), from the curriculum's first step to ``end``, the step from which it no longer
+    changes (Coconut: every trace step a thought; iCoT: the longest trace of the groups gone)."""
+    cfg = builder.config
+    schedule = cfg.curriculum_schedule()
+    if cfg.curriculum == "coconut":
+        end = schedule.complete_at
+    else:
+        end = schedule.complete_at(max(len(builder.cot_ids(r.steps, drop_last=cfg.teacher_drop_last_step))
+                                       for group in groups for r in group))
+    return [builder.training_batch(group, step=i * end // max(1, len(groups) - 1)) for i, group in enumerate(groups)]
+
+
+def _method_batches(models: dict[str, Any], groups: Sequence[Sequence[Any]]) -> dict[str, list[Batch]]:
+    """Every method's batches: KaVa's (which hold the teacher's and the student's sequences) for the
+    methods without a curriculum, each curriculum's own for the others."""
+    shared = [models["kava"].builder.training_batch(group) for group in groups]
+    return {m: curriculum_batches(model.builder, groups) if model.config.curriculum != "none" else shared
+            for m, model in models.items()}
+
+
+def _demo_models() -> tuple[dict[str, Any], dict[str, list[Batch]]]:
     from kava.demo.run import DemoSettings, demo_model, engine_stream
     from kava.demo.task import SyntheticTask
     from kava.demo.tokenizer import build_tokenizer
@@ -228,12 +256,12 @@ def _demo_models() -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
     tok = build_tokenizer()
     models = {m: demo_model(tok, s.method_config(m), seed=0) for m in TRAIN_METHODS}
     records = list(itertools.islice(engine_stream(SyntheticTask(s.task))(0, 0), 4 * s.batch_size))
-    builder = models["kava"].builder
-    return models, [builder.training_batch(records[i::4]) for i in range(4)]
+    return models, _method_batches(models, [records[i::4] for i in range(4)])
 
 
-def _smollm2_models(s: BenchSettings, data_dir: str | Path | None) -> tuple[dict[str, Any], list[dict[str, torch.Tensor]]]:
-    from kava.config import preset
+def _smollm2_models(s: BenchSettings, data_dir: str | Path | None) -> tuple[dict[str, Any], dict[str, list[Batch]]]:
+    """SmolLM2 with LoRA, the paper's M and T but where a method keeps its own (`Method.keeps`);
+    a curriculum moves one stage (one more token removed) per step, so its batches span it."""
     from kava.data.datasets import load_dataset
     from kava.model.kava_model import KavaModel
     from kava.model.loading import smollm2_source
@@ -243,11 +271,13 @@ def _smollm2_models(s: BenchSettings, data_dir: str | Path | None) -> tuple[dict
     for m in TRAIN_METHODS:
         lm, tok = smollm2_source().load()
         torch.manual_seed(0)
-        over = {} if m == "codi" else {"num_latents": s.smollm2_latents, "num_iterations": 3}
+        over = {k: v for k, v in {"num_latents": s.smollm2_latents, "num_iterations": 3}.items()
+                if k not in METHODS[m].keeps}
+        if METHODS[m].knobs.get("curriculum", "none") != "none":
+            over["stage_steps"] = 1
         models[m] = KavaModel(lm, tok, preset(m, **over))
-    builder = models["kava"].builder
     n = s.smollm2_batch
-    return models, [builder.training_batch(records[i * n:(i + 1) * n]) for i in range(4)]
+    return models, _method_batches(models, [records[i * n:(i + 1) * n] for i in range(4)])
 
 
 def _inference_models(demo_dir: Path) -> tuple[dict[str, Any], list[str], float | None]:
@@ -298,6 +328,7 @@ def run_bench(out_dir: str | Path, demo_dir: str | Path, settings: BenchSettings
             "median_s": step_table(times),
             "kava_step_over_pccot_step": ratio_spread(steps["kava"], steps["pccot"]),
             "kava_step_over_cot_step": ratio_spread(steps["kava"], steps["cot"]),
+            "step_over_cot_step": {m: ratio_spread(steps[m], steps["cot"]) for m in TRAIN_METHODS},
             "eviction_share_of_step": statistics.median(row["eviction"] / row["step"] for row in times["kava"]),
             "flagged_rounds": flagged_rounds(times, s.flag_sys_share),
             "rounds_detail": times,
@@ -342,11 +373,12 @@ def format_report(report: dict[str, Any]) -> str:
     for name, t in report["training"].items():
         lines += [f"Training step, {name} model (median ms over {t['rounds']} rotated rounds; eviction "
                   f"{100 * t['eviction_share_of_step']:.1f} % of a kava step)", "",
-                  "| method | " + " | ".join(STEP_PARTS) + " | step sys ms | step minor faults |",
-                  "|---" * (len(STEP_PARTS) + 3) + "|"]
+                  "| method | " + " | ".join(STEP_PARTS) + " | step sys ms | step minor faults | step ÷ cot's (paired) |",
+                  "|---" * (len(STEP_PARTS) + 4) + "|"]
         for m, row in t["median_s"].items():
+            over_cot = t["step_over_cot_step"][m]["median"]
             lines.append(f"| {m} | " + " | ".join(f"{1000 * row[k]:.1f}" for k in STEP_PARTS)
-                         + f" | {1000 * row['step_sys']:.1f} | {row['step_faults']:.0f} |")
+                         + f" | {1000 * row['step_sys']:.1f} | {row['step_faults']:.0f} | {over_cot:.2f} |")
         flagged = t["flagged_rounds"]
         lines.append("")
         lines.append(f"Flagged rounds (system time > {100 * report['settings']['flag_sys_share']:.0f} % of the step): "

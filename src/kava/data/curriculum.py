@@ -70,6 +70,11 @@ class CoconutSchedule:
         """Whether step ``step`` starts a new stage (the optimizer restarts there)."""
         return step > 0 and self.stage_at(step) != self.stage_at(step - 1)
 
+    @property
+    def complete_at(self) -> int:
+        """The first step of the last stage (every step a thought), which lasts to the end."""
+        return (self.max_stage + 1 - self.start_stage) * self.steps_per_stage
+
     def boundaries(self, total_steps: int) -> list[int]:
         """The steps (0-based) at which a new stage starts, within ``total_steps``: where the
         optimizer is reset."""
@@ -98,6 +103,12 @@ class ICoTSchedule:
     def stage_at(self, step: int) -> int:
         """The scheduled number of removed tokens at optimizer step ``step``."""
         return self.start + step // self.stage_steps
+
+    def complete_at(self, trace_tokens: int) -> int:
+        """The first step at which a trace of ``trace_tokens`` tokens is scheduled to be gone
+        (smoothing offsets may remove it earlier)."""
+        tokens = trace_tokens if self.remove_all_at is None else min(trace_tokens, self.remove_all_at)
+        return max(0, tokens - self.start) * self.stage_steps
 
     def removes_all(self, step: int) -> bool:
         return self.remove_all_at is not None and self.stage_at(step) >= self.remove_all_at
