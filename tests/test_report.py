@@ -77,6 +77,16 @@ def test_report_aggregates_mean_std_counts_per_method_and_variant(runs, tmp_path
         assert (tmp_path / "r" / png).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_the_report_names_its_runs_folder_without_an_absolute_path(runs, tmp_path):
+    # A committed report must not carry the path of the machine that wrote it.
+    write_report(runs, tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert md.splitlines()[0] == "# Report: sweep" and str(tmp_path) not in md
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["runs_dir"] == "../sweep"
+    write_report(runs, runs)  # the report written into the runs folder itself
+    assert json.loads((runs / "summary.json").read_text())["runs_dir"] == "."
+
+
 def test_variants_are_paired_with_the_base_run_of_their_own_seed(runs, tmp_path):
     _run(runs, "kava-T0-seed7", "kava", 7, 0.9, "T0", {"num_iterations": 0})  # a seed the base never ran
     _, agg = write_report(runs, tmp_path / "r")

@@ -1,4 +1,4 @@
-"""What the README's "Looking inside the latents" says about 100 validation questions, recomputed.
+"""What docs/inspect.md ("Looking inside the latents") says about 100 validation questions, recomputed.
 
 Run from the repository root: ``python docs/inspect/survey.py RUN_FOLDER`` (the demo's
 ``outputs/demo/runs/kava-seed0``). Reads every question through `KavaModel.inspect` with its trace.

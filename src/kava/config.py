@@ -102,7 +102,7 @@ class KavaConfig:
     lora_dropout: Number = Field(0.1, ge=0, lt=1)
     # per_adapter (PEFT): every adapted layer draws its own mask. per_input: layers reading the same
     # tensor share one (q/k/v, gate/up), 4 draws per block instead of 7 — cheaper on a CPU, but
-    # correlated noise (kava.model.lora_dropout; docs/performance in the README).
+    # correlated noise (kava.model.lora_dropout; docs/performance.md).
     lora_dropout_masks: Annotated[str, one_of(LORA_DROPOUT_MASKS)] = "per_adapter"
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     seed: Int = 0  # only the `random` eviction and iCoT's removal smoothing draw from it

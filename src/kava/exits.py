@@ -1,7 +1,7 @@
 """Exit statuses of the ``kava`` commands, so scripts can tell a finished run from one to resume.
 
-Documented in the README ("When things go wrong"); tests pin them. Any other status (1: an
-uncaught exception, with Python's traceback) is a bug or a failure of the machine.
+Documented in the README ("When things go wrong"; more in docs/usage.md); tests pin them. Any
+other status (1: an uncaught exception, with Python's traceback) is a bug or a failure of the machine.
 """
 
 OK = 0  # finished

@@ -10,6 +10,7 @@ listed as a note.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,7 +156,8 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     tables = {style: format_table(agg, style, paper, counts=True) if agg else "" for style in ("markdown", "csv", "latex")}
     (out / "table.csv").write_text(tables["csv"] + "\n")
     (out / "table.tex").write_text(tables["latex"] + "\n")
-    md = [f"# Report: {Path(runs_dir).resolve()}", "",
+    where = _runs_dir_from(out, runs_dir)
+    md = [f"# Report: {Path(runs_dir).resolve().name}", "",
           f"{len(found.runs)} evaluated run(s), {len(rows)} row(s); mean ± std over seeds."]
     if paper:
         md.append("Paper accuracy: method.md §9 (GSM8k test, mean of 3 seeds), where a row is a paper setting.")
@@ -173,11 +175,22 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
         md += ["## Notes", "", *(f"- {n}" for n in found.notes), ""]
     md += ["## Plots", "", *(f"![{p}]({p})" for p in plots), ""]
     (out / "report.md").write_text("\n".join(md))
-    write_summary(agg, out / "summary.json", {"runs_dir": str(Path(runs_dir).resolve()), "problems": found.problems,
+    write_summary(agg, out / "summary.json", {"runs_dir": where, "problems": found.problems,
                                                "notes": found.notes, "plots": plots,
                                                "paired_differences": deltas, "spread_test": spread,
                                                "final_losses": losses})
     return found, agg
+
+
+def _runs_dir_from(out: Path, runs_dir: str | Path) -> str:
+    """``runs_dir`` as seen from the report's folder ``out`` (``.`` when they are one folder), so a
+    committed report names no path of the machine that wrote it; the bare folder name when no
+    relative path exists (another drive)."""
+    runs = Path(runs_dir).resolve()
+    try:
+        return Path(os.path.relpath(runs, out.resolve())).as_posix()
+    except ValueError:
+        return runs.name
 
 
 def _accuracy_by_method(rows: dict[str, list[RunResult]]) -> dict[str, dict[str, dict[int, float]]]:
