@@ -1,4 +1,4 @@
-"""Eviction on hand-built keys and attention probabilities (method.md §4)."""
+"""Eviction on hand-built keys and attention probabilities (docs/method.md §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loss values on hand-computed cases (method.md §5)."""
+"""Loss values on hand-computed cases (docs/method.md §5)."""
 
 from __future__ import annotations
 

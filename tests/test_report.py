@@ -12,7 +12,7 @@ from kava.cli import main
 from kava.experiments.paper import ABLATIONS, MAIN, paper_accuracy
 from kava.experiments.results import collect, write_report
 
-METHOD_MD = Path(__file__).resolve().parents[1] / ".." / "shared" / "docs" / "method.md"
+METHOD_MD = Path(__file__).resolve().parents[1] / "docs" / "method.md"
 PAPER_SETTING = {"model": "meta-llama/Llama-3.2-1B-Instruct", "train_data": "gsm8k-aug", "eval_data": "gsm8k",
                  "eval_split": "test", "eval_limit": None}
 
@@ -193,7 +193,6 @@ def test_paper_lookup_matches_only_paper_settings():
                           "pause", {}) is None
 
 
-@pytest.mark.skipif(not METHOD_MD.is_file(), reason="needs ../shared/docs/method.md")
 def test_paper_table_is_read_right_from_method_md():
     text = METHOD_MD.read_text()
     section = text[text.index("## 9."):]

@@ -14,7 +14,7 @@ from kava.training.run_config import TrainConfig, load_run_config, run_config_fr
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-# method.md §8: α1, α2, KV loss, layer-wise std, λ, projection, lr, wd, epochs
+# docs/method.md §8: α1, α2, KV loss, layer-wise std, λ, projection, lr, wd, epochs
 TABLE6 = {
     "llama1b-aug": (10, 1, "smooth_l1", True, 0.1, True, 8e-4, 0.1, 10),
     "llama1b-aug-nl": (10, 1, "mse", True, 0.1, True, 8e-4, 0.1, 10),

@@ -1,4 +1,4 @@
-"""Teacher and student sequences and their per-example indices under padding (method.md §2)."""
+"""Teacher and student sequences and their per-example indices under padding (docs/method.md §2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Teacher KV-cache compression (method.md §4): keep M of the N_C CoT entries per layer and KV head.
+"""Teacher KV-cache compression (docs/method.md §4): keep M of the N_C CoT entries per layer and KV head.
 
 All functions work on tensors stacked over layers, ``[L, B, H, S, ...]``, so batch, layers and
 heads are handled in single tensor operations. Callers run them under ``torch.no_grad``: the
@@ -133,7 +133,7 @@ class EvictionVariant:
         return self.fixed is None and self.weight(lam) < 1
 
 
-# Every eviction variant (method.md §4), by its config name; the config's allowed names come from here.
+# Every eviction variant (docs/method.md §4), by its config name; the config's allowed names come from here.
 EVICTIONS: dict[str, EvictionVariant] = {
     "rkv": EvictionVariant(),
     "importance": EvictionVariant(lam=1.0),

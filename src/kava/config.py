@@ -1,4 +1,4 @@
-"""The method's configuration: every knob of ``method.md`` as one dataclass, plus named presets.
+"""The method's configuration: every knob of ``docs/method.md`` as one dataclass, plus named presets.
 
 The config is saved next to each checkpoint (``kava_config.json``) so a trained model always
 carries the exact method it was trained with; evaluation reads the inference mode from it.
@@ -35,7 +35,7 @@ def _not_blank(text: str) -> str:
 
 @config_class("method")
 class KavaConfig:
-    """Method knobs (method.md §2–§5). Defaults are the paper's KaVa setting."""
+    """Method knobs (docs/method.md §2–§5). Defaults are the paper's KaVa setting."""
 
     method: str = "kava"
     # §3 student latents

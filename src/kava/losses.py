@@ -1,4 +1,4 @@
-"""The four loss terms of method.md §5, each also reported per example, and the table of every
+"""The four loss terms of docs/method.md §5, each also reported per example, and the table of every
 term a training step logs (`TERMS`).
 
 Per-example values make padding invariance testable: cross-entropies are per-example token means

@@ -68,7 +68,7 @@ def benched() -> list[Method]:
     return sorted((m for m in METHODS.values() if m.bench is not None), key=lambda m: m.bench)
 
 
-# Each preset is a row of the results table, trained in the same framework (method.md §5).
+# Each preset is a row of the results table, trained in the same framework (docs/method.md §5).
 register(Method("kava", latent=True, order=2, demo=True, full_demo=True, bench=0, bench_step=True,
                 bench_answers="kava"))
 register(Method("pccot", {"alpha_kv": 0.0}, latent=True, order=3, full_demo=True, bench=1, bench_step=True))

@@ -1,4 +1,4 @@
-"""Records → padded teacher and student token batches (method.md §2).
+"""Records → padded teacher and student token batches (docs/method.md §2).
 
 Every text segment (question, CoT, answer prompt, answer) is tokenized on its own and the ids
 are concatenated, so ``P A [eos]`` is the very same id sequence in teacher and student: the
@@ -97,7 +97,7 @@ class SequenceBuilder:
 
         Tokenizers that split numbers from the space before them (Llama 3, SmolLM2, the demo's)
         start `` 185`` with a space token. The CODI distillation state must sit where the first
-        *answer* token is predicted (method.md §5); the state that predicts the space carries none
+        *answer* token is predicted (docs/method.md §5); the state that predicts the space carries none
         of the answer, so the index moves past these tokens.
         """
         n = 0

@@ -73,7 +73,7 @@ class DemoSettings:
     warmup_ratio: float = 0.05
     num_latents: int = 8
     num_iterations: int = 3
-    # The paper drops the trace's last step from the teacher (method.md §2). Here that removes the
+    # The paper drops the trace's last step from the teacher (docs/method.md §2). Here that removes the
     # answer from the KV targets (the oracle in `kava demo-diagnose` reads 0-1.5 % from them), so
     # the demo keeps it: 35.5 % vs 16.5 % on the validation split after 6000 steps (digit tokens).
     teacher_drop_last_step: bool = False

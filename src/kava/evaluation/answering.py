@@ -50,7 +50,7 @@ def answer_part(trace: str, answer_prompt: str) -> str:
 
 
 def read_answer(model, gen: Generation, row: int, mode: str) -> tuple[str, float | None]:
-    """The decoded text of one row and the number it answers (CODI's protocol, method.md §6)."""
+    """The decoded text of one row and the number it answers (CODI's protocol, docs/method.md §6)."""
     tokens = gen.tokens[row]
     text = model.builder.tok.decode(tokens[:-1] if gen.finished[row] else tokens, skip_special_tokens=False)
     return text, extract_answer(answer_part(text, model.config.answer_prompt) if mode == "cot" else text)

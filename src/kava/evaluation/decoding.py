@@ -1,4 +1,4 @@
-"""Batched answer generation for every inference mode, reusing the KV-cache (method.md §6).
+"""Batched answer generation for every inference mode, reusing the KV-cache (docs/method.md §6).
 
 Three modes, chosen by ``model.config.inference_mode``:
 

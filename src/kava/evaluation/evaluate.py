@@ -6,7 +6,7 @@ first answer prompt (``"The answer is:"``) in the decoded trace, when the model 
 intermediate values of the chain of thought are never taken for the answer; otherwise the
 whole trace is used (the last number of an unfinished trace is the model's best guess).
 
-Cost follows method.md §6: forward passes and generated tokens per question, the KV-cache it
+Cost follows docs/method.md §6: forward passes and generated tokens per question, the KV-cache it
 ends with, and latency. Questions are decoded in batches sorted by question length (less
 padding; results do not depend on the batching, see ``decoding``), and a question's latency is
 its batch's wall time divided by the batch size.

@@ -1,7 +1,7 @@
 """Teacher-cache oracle: how much of the answer the compressed chain-of-thought cache carries.
 
 KV distillation can at best make the student's latent cache equal the compressed teacher cache
-(method.md §4). This diagnostic puts that cache itself after the question — ``[bos] Q``, then the
+(docs/method.md §4). This diagnostic puts that cache itself after the question — ``[bos] Q``, then the
 M kept entries of every layer and KV head at their own positions, then the answer prompt ``P``
 at the position it has in the teacher sequence — and decodes the answer greedily with the
 model's own weights. Accuracy near the teacher's means the target carries the answer, so the

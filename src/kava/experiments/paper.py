@@ -1,7 +1,8 @@
-"""The paper's reference numbers (method.md §9), so a report can set ours beside them.
+"""The paper's reference numbers (docs/method.md §9), so a report can set ours beside them.
 
 GSM8k test accuracy (%), mean of 3 seeds. Transcribed once, here; `tests/test_report.py` reads
-method.md's table again and checks it against this one.
+the original spec's table again (``../shared/docs/method.md``, when present; docs/method.md §9
+holds the same table) and checks it against this one.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 BACKBONES = ("Qwen2.5-0.5B", "Llama-3.2-1B", "Llama-3.2-3B")
 DATA = {"gsm8k-aug": "AUG", "gsm8k-aug-nl": "AUG-NL"}  # kava's dataset name -> the paper's
 
-# (backbone, data, method) -> accuracy %: the main table, method.md §9.
+# (backbone, data, method) -> accuracy %: the main table, docs/method.md §9.
 MAIN: dict[tuple[str, str, str], float] = {
     ("Qwen2.5-0.5B", "AUG", "cot"): 50.6, ("Qwen2.5-0.5B", "AUG-NL", "cot"): 48.5,
     ("Qwen2.5-0.5B", "AUG", "codi"): 37.5, ("Qwen2.5-0.5B", "AUG-NL", "codi"): 20.2,
@@ -27,7 +28,7 @@ MAIN: dict[tuple[str, str, str], float] = {
     ("Llama-3.2-3B", "AUG", "pccot"): 54.7, ("Llama-3.2-3B", "AUG-NL", "pccot"): 47.6,
     ("Llama-3.2-3B", "AUG", "kava"): 65.7, ("Llama-3.2-3B", "AUG-NL", "kava"): 60.0,
     ("Llama-3.2-1B", "AUG", "nocot"): 30.9, ("Llama-3.2-1B", "AUG-NL", "nocot"): 33.1,
-    # iCoT and Coconut appear only in the paper's first version (Llama-3.2-1B; method.md §9).
+    # iCoT and Coconut appear only in the paper's first version (Llama-3.2-1B; docs/method.md §9).
     ("Llama-3.2-1B", "AUG", "icot"): 19.0, ("Llama-3.2-1B", "AUG-NL", "icot"): 15.2,
     ("Llama-3.2-1B", "AUG", "coconut"): 45.3, ("Llama-3.2-1B", "AUG-NL", "coconut"): 27.2,
 }

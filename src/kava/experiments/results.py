@@ -160,7 +160,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     md = [f"# Report: {Path(runs_dir).resolve().name}", "",
           f"{len(found.runs)} evaluated run(s), {len(rows)} row(s); mean ± std over seeds."]
     if paper:
-        md.append("Paper accuracy: method.md §9 (GSM8k test, mean of 3 seeds), where a row is a paper setting.")
+        md.append("Paper accuracy: docs/method.md §9 (GSM8k test, mean of 3 seeds), where a row is a paper setting.")
     md += ["", tables["markdown"] or "(no evaluated runs)", ""]
     if deltas:
         md += _paired_section(deltas, paper)

@@ -75,7 +75,7 @@ def target_config(config: KavaConfig) -> KavaConfig:
 
 def inspect_question(model, question: str, steps: Sequence[str] | None = None, answer: str | None = None,
                      top_k: int = 5, reply: Answer | None = None) -> Inspection:
-    """Look inside ``model`` on ``question`` (method.md §3–§4); with a reference trace ``steps``
+    """Look inside ``model`` on ``question`` (docs/method.md §3–§4); with a reference trace ``steps``
     (and its ``answer``, by default the last step's result) also the eviction and the K/V match.
     ``reply``: the model's greedy latent answer when the caller already has it (not decoded again)."""
     check_latent_model(model)

@@ -1,7 +1,7 @@
 """Which trace tokens the teacher-cache eviction keeps, per layer and KV head.
 
 The KV distillation target of a question is M entries of the teacher's chain-of-thought cache
-per layer and KV head (method.md §4). Which ones survive the eviction says what the student is
+per layer and KV head (docs/method.md §4). Which ones survive the eviction says what the student is
 asked to carry in its latents: the results of the steps, the operators, or the brackets. The
 kept positions come from the model's own ``teacher_targets`` (the very eviction training used);
 this module only turns them into per-token counts.

@@ -2,7 +2,7 @@
 
 A latent is a vector, not a token, but the last-layer hidden state at a latent slot is what the
 LM head would turn into a next token there — and what φ turns into the next slot's input in the
-following Jacobi pass (method.md §3). Reading it through the head after the init pass and after
+following Jacobi pass (docs/method.md §3). Reading it through the head after the init pass and after
 every iteration shows whether the latents drift towards the trace's numbers, and whether the
 Jacobi iterations settle.
 """

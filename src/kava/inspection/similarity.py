@@ -1,7 +1,7 @@
 """How close the student's latent cache is to its distillation target.
 
 L_KV pulls the student's latent keys and values (the cache of the last Jacobi pass) towards the
-compressed teacher cache, slot by slot, in the configured key space (method.md §4–§5). The cosine
+compressed teacher cache, slot by slot, in the configured key space (docs/method.md §4–§5). The cosine
 between the two per layer and slot shows where that match holds — direction only, so a student
 that learnt the targets up to scale still reads near 1.
 """

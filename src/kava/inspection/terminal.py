@@ -1,6 +1,6 @@
 """The terminal view of an `Inspection`: plain text, fixed-width columns, wrapped at ~100 chars.
 
-Slots are numbered from 1 (z_1 … z_M, as in method.md), layers and heads from 0 (as in
+Slots are numbered from 1 (z_1 … z_M, as in docs/method.md), layers and heads from 0 (as in
 transformers).
 """
 

@@ -2,7 +2,7 @@
 
 It holds the base model (with LoRA adapters, or fully trainable), the latent projection φ, the
 trainable rows of the new special tokens and the method config. ``forward`` runs the teacher
-and student passes of one batch and returns every loss term (method.md §5) in a `KavaOutput`;
+and student passes of one batch and returns every loss term (docs/method.md §5) in a `KavaOutput`;
 ``save_pretrained`` / ``from_pretrained`` store and restore exactly what was trained, in safetensors.
 """
 
@@ -51,7 +51,7 @@ def states_at(hidden_states: tuple[torch.Tensor, ...], index: torch.Tensor) -> t
 
 @dataclass
 class CompressedKV:
-    """The teacher's kept CoT entries: M per layer and KV head (method.md §4)."""
+    """The teacher's kept CoT entries: M per layer and KV head (docs/method.md §4)."""
 
     k: torch.Tensor  # [L, B, H, M, d] keys in the space L_KV compares (kv_key_space)
     k_cached: torch.Tensor  # the same entries as the cache holds them (post-RoPE)
@@ -275,7 +275,7 @@ class KavaModel(nn.Module):
 
     # ---- training forward --------------------------------------------------------------
     def forward(self, batch: dict[str, torch.Tensor], return_internals: bool = False) -> KavaOutput:
-        """Every loss term of one batch; ``loss`` is their weighted total (method.md §5).
+        """Every loss term of one batch; ``loss`` is their weighted total (docs/method.md §5).
 
         With L_KV on, ``kv_mean_baseline`` is reported too, outside ``loss``: the L_KV a student
         that outputs the mean target would score (`kava.losses.kv_mean_baseline`), to read ``kv`` against.

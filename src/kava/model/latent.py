@@ -1,4 +1,4 @@
-"""Student latent reasoning (method.md §3): Jacobi iterations, sequential latents, pause tokens.
+"""Student latent reasoning (docs/method.md §3): Jacobi iterations, sequential latents, pause tokens.
 
 Shared by training (``KavaModel.forward``) and inference (``kava.evaluation.decoding``) so both
 run exactly the same passes; training may start them on the teacher's cache over ``[bos] Q``

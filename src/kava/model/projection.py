@@ -1,4 +1,4 @@
-"""The latent projection φ (method.md §3): maps a last-layer hidden state to the next latent input."""
+"""The latent projection φ (docs/method.md §3): maps a last-layer hidden state to the next latent input."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Keeping the attention queries of chosen rows during a forward pass, for R-KV's importance score.
 
-Importance (method.md §4) needs the attention probabilities of the answer rows only. Asking the
+Importance (docs/method.md §4) needs the attention probabilities of the answer rows only. Asking the
 model for attention maps would force eager attention and materialise every layer's S×S map;
 instead the teacher runs on any attention implementation (SDPA by default) while these hooks keep
 each layer's pre-RoPE query at the answer rows (the output of ``q_proj``, or of the q-norm after
