@@ -68,7 +68,8 @@ class KavaConfig:
     # per_head (the paper): each layer and KV head keeps its own M entries, so latent slot m is
     # matched with a different CoT token in every head. shared: one set of M positions per example
     # (top-M of the score averaged over layers and heads), so slot m stands for one CoT token in
-    # every layer and head — a consistent target a small student can learn (the CPU demo's choice).
+    # every layer and head — a consistent target a small student might learn more easily (a knob
+    # of the ablation grid; the demo keeps per_head).
     eviction_scope: Annotated[str, one_of(EVICTION_SCOPES)] = "per_head"
     kv_key_space: Annotated[str, one_of(KEY_SPACES)] = "post_rope"  # the keys L_KV compares
     # The keys redundancy (eviction) compares: a knob of its own, so that matching pre-RoPE keys
@@ -105,7 +106,7 @@ class KavaConfig:
     # correlated noise (kava.model.lora_dropout; docs/performance.md).
     lora_dropout_masks: Annotated[str, one_of(LORA_DROPOUT_MASKS)] = "per_adapter"
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    seed: Int = 0  # only the `random` eviction and iCoT's removal smoothing draw from it
+    seed: Int = 0  # the new token rows' initialisation, the `random` eviction and iCoT's removal smoothing draw from it
     extra: dict[str, Any] = Field(default_factory=dict)  # free-form notes saved with the config
 
     def __post_init__(self) -> None:
