@@ -127,6 +127,21 @@ def test_a_model_without_l_kv_is_compared_with_the_targets_kava_would_give(recor
     assert int(result.kept.counts.sum()) == model.n_layers * model.n_kv_heads * 3
 
 
+def test_coconut_thoughts_are_read_out_and_compared_with_kavas_targets(records, one_thread):
+    """Coconut has no teacher: its K·c thoughts are compared with what KaVa's eviction would keep,
+    built without its curriculum (a training batch of Coconut's needs a stage)."""
+    from kava.inspection.api import inspect_question
+
+    model = build_model("coconut", thoughts_per_step=1, max_stage=3, num_latents=3, stage_steps=1)
+    r = records[0]
+    result = inspect_question(model, r.question, list(r.steps))
+    assert result.config.curriculum == "none" and model.config.curriculum == "coconut"
+    [thoughts] = result.latents.to_json()["passes"]  # sequential: one row of K·c thoughts
+    assert thoughts["pass"] == "sequential" and len(thoughts["slots"]) == 3
+    assert int(result.kept.counts.sum()) == model.n_layers * model.n_kv_heads * 3
+    assert result.similarity.keys.shape == (model.n_layers, 3)
+
+
 class _Page(HTMLParser):
     """Tracks open tags (void ones excluded) and the text of the token sequence."""
 

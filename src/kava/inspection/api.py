@@ -68,9 +68,9 @@ def trace_answer(steps: Sequence[str]) -> str:
 
 def target_config(config: KavaConfig) -> KavaConfig:
     """The settings that build compressed teacher targets: the model's own when it was trained with
-    L_KV; otherwise (PCCoT, CODI, pause) the same with α_KV = 1, i.e. what KaVa's eviction would
-    have given it to match."""
-    return config if config.alpha_kv > 0 else config.replace(alpha_kv=1.0)
+    L_KV; otherwise (PCCoT, CODI, pause, Coconut) the same with α_KV = 1, i.e. what KaVa's eviction
+    would have given it to match; without Coconut's curriculum, whose stages only shape training."""
+    return config if config.alpha_kv > 0 else config.replace(alpha_kv=1.0, curriculum="none")
 
 
 def inspect_question(model, question: str, steps: Sequence[str] | None = None, answer: str | None = None,
