@@ -193,6 +193,17 @@ def test_paper_lookup_matches_only_paper_settings():
                           "pause", {}) is None
 
 
+def test_icot_and_coconut_rows_stand_beside_the_papers(tmp_path):
+    """Runs without a sweep.json: rows in the tables' order (`kava.methods`), the paper's Table 1
+    number on each (Llama-3.2-1B, GSM8k-AUG)."""
+    root = tmp_path / "runs-root"
+    for name, method, acc in (("coconut-seed0", "coconut", 0.3), ("icot-seed0", "icot", 0.2), ("kava-seed0", "kava", 0.5)):
+        _run(root, name, method, 0, acc, setting=PAPER_SETTING)
+    _, agg = write_report(root, tmp_path / "r")
+    assert list(agg) == ["kava", "icot", "coconut"]
+    assert [agg[m]["paper_accuracy"] for m in agg] == [56.5, 19.0, 45.3]
+
+
 def test_paper_table_is_read_right_from_method_md():
     text = METHOD_MD.read_text()
     section = text[text.index("## 9."):]
