@@ -15,9 +15,9 @@ from kava import losses, reports
 from kava.config import PRESETS, KavaConfig, preset
 from kava.demo import cli as demo_cli
 from kava.demo import run
-from kava.demo.run import DemoSettings, demo_methods, train_config
+from kava.demo.run import DemoSettings, train_config
 from kava.experiments.results import collect
-from kava.methods import METHODS, Method, benched, in_order, register
+from kava.methods import METHODS, Method, benched, demo_methods, in_order, register
 from kava.validation import ConfigError
 
 # `kava.config.PRESETS` as it was spelt before the registry: every registered preset must equal it.

@@ -63,6 +63,11 @@ def in_order() -> list[str]:
     return sorted(METHODS, key=lambda name: METHODS[name].order)
 
 
+def demo_methods(full: bool = False) -> tuple[str, ...]:
+    """The methods the default demo (or ``--full``) trains, in the tables' order."""
+    return tuple(m for m in in_order() if (METHODS[m].full_demo if full else METHODS[m].demo))
+
+
 def benched() -> list[Method]:
     """The methods `kava bench` times, in its order."""
     return sorted((m for m in METHODS.values() if m.bench is not None), key=lambda m: m.bench)

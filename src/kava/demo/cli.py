@@ -7,14 +7,19 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kava.methods import demo_methods
+
+    default, full = demo_methods(), demo_methods(full=True)
     parser.add_argument("--out", default="outputs/demo", help="output folder (runs, summary.json, plot)")
-    parser.add_argument("--full", action="store_true", help="add pccot, codi and pause, and run 3 seeds")
+    parser.add_argument("--full", action="store_true",
+                        help=f"add {', '.join(m for m in full if m not in default)}, and run 3 seeds")
     parser.add_argument("--long", action="store_true",
                         help="train every method far longer (~50 min per seed): No-CoT and KaVa 10000 steps, "
                              "CoT 3000; the learning curves show where each method goes")
     parser.add_argument("--methods", default=None,
-                        help="comma-separated subset to train and compare (default nocot,cot,kava, or all six with "
-                             "--full), e.g. cot,pccot: a latent method always trains the CoT run it starts from")
+                        help=f"comma-separated subset to train and compare (default {','.join(default)}, or all "
+                             f"{len(full)} with --full), e.g. cot,pccot: a latent method always trains the CoT run it "
+                             "starts from")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1, or 3 with --full)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true",

@@ -32,15 +32,10 @@ from kava.config import KavaConfig, preset
 from kava.data.records import Record
 from kava.demo.task import SyntheticTask, TaskConfig
 from kava.demo.tokenizer import build_tokenizer, tiny_llama_config
-from kava.methods import METHODS, in_order, lookup
+from kava.methods import METHODS, demo_methods, in_order, lookup
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
 from kava.outputs import as_json
-
-
-def demo_methods(full: bool = False) -> tuple[str, ...]:
-    """The methods the default demo (or ``--full``) trains, in the tables' order (`kava.methods`)."""
-    return tuple(m for m in in_order() if (METHODS[m].full_demo if full else METHODS[m].demo))
 
 
 TRACE_TOKENS = 30  # the demo task's longest trace, in the demo tokenizer's tokens (measured over 500 problems)
