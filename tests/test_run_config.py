@@ -163,3 +163,37 @@ def test_coconut_and_icot_configs(data):
         assert (cfg.train.batch_size, cfg.train.max_grad_norm, cfg.method.lora_r, cfg.method.reset_optimizer_per_stage) == (
             128, 2.0, 128, True)
         assert cfg.data.name == ("gsm8k-aug-nl" if data == "aug-nl" else "gsm8k-aug")
+
+
+# --------------------------------------------------------------------------- the config reference
+
+def test_every_config_key_says_what_it_does():
+    from kava.training.config_reference import knobs
+
+    keys = list(knobs())
+    assert [k.key for k in keys if not k.description] == []
+    by_key = {k.key: k for k in keys}
+    assert len(by_key) == len(keys) > 60
+    # the rendering reads the fields: type, range, choices, default and the paper's symbol
+    assert (by_key["method.num_latents"].symbol, by_key["method.num_latents"].type, by_key["method.num_latents"].default) \
+        == ("M", "int, ≥ 1", "24")
+    assert by_key["method.eviction"].type == "one of rkv, importance, redundancy, crop, random"
+    assert by_key["method.lora_dropout"].type == "number, ≥ 0, < 1"
+    assert by_key["train.epochs"].type == "number or null, > 0" and by_key["train.epochs"].default == "null"
+    assert by_key["train.report_to"].default == "[tensorboard]"
+    assert by_key["model.source"].type == "string or mapping (required)"
+    assert by_key["eval"].type == "section (optional)"
+
+
+def test_help_config_prints_the_reference_and_the_docs_table_is_current(capsys):
+    from kava.cli import main
+    from kava.training.config_reference import render_markdown
+
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--help-config"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "method.alpha_kv (α2): number, ≥ 0 = 1\n    weight of the compressed-cache distillation" in text
+    docs = (CONFIGS.parent / "docs" / "config.md").read_text()
+    table = docs.split("<!-- rendered: kava train --help-config markdown -->\n", 1)[1]
+    assert table == render_markdown(), "docs/config.md is stale: kava train --help-config markdown renders it"

@@ -37,77 +37,82 @@ def _not_blank(text: str) -> str:
 class KavaConfig:
     """Method knobs (docs/method.md §2–§5). Defaults are the paper's KaVa setting."""
 
-    method: str = "kava"
+    method: str = Field("kava", description="the method's name, set by the preset (kava.methods); it names the method in checkpoints and reports")
     # §3 student latents
-    num_latents: Int = Field(24, ge=1, title="M")
-    num_iterations: Int = Field(3, ge=0, title="T")  # 0 = pause tokens
-    latent_mode: Annotated[str, one_of(LATENT_MODES)] = "jacobi"
-    use_projection: Bool = True
-    projection_dim: Int | None = Field(None, ge=1)  # d_p, defaults to the hidden size
+    num_latents: Int = Field(24, ge=1, title="M", description="latent tokens the student reasons in, and compressed cache entries per layer and head")
+    num_iterations: Int = Field(3, ge=0, title="T", description="Jacobi refinements of the latents; 0 = pause tokens")
+    latent_mode: Annotated[str, one_of(LATENT_MODES)] = Field(
+        "jacobi", description="jacobi: all M latents refined T times in parallel (PCCoT); sequential: one after another (Coconut)")
+    use_projection: Bool = Field(True, description="map a latent's last hidden state through the projection before feeding it back")
+    projection_dim: Int | None = Field(None, ge=1, title="d_p", description="the projection's inner width; null: the hidden size")
     # Training only, when teacher and student both run. The student's `[bos] Q` is the teacher's
     # (same tokens, positions and weights), so by default the student runs just `<bot>` and its
     # latents on the teacher's question cache, which stays in the graph: the student losses train
     # it as its own pass would. False runs the student's own init pass over the question, as
     # inference does; the two differ only where dropout (LoRA dropout) draws different masks in
     # the teacher's and the student's pass over the question.
-    student_shares_question_cache: Bool = True
+    student_shares_question_cache: Bool = Field(True, description="training: the student runs on the teacher's [bos] Q cache instead of its own pass")
     # Training only. The paper's teacher pass is a training-mode forward, so LoRA dropout draws
     # new masks into it and the kept entries and CODI/KV targets change from pass to pass (8 of 12
     # selections differed between two passes over one batch). False runs the teacher pass without
     # dropout: deterministic targets, and a teacher CE (and a shared question cache) without
     # dropout too. It holds under gradient checkpointing (the replay keeps the pass's modes).
-    teacher_dropout: Bool = True
+    teacher_dropout: Bool = Field(True, description="training: LoRA dropout is on in the teacher's pass (the paper); false: deterministic targets")
     # §2 sequences
-    teacher_drop_last_step: Bool = True
-    teacher_uses_cot: Bool = True  # False only for the No-CoT baseline
-    answer_prompt: Annotated[str, AfterValidator(_not_blank)] = "The answer is:"
-    use_chat_template: Bool = False
+    teacher_drop_last_step: Bool = Field(True, description="the teacher's trace leaves out its last step (it holds the answer)")
+    teacher_uses_cot: Bool = Field(True, description="the teacher reads the trace; false only for the No-CoT baseline")
+    answer_prompt: Annotated[str, AfterValidator(_not_blank)] = Field(
+        "The answer is:", description="the text between the reasoning and the answer, in training and inference")
+    use_chat_template: Bool = Field(False, description="wrap the question in the tokenizer's chat template")
     # §4 compression
-    eviction: Annotated[str, one_of(EVICTIONS)] = "rkv"
-    eviction_lambda: Number = Field(0.1, ge=0, le=1, title="λ")
+    eviction: Annotated[str, one_of(EVICTIONS)] = Field("rkv", description="how the teacher's trace cache is cut to M entries (docs/method.md §4)")
+    eviction_lambda: Number = Field(0.1, ge=0, le=1, title="λ", description="weight of importance against redundancy in the rkv score")
     # per_head (the paper): each layer and KV head keeps its own M entries, so latent slot m is
     # matched with a different CoT token in every head. shared: one set of M positions per example
     # (top-M of the score averaged over layers and heads), so slot m stands for one CoT token in
     # every layer and head — a consistent target a small student might learn more easily (a knob
     # of the ablation grid; the demo keeps per_head).
-    eviction_scope: Annotated[str, one_of(EVICTION_SCOPES)] = "per_head"
-    kv_key_space: Annotated[str, one_of(KEY_SPACES)] = "post_rope"  # the keys L_KV compares
-    # The keys redundancy (eviction) compares: a knob of its own, so that matching pre-RoPE keys
-    # does not silently change which entries are kept. The paper: post-RoPE for both.
-    selection_key_space: Annotated[str, one_of(KEY_SPACES)] = "post_rope"
+    eviction_scope: Annotated[str, one_of(EVICTION_SCOPES)] = Field(
+        "per_head", description="per_head: each layer and KV head keeps its own entries (the paper); shared: one set per example")
+    kv_key_space: Annotated[str, one_of(KEY_SPACES)] = Field("post_rope", description="the keys L_KV compares")
+    # A knob of its own, so that matching pre-RoPE keys does not silently change which entries are
+    # kept. The paper: post-RoPE for both.
+    selection_key_space: Annotated[str, one_of(KEY_SPACES)] = Field(
+        "post_rope", description="the keys the eviction's redundancy term compares")
     # §5 losses
-    student_ce: Bool = True
-    teacher_ce: Bool = True
-    alpha_codi: Number = Field(10.0, ge=0)
-    alpha_kv: Number = Field(1.0, ge=0)
-    codi_loss: Annotated[str, one_of(ELEMENTWISE)] = "smooth_l1"
-    kv_loss: Annotated[str, one_of(ELEMENTWISE)] = "smooth_l1"
-    kv_layerwise_std: Bool = True
-    # Curricula (kava.data.curriculum); "none" for every other method. Coconut: at stage k the first
-    # k trace steps become k·c continuous thoughts, the rest stays text (the official GSM8k run:
-    # c = 2, K = 3, 3 epochs a stage). iCoT: one more trace token removed from the front each stage
-    # (the official GSM8k run: Δ = 8 tokens an epoch, λ = 4, everything from 39 on). Both reset the
-    # optimizer when a stage starts, as their papers do.
-    curriculum: Annotated[str, one_of(CURRICULA)] = "none"
-    stage_steps: Int = Field(0, ge=0)  # optimizer steps per stage; > 0 with a curriculum (set by the run)
-    reset_optimizer_per_stage: Bool = True
-    thoughts_per_step: Int = Field(2, ge=1, title="c")  # Coconut
-    max_stage: Int = Field(3, ge=1, title="K")  # Coconut
-    start_stage: Int = Field(1, ge=0)  # Coconut; 0 trains the CoT stage too, kava starts from a CoT model
-    removal_smoothing: Number | None = Field(4.0, gt=0, title="λ")  # iCoT; None: no smoothing
-    remove_all_at: Int | None = Field(None, ge=1)  # iCoT; None: never all at once
+    student_ce: Bool = Field(True, description="train the student's answer CE (L_S)")
+    teacher_ce: Bool = Field(True, description="train the teacher's trace-and-answer CE (L_T)")
+    alpha_codi: Number = Field(10.0, ge=0, title="α1", description="weight of the hidden-state distillation L_CODI; 0 skips it")
+    alpha_kv: Number = Field(1.0, ge=0, title="α2", description="weight of the compressed-cache distillation L_KV; 0 skips it")
+    codi_loss: Annotated[str, one_of(ELEMENTWISE)] = Field("smooth_l1", description="the elementwise loss of L_CODI")
+    kv_loss: Annotated[str, one_of(ELEMENTWISE)] = Field("smooth_l1", description="the elementwise loss of L_KV")
+    kv_layerwise_std: Bool = Field(True, description="normalise L_CODI and L_KV per layer by the teacher's standard deviation")
+    # Curricula (kava.data.curriculum). Coconut: at stage k the first k trace steps become k·c
+    # continuous thoughts, the rest stays text (the official GSM8k run: c = 2, K = 3, 3 epochs a
+    # stage). iCoT: one more trace token removed from the front each stage (the official GSM8k run:
+    # Δ = 8 tokens an epoch, λ = 4, everything from 39 on). Both reset the optimizer when a stage
+    # starts, as their papers do.
+    curriculum: Annotated[str, one_of(CURRICULA)] = Field("none", description="a staged curriculum (coconut, icot); none for every other method")
+    stage_steps: Int = Field(0, ge=0, description="optimizer steps per curriculum stage; > 0 with a curriculum (set by the run)")
+    reset_optimizer_per_stage: Bool = Field(True, description="a fresh optimizer when a curriculum stage starts")
+    thoughts_per_step: Int = Field(2, ge=1, title="c", description="Coconut: continuous thoughts that replace one trace step")
+    max_stage: Int = Field(3, ge=1, title="K", description="Coconut: the last stage, where every step is replaced")
+    start_stage: Int = Field(1, ge=0, description="Coconut: the first stage trained; 0 trains the CoT stage too (kava starts from a CoT model)")
+    removal_smoothing: Number | None = Field(4.0, gt=0, title="λ", description="iCoT: extra tokens removed with P(o) ∝ exp(−λ·o); null: no smoothing")
+    remove_all_at: Int | None = Field(None, ge=1, description="iCoT: the removal count from which the whole trace goes; null: never at once")
     # fine-tuning
-    finetune: Annotated[str, one_of(FINETUNE)] = "lora"
-    lora_r: Int = Field(128, ge=1)
-    lora_alpha: Int = 32
-    lora_dropout: Number = Field(0.1, ge=0, lt=1)
+    finetune: Annotated[str, one_of(FINETUNE)] = Field("lora", description="lora: PEFT LoRA adapters; full: every weight trains")
+    lora_r: Int = Field(128, ge=1, description="LoRA rank")
+    lora_alpha: Int = Field(32, description="LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: Number = Field(0.1, ge=0, lt=1, description="dropout on the LoRA input")
     # per_adapter (PEFT): every adapted layer draws its own mask. per_input: layers reading the same
     # tensor share one (q/k/v, gate/up), 4 draws per block instead of 7 — cheaper on a CPU, but
     # correlated noise (kava.model.lora_dropout; docs/performance.md).
-    lora_dropout_masks: Annotated[str, one_of(LORA_DROPOUT_MASKS)] = "per_adapter"
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    seed: Int = 0  # the new token rows' initialisation, the `random` eviction and iCoT's removal smoothing draw from it
-    extra: dict[str, Any] = Field(default_factory=dict)  # free-form notes saved with the config
+    lora_dropout_masks: Annotated[str, one_of(LORA_DROPOUT_MASKS)] = Field(
+        "per_adapter", description="per_adapter: each adapted layer draws its own mask (PEFT); per_input: layers reading one tensor share it")
+    lora_targets: tuple[str, ...] = Field(DEFAULT_LORA_TARGETS, description="module names that get LoRA adapters")
+    seed: Int = Field(0, description="draws the new token rows' initialisation, the random eviction and iCoT's removal smoothing")
+    extra: dict[str, Any] = Field(default_factory=dict, description="free-form notes saved with the config")
 
     def __post_init__(self) -> None:
         """The checks that span knobs (the single-knob ones sit on the fields)."""

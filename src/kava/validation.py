@@ -48,6 +48,7 @@ def one_of(table: Collection[str]) -> AfterValidator:
             raise ValueError(f"{value!r} is not one of {', '.join(table)}")
         return value
 
+    check.choices = table  # type: ignore[attr-defined]  # read by the config reference
     return AfterValidator(check)
 
 

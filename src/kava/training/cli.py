@@ -4,6 +4,7 @@
     kava train --config configs/smollm2-135m.yaml train.lr=1e-4   # with overrides
     kava train --config configs/smollm2-135m.yaml --resume        # continue after a stop
     kava train --config configs/smollm2-135m.yaml --export out/   # merge LoRA, standalone folder
+    kava train --help-config                                      # every config key, its default and meaning
 
 Multi-GPU: ``accelerate launch [--config_file configs/accelerate_fsdp.yaml] -m kava.cli train ...``.
 Every problem with the inputs — configuration, dataset, model source, output folder, a resume
@@ -21,8 +22,21 @@ import sys
 from pathlib import Path
 
 
+class _HelpConfig(argparse.Action):
+    """Print every run-config key (type, default, meaning) and exit, like ``--help`` does."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from kava.training.config_reference import render_markdown, render_text
+
+        print(render_markdown() if values == "markdown" else render_text(), end="")
+        parser.exit()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="YAML run config (see configs/)")
+    parser.add_argument("--help-config", action=_HelpConfig, nargs="?", choices=("text", "markdown"), const="text",
+                        help="list every config key with its type, default and meaning, then exit "
+                             "(markdown: the table of docs/config.md)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config values, e.g. train.lr=1e-4")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -44,22 +44,24 @@ class TrainConfig:
     so a config means the same optimisation on one GPU or eight.
     """
 
-    batch_size: Int = Field(128, ge=1)
-    micro_batch_size: Int = Field(8, ge=1)  # records per forward on one process
-    epochs: Number | None = Field(None, gt=0)
-    max_steps: Int | None = Field(None, ge=1)  # when set, overrides epochs
-    lr: Number = Field(8e-4, gt=0)
-    weight_decay: Number = Field(0.1, ge=0)
-    warmup_ratio: Number = Field(0.0, ge=0, le=1)  # fraction of steps of linear warmup
-    max_grad_norm: Number = Field(2.0, gt=0)
-    mixed_precision: Annotated[str, one_of(MIXED_PRECISION)] = "auto"  # auto: bf16 on a bf16 GPU, else fp32
-    cpu: Bool = False  # force CPU (needed for multi-process CPU runs under torchrun)
-    gradient_checkpointing: Bool = False
-    seed: Int = 0
-    eval_every: Int | None = Field(None, ge=1)  # steps; needs an eval_fn
-    save_every: Int | None = Field(500, ge=1)  # steps; the last step is always saved
-    keep_last: Int = Field(2, ge=1)  # checkpoints kept on disk
-    report_to: tuple[Annotated[str, one_of(TRACKERS)], ...] = ("tensorboard",)  # accelerate trackers
+    batch_size: Int = Field(128, ge=1, description="records per optimizer step, over all processes together")
+    micro_batch_size: Int = Field(8, ge=1, description="records per forward on one process")
+    epochs: Number | None = Field(None, gt=0, description="passes over the training records (may be fractional)")
+    max_steps: Int | None = Field(None, ge=1, description="optimizer steps; when set, overrides epochs")
+    lr: Number = Field(8e-4, gt=0, description="peak learning rate of AdamW (cosine schedule)")
+    weight_decay: Number = Field(0.1, ge=0, description="AdamW weight decay")
+    warmup_ratio: Number = Field(0.0, ge=0, le=1, description="fraction of the steps with a linear warmup")
+    max_grad_norm: Number = Field(2.0, gt=0, description="gradient-norm clip")
+    mixed_precision: Annotated[str, one_of(MIXED_PRECISION)] = Field(
+        "auto", description="compute precision; auto: bf16 on a bf16 GPU, else fp32")
+    cpu: Bool = Field(False, description="force the CPU (multi-process CPU runs under torchrun need it)")
+    gradient_checkpointing: Bool = Field(False, description="recompute activations in the backward pass to save memory")
+    seed: Int = Field(0, description="data order, dropout and a random model's weights")
+    eval_every: Int | None = Field(None, ge=1, description="validate every this many steps (needs an eval section)")
+    save_every: Int | None = Field(500, ge=1, description="checkpoint every this many steps; the last step is always saved")
+    keep_last: Int = Field(2, ge=1, description="checkpoints kept on disk")
+    report_to: tuple[Annotated[str, one_of(TRACKERS)], ...] = Field(
+        ("tensorboard",), description="accelerate trackers the losses are logged to")
 
     def __post_init__(self) -> None:
         if self.batch_size % self.micro_batch_size:
@@ -98,9 +100,10 @@ class TrainConfig:
 class ModelSpec:
     """Where the base model comes from; a random model (``{config: ...}``) needs a tokenizer source."""
 
-    source: str | dict[str, Any]
-    tokenizer: str | None = None  # tokenizer source for a random model: smollm2, a folder or a hub id
-    dtype: Annotated[str, one_of(DTYPES)] = "float32"  # weights; compute precision is train.mixed_precision
+    source: str | dict[str, Any] = Field(
+        description="a hub id, a local folder, a .gguf file, smollm2, or {config: {...}} for a random model")
+    tokenizer: str | None = Field(None, description="a random model's tokenizer source: smollm2, a folder or a hub id")
+    dtype: Annotated[str, one_of(DTYPES)] = Field("float32", description="the weights' dtype; compute precision is train.mixed_precision")
 
     def __post_init__(self) -> None:
         if isinstance(self.source, dict):
@@ -160,10 +163,10 @@ def _dataset_split(name: str, split: str | None, prefix: str) -> Any:
 class DataSpec:
     """Training records: a registered dataset name (`kava.data.datasets`) or a file."""
 
-    name: DatasetName
-    split: str | None = None  # default: the dataset's training split
-    limit: Int | None = Field(None, ge=1)  # keep the first `limit` records
-    skip_bad: Bool = False
+    name: DatasetName = Field(description="a registered dataset (kava.data.datasets) or a file of records")
+    split: str | None = Field(None, description="the dataset's split; null: its training split")
+    limit: Int | None = Field(None, ge=1, description="keep the first this many records")
+    skip_bad: Bool = Field(False, description="skip malformed rows (each listed with where and why) instead of stopping at the first")
 
     def __post_init__(self) -> None:
         spec = _dataset_split(self.name, self.split, "data")
@@ -175,11 +178,11 @@ class DataSpec:
 class EvalSpec:
     """Periodic validation (every ``train.eval_every`` steps and at the end) with `kava.evaluation`."""
 
-    name: DatasetName
-    split: str | None = None  # default: the dataset's evaluation split
-    limit: Int | None = Field(None, ge=1)  # evaluate the first `limit` questions
-    batch_size: Int = Field(16, ge=1)
-    max_new_tokens: Int | None = Field(None, ge=1)
+    name: DatasetName = Field(description="a registered dataset (kava.data.datasets) or a file of records")
+    split: str | None = Field(None, description="the dataset's split; null: its evaluation split")
+    limit: Int | None = Field(None, ge=1, description="evaluate the first this many questions")
+    batch_size: Int = Field(16, ge=1, description="questions decoded together")
+    max_new_tokens: Int | None = Field(None, ge=1, description="generation budget per answer; null: the mode's default")
 
     def __post_init__(self) -> None:
         _dataset_split(self.name, self.split, "eval")
@@ -213,12 +216,15 @@ class RunConfig:
     come first and the model source (which may import torch) last but one.
     """
 
-    output_dir: str
-    method: Annotated[KavaConfig, BeforeValidator(build_method)]
-    data: Annotated[DataSpec, BeforeValidator(_section)]
-    model: Annotated[ModelSpec, BeforeValidator(_model_section)]
-    train: Annotated[TrainConfig, BeforeValidator(_section)] = Field(default_factory=TrainConfig)
-    eval: EvalSpec | None = None
+    output_dir: str = Field(description="where checkpoints, final/ and the logs go")
+    method: Annotated[KavaConfig, BeforeValidator(build_method)] = Field(
+        description="{preset: name} plus any method.* knob below; a bare string names the preset")
+    data: Annotated[DataSpec, BeforeValidator(_section)] = Field(description="the training records")
+    model: Annotated[ModelSpec, BeforeValidator(_model_section)] = Field(
+        description="the base model; a bare string is its source")
+    train: Annotated[TrainConfig, BeforeValidator(_section)] = Field(
+        default_factory=TrainConfig, description="training hyper-parameters")
+    eval: EvalSpec | None = Field(None, description="validation while training; null: none")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as YAML-ready plain data (written next to the run for the record)."""
