@@ -41,7 +41,18 @@ def test_span_timer_accumulates_by_name():
         with t("a"):
             clock.now += 1.5
     assert t.totals["a"] == 3.0
-    assert {"a", "a_sys", "a_faults"} == set(t.totals) and t.totals["a_faults"] >= 0
+    assert {"a", "a_sys", "a_faults"} == set(t.totals)
+
+
+def test_span_timer_counts_the_page_faults_of_its_span():
+    t = SpanTimer(FakeClock())
+    with t("idle"):
+        pass
+    with t("touch"):  # 64 MiB, above malloc's mmap threshold: fresh pages, each first written here
+        buffer = bytearray(64 << 20)
+        buffer[::4096] = b"\x01" * len(range(0, 64 << 20, 4096))
+    # 16,384 pages of 4 KiB; 32 even where transparent huge pages map 2 MiB at a time
+    assert t.totals["touch_faults"] >= 32 > t.totals["idle_faults"]
 
 
 class FakeStep(torch.nn.Module):
@@ -139,7 +150,10 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, one_thread):
                "--batch", "4", "--rounds", "1", "--warmup", "0", "--cot-tokens", "3", "--batch1-questions", "1")
     assert proc.returncode == 0, proc.stderr
     row = json.loads((out / "gpu_check.json").read_text())["llama-3.2-1b"]
-    assert row["kava"]["step_s"] > 0 and row["cot"]["step_s"] > 0
+    kava, cot = row["kava"], row["cot"]  # one round: the paired ratio is the ratio of the steps
+    assert row["kava_step_over_cot_step"] == pytest.approx(kava["step_s"] / cot["step_s"])
+    assert kava["examples_per_s"] == pytest.approx(4 / kava["step_s"])
+    assert kava["teacher_tokens_per_s"] == pytest.approx(row["teacher_tokens_per_batch"] / kava["step_s"])
     assert row["inference_batch32"]["cot"]["tokens"] == 3  # a random model writes to the limit
     assert row["inference_batch1"]["kava"]["forward_passes"] == 4  # 1 + T (1) + 2, the smoke run's minimum
     no_gpu = run("--assets", str(assets), "--out", str(out), "--device", "cuda")

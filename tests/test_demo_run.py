@@ -48,7 +48,9 @@ def test_demo_records_learning_curves_of_every_trained_run(tmp_path):
     # kava continues the cot run: its curve starts where cot's training ended.
     assert curves["kava"][0]["start_s"] == pytest.approx(curves["cot"][0]["points"][-1]["train_time_s"])
     assert curves["nocot"][0]["start_s"] == 0
-    assert summary["curve_eval_time_all_runs_s"] > 0
+    records = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("*/demo_run.json")]
+    assert len(records) == 3
+    assert summary["curve_eval_time_all_runs_s"] == pytest.approx(sum(r["curve_eval_time_s"] for r in records))
     assert (tmp_path / "learning_curves.png").exists()
 
 

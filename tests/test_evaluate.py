@@ -37,13 +37,14 @@ def check_consistent(result, model, n: int, max_new_tokens: int) -> None:
         assert p["finished"] or p["generated_tokens"] == max_new_tokens
         assert p["cache_entries"] == p["cache_tokens"] * model.n_layers * model.n_kv_heads * 2
         assert p["forward_passes"] >= p["generated_tokens"]
-        assert p["latency_s"] > 0
     assert s["n"] == n and s["correct"] == sum(p["correct"] for p in preds)
     assert s["accuracy_ci95"][0] <= s["accuracy"] <= s["accuracy_ci95"][1]
     assert s["mean_forward_passes"] == pytest.approx(sum(p["forward_passes"] for p in preds) / n)
     assert s["mean_generated_tokens"] == pytest.approx(sum(p["generated_tokens"] for p in preds) / n)
     assert s["mean_cache_tokens"] == pytest.approx(sum(p["cache_tokens"] for p in preds) / n)
-    assert s["questions_per_s"] > 0 and s["max_new_tokens"] == max_new_tokens
+    assert s["total_time_s"] == pytest.approx(sum(p["latency_s"] for p in preds))
+    assert s["mean_latency_s"] == pytest.approx(s["total_time_s"] / n)
+    assert s["questions_per_s"] == pytest.approx(n / s["total_time_s"]) and s["max_new_tokens"] == max_new_tokens
 
 
 @pytest.mark.parametrize("name", ["kava", "cot", "nocot"])
@@ -63,6 +64,25 @@ def test_evaluate_fields_and_files(name, records, tmp_path):
     lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
     assert [json.loads(line) for line in lines] == result.predictions
     assert json.loads((tmp_path / "summary.json").read_text()) == result.summary
+
+
+def test_a_questions_latency_is_its_batchs_time_shared(records, monkeypatch):
+    """Each batch takes 0.3 s on a fake clock: batches of 2 and 1 questions give latencies of
+    0.15 and 0.3 s, whatever the machine's speed."""
+
+    class FakeTime:
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls) -> float:
+            cls.now += 0.15  # called at a batch's start and end
+            return cls.now
+
+    monkeypatch.setattr(evaluate_module, "time", FakeTime)
+    result = evaluate(build("kava"), records, batch_size=2, max_new_tokens=4, progress=False)
+    assert sorted(p["latency_s"] for p in result.predictions) == pytest.approx([0.15, 0.15, 0.3])
+    assert result.summary["total_time_s"] == pytest.approx(0.6)
+    assert result.summary["questions_per_s"] == pytest.approx(3 / 0.6)
 
 
 def test_summary_reports_skipped_rows(tmp_path):

@@ -1,6 +1,6 @@
 """The paper's reference numbers (docs/method.md §9), so a report can set ours beside them.
 
-GSM8k test accuracy (%), mean of 3 seeds. Transcribed once, here; `tests/test_report.py` reads
+GSM8k test accuracy (%), mean of 3 seeds. Transcribed once, here; `tests/test_report_cli.py` reads
 the original spec's table again (``../shared/docs/method.md``, when present; docs/method.md §9
 holds the same table) and checks it against this one.
 """
