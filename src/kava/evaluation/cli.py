@@ -45,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from kava.data.datasets import DatasetError, load_dataset
     from kava.evaluation.evaluate import EvaluationStopped, evaluate
     from kava.evaluation.results import ResultWriter, check_start, load_done
-    from kava.integrity import check_model_dir
-    from kava.model.kava_model import KavaModel, find_model_dir
+    from kava.model.kava_model import KavaModel
+    from kava.model.persistence import check_model_dir, find_model_dir
     from kava.outputs import hold
     from kava.stop import StopSignal
 

@@ -56,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _export(cfg, out: Path, source: Path | None) -> int:
     from kava.config import ConfigError, KavaConfig
-    from kava.integrity import check_model_dir
     from kava.layout import FINAL
-    from kava.model.kava_model import CONFIG_FILE, find_model_dir
+    from kava.model.persistence import CONFIG_FILE, check_model_dir, find_model_dir
     from kava.model.loading import ModelSource
     from kava.training.export import export_merged
     from kava.training.from_config import build_model

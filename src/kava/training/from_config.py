@@ -86,7 +86,7 @@ def check_start(cfg, resume: bool, main: bool):
 def check_resume(cfg, fitted, n_records: int, world: int) -> None:
     """``--resume`` must continue the run in ``output_dir``: the same settings (apart from logging,
     checkpoint cadence and validation), records and processes, from a checkpoint that is whole."""
-    from kava.integrity import check_model_dir
+    from kava.model.persistence import check_model_dir
     from kava.outputs import differences
     from kava.training.checkpoint import (
         MODEL_DIR,
