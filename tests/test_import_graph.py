@@ -178,6 +178,23 @@ def test_model_and_evaluation_import_nothing_above_them(graph):
     assert not bad, "forbidden imports:\n" + "\n".join(bad)
 
 
+def is_command(module: str) -> bool:
+    """A command module: ``kava.cli`` and each subcommand's ``*cli`` module (argparse in, exit status out)."""
+    return module.rpartition(".")[2].endswith("cli")
+
+
+def command_imports(graph: dict[str, dict[str, int]]) -> list[str]:
+    return [f"{mod} imports {target} at line {line}" for mod, edges in sorted(graph.items()) if not is_command(mod)
+            for target, line in sorted(edges.items()) if is_command(target)]
+
+
+def test_library_code_calls_functions_not_commands(graph):
+    """Every command is a thin layer over a Python function, and library code (the sweep, the demo)
+    calls the function: no module but a command imports a command module (and its argparse)."""
+    bad = command_imports(graph)
+    assert not bad, "command modules imported by library code:\n" + "\n".join(bad)
+
+
 def test_the_checks_catch_a_bad_import(tmp_path):
     """The checks fail on a package with a lazy back-reference (and name it): they are not vacuous."""
     pkg = tmp_path / "kava"
@@ -192,3 +209,6 @@ def test_the_checks_catch_a_bad_import(tmp_path):
     assert cycles(g) == [["kava.inspection.api", "kava.model.kava_model"]]
     assert upward_edges(g) == ["kava.model.kava_model (model) imports kava.inspection.api (inspection) at line 2"]
     assert forbidden_edges(g) == ["kava.model.kava_model imports kava.inspection.api at line 2"]
+    (pkg / "inspection" / "cli.py").write_text("")
+    (pkg / "inspection" / "api.py").write_text("import kava.inspection.cli\n")
+    assert command_imports(import_graph(tmp_path)) == ["kava.inspection.api imports kava.inspection.cli at line 1"]

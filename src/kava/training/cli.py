@@ -16,7 +16,6 @@ with status 75, finished with 0.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -34,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kava import exits
-    from kava.training.from_config import INPUT_ERRORS, RefusedStart, train_from_config
+    from kava.training.from_config import INPUT_ERRORS, RefusedStart, report_outcome, train_from_config
     from kava.training.run_config import load_run_config
 
     try:
@@ -45,12 +44,7 @@ def run(args: argparse.Namespace) -> int:
     except (RefusedStart, *INPUT_ERRORS) as e:
         print(f"kava train: error: {_one_line(e)}", file=sys.stderr)
         return exits.BAD_INPUT
-    if result.history and os.environ.get("RANK", "0") == "0":
-        last = result.history[-1]
-        not_terms = ("step", "epoch", "lr", "tokens_per_s", "step_time_s", "eval_time_s", "max_memory_gb")
-        terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in not_terms)
-        print(f"step {result.step}: {terms}")
-        print(f"trained model: {result.final_dir}" if result.final_dir else f"interrupted; resume from {result.checkpoint}")
+    report_outcome(result)
     return exits.INTERRUPTED if result.interrupted else exits.OK
 
 

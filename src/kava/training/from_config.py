@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -52,6 +53,19 @@ def train_from_config(cfg, *, resume: bool = False, progress: bool = True):
             _write_yaml(Path(cfg.output_dir) / RUN_CONFIG, cfg.to_dict())
         return train(model, data.records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=resume,
                      progress=progress)
+
+
+def report_outcome(result, echo: Callable[[str], None] = print) -> None:
+    """What ``kava train`` (and a sweep's run, into its log) prints when `train_from_config` returns:
+    the last step's loss terms, then the trained model's folder or, when interrupted, the checkpoint
+    to resume from. Only the main process of a launch prints (the others hold the same result)."""
+    if not result.history or os.environ.get("RANK", "0") != "0":
+        return
+    last = result.history[-1]
+    not_terms = ("step", "epoch", "lr", "tokens_per_s", "step_time_s", "eval_time_s", "max_memory_gb")
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in not_terms)
+    echo(f"step {result.step}: {terms}")
+    echo(f"trained model: {result.final_dir}" if result.final_dir else f"interrupted; resume from {result.checkpoint}")
 
 
 def check_start(cfg, resume: bool, main: bool):
