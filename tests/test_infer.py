@@ -1,4 +1,4 @@
-"""`KavaModel.generate` and `kava infer`: batch, stdin and an interactive session in a real terminal."""
+"""`kava.api.generate` and `kava infer`: batch, stdin and an interactive session in a real terminal."""
 
 from __future__ import annotations
 
