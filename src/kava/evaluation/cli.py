@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"kava eval: error: {exc}", file=sys.stderr)
         return exits.BAD_INPUT
     except EvaluationInterrupted as exc:
-        print(exc, file=sys.stderr)
+        print(f"{exc}; continue with --resume", file=sys.stderr)
         return exits.INTERRUPTED
     print(summary_line(summary))
     print(f"wrote {args.out}")

@@ -39,7 +39,8 @@ class EvaluationRefused(ValueError):
 
 class EvaluationInterrupted(Exception):
     """SIGINT / SIGTERM stopped the evaluation after a batch; the predictions so far are kept in
-    the output folder and ``resume=True`` continues (``kava eval`` exits with status 75)."""
+    the output folder and ``resume=True`` continues (``kava eval`` exits with status 75). The
+    message says how far it got and where the predictions are; the caller says how to resume."""
 
 
 def evaluate_checkpoint(
@@ -99,7 +100,7 @@ def evaluate_checkpoint(
                                   on_batch=writer.append, should_stop=lambda: stop.requested)
         except EvaluationStopped as e:
             writer.close()
-            raise EvaluationInterrupted(f"{e}; predictions so far in {out}; continue with --resume") from e
+            raise EvaluationInterrupted(f"{e}; predictions so far in {out}") from e
         writer.finish(result)
     return result.summary
 

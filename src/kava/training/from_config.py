@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -20,6 +21,9 @@ from kava.config import ConfigError
 from kava.data.datasets import DatasetError
 from kava.data.records import RecordError
 from kava.integrity import CorruptFile
+
+if TYPE_CHECKING:
+    from kava.training.engine import TrainResult
 
 RUN_CONFIG = "run_config.yaml"
 # What bad inputs raise: a start that meets one is refused, not crashed.
@@ -55,7 +59,7 @@ def train_from_config(cfg, *, resume: bool = False, progress: bool = True):
                      progress=progress)
 
 
-def report_outcome(result, echo: Callable[[str], None] = print) -> None:
+def report_outcome(result: TrainResult, echo: Callable[[str], None] = print) -> None:
     """What ``kava train`` (and a sweep's run, into its log) prints when `train_from_config` returns:
     the last step's loss terms, then the trained model's folder or, when interrupted, the checkpoint
     to resume from. Only the main process of a launch prints (the others hold the same result)."""
