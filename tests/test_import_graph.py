@@ -120,6 +120,8 @@ def inside(module: str, prefix: str) -> bool:
 
 
 def layer_of(module: str) -> int | None:
+    if module == "kava":  # the package's own __init__ (public re-exports, if any): above everything it names
+        return len(LAYERS) - 1
     for rank, (_, prefixes) in enumerate(LAYERS):
         if any(inside(module, p) for p in prefixes):
             return rank
