@@ -31,12 +31,13 @@ from kava.config import preset
 from kava.data.datasets import load_dataset
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
+from kava.model.teacher_compression import teacher_targets
 
 
 def target_stability(model: KavaModel, batch) -> dict[str, float]:
     model.train()
     with torch.no_grad():
-        a, b = (model.teacher_targets(batch) for _ in range(2))
+        a, b = (teacher_targets(model, batch) for _ in range(2))
     valid = (a.kv.slot_mask & b.kv.slot_mask).view(1, *a.kv.slot_mask.shape[:1], 1, -1).expand_as(a.kv.indices)
     changed = ((a.kv.indices != b.kv.indices) & valid).sum() / valid.sum()
     codi = (a.distill_hidden - b.distill_hidden).norm() / a.distill_hidden.norm()

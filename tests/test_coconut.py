@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from kava.api import generate
 from kava.config import ConfigError, preset
 from kava.data.curriculum import CoconutSchedule
 from kava.data.records import Record
@@ -152,7 +153,7 @@ def test_resume_across_a_stage_boundary_is_exact(tmp_path):
 def test_a_trained_coconut_answers_after_its_thoughts(tmp_path):
     result = train(coconut().train(), TRAIN_RECORDS, train_config(max_steps=2), output_dir=tmp_path)
     model = KavaModel.from_pretrained(result.final_dir, base_model=tiny_model())
-    answer = model.generate(TRAIN_RECORDS[0].question, max_new_tokens=3)
+    answer = generate(model, TRAIN_RECORDS[0].question, max_new_tokens=3)
     assert answer.mode == "latent" and answer.forward_passes == 1 + 4 + 3  # prefix, K·c thoughts, the answer
     assert positions_from_mask(torch.ones(1, 3)).tolist() == [[0, 1, 2]]
 

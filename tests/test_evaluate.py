@@ -17,6 +17,7 @@ from kava.evaluation import evaluate as evaluate_module
 from kava.evaluation.decoding import Generation, Sampling
 from kava.evaluation.answering import answer_part
 from kava.evaluation.evaluate import evaluate, wilson_interval, write_results
+from kava.evaluation.resumable import EvaluationRefused, evaluate_checkpoint, summary_line
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
 
@@ -183,6 +184,31 @@ def test_cli_evaluates_a_saved_checkpoint(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["n"], summary["mode"], summary["max_new_tokens"]) == (1, "direct", 3)
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_evaluate_checkpoint_is_kava_eval_as_a_function(tmp_path, capsys):
+    """The function under ``kava eval``: it returns the summary it writes, refuses what the command
+    refuses (before writing anything) with the command's message, and resumes."""
+    lm = tiny_model()
+    model = KavaModel(lm, make_tokenizer(), preset("nocot", finetune="full"),
+                      base_source=ModelSource("config", config=lm.config.to_dict()))
+    model.save_pretrained(tmp_path / "ckpt")
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": "Tom has 12 apples. How many?", "answer": "12"}) + "\n")
+    out = tmp_path / "eval"
+    summary = evaluate_checkpoint(tmp_path / "ckpt", data, out=out, max_new_tokens=3, progress=False)
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary_line(summary).startswith(f"{data} (direct, 1 questions): accuracy ")
+    with pytest.raises(EvaluationRefused, match="already holds a complete evaluation; --resume to continue it"):
+        evaluate_checkpoint(tmp_path / "ckpt", data, out=out, max_new_tokens=3, progress=False)
+    with pytest.raises(EvaluationRefused, match="--top-p and --seed apply to sampling only"):
+        evaluate_checkpoint(tmp_path / "ckpt", data, out=tmp_path / "none", top_p=0.9)
+    assert not (tmp_path / "none").exists()
+    again = evaluate_checkpoint(tmp_path / "ckpt", data, out=out, max_new_tokens=3, progress=False, resume=True)
+    assert {k: v for k, v in again.items() if "_s" not in k} == {k: v for k, v in summary.items() if "_s" not in k}
+    args = eval_args(model=tmp_path / "ckpt", dataset=data, out=out, max_new_tokens=3, no_progress=True)
+    assert cli.run(args) == 2  # the command maps the refusal onto its status and prints the same message
+    assert capsys.readouterr().err.startswith("kava eval: error: --out: ")
 
 
 @pytest.mark.parametrize("over, message", [

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from kava.api import generate
 from kava.config import ConfigError, preset
 from kava.data.curriculum import ICoTSchedule, offset_probabilities
 from kava.model.kava_model import KavaModel
@@ -87,5 +88,5 @@ def test_a_trained_icot_model_answers_directly(tmp_path):
     model = KavaModel.from_pretrained(result.final_dir, base_model=tiny_model())
     assert model.config.inference_mode == "direct"
     nocot = build_model("nocot")
-    mine, theirs = (m.generate(TRAIN_RECORDS[0].question, max_new_tokens=4) for m in (model, nocot))
+    mine, theirs = (generate(m, TRAIN_RECORDS[0].question, max_new_tokens=4) for m in (model, nocot))
     assert mine.mode == "direct" and mine.forward_passes == theirs.forward_passes

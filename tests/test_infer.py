@@ -1,4 +1,4 @@
-"""`KavaModel.generate` and `kava infer`: batch, stdin and an interactive session in a real terminal."""
+"""`kava.api.generate` and `kava infer`: batch, stdin and an interactive session in a real terminal."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from kava.api import generate
 from kava.evaluation.evaluate import evaluate
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
@@ -33,21 +34,21 @@ def saved(tmp_path_factory):
 
 def test_generate_answers_one_or_many_in_any_mode(saved, records):
     model = KavaModel.from_pretrained(saved)
-    one = model.generate(records[0].question)
-    many = model.generate([r.question for r in records])
+    one = generate(model, records[0].question)
+    many = generate(model, [r.question for r in records])
     assert (one.text, one.answer, one.forward_passes) == (many[0].text, many[0].answer, many[0].forward_passes)
     assert one.mode == "latent" and one.forward_passes == 1 + 3 + 1 + one.generated_tokens - 1
-    cot = model.generate(records[0].question, mode="cot", max_new_tokens=5)
+    cot = generate(model, records[0].question, mode="cot", max_new_tokens=5)
     assert cot.mode == "cot" and cot.generated_tokens <= 5
     assert one.inspection is None and cot.inspection is None
-    seen = model.generate(records[0].question, inspect=True)  # on request: the latents read as tokens
+    seen = generate(model, records[0].question, inspect=True)  # on request: the latents read as tokens
     assert seen.text == one.text and seen.inspection.latents.passes == ["init", "iter 1", "iter 2", "iter 3"]
-    assert model.generate(records[0].question, mode="cot", max_new_tokens=5, inspect=True).inspection is None
+    assert generate(model, records[0].question, mode="cot", max_new_tokens=5, inspect=True).inspection is None
     assert "inspection" not in seen.to_json()
     with pytest.raises(ValueError, match="question 2 is empty"):
-        model.generate(["a question", "  "])
+        generate(model, ["a question", "  "])
     with pytest.raises(ValueError, match="mode 'chat'"):
-        model.generate("a question", mode="chat")
+        generate(model, "a question", mode="chat")
 
 
 def test_batch_mode_gives_the_predictions_of_kava_eval(saved, records, tmp_path):
@@ -185,5 +186,5 @@ def test_another_m_carries_no_weights(saved, tmp_path, records):
     d = _altered_copy(saved, tmp_path, "m6")
     config = json.loads((d / "kava_config.json").read_text())
     (d / "kava_config.json").write_text(json.dumps({**config, "num_latents": 6}))
-    six, four = (KavaModel.from_pretrained(p).generate(records[0].question) for p in (d, saved))
+    six, four = (generate(KavaModel.from_pretrained(p), records[0].question) for p in (d, saved))
     assert six.cache_tokens - six.generated_tokens == four.cache_tokens - four.generated_tokens + 2

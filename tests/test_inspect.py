@@ -1,4 +1,4 @@
-"""`kava inspect` / `KavaModel.inspect`: latents read through the LM head, kept trace tokens, K/V cosines."""
+"""`kava inspect` / `kava.api.inspect`: latents read through the LM head, kept trace tokens, K/V cosines."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import pytest
 import torch
 from conftest import build_model
 
+from kava.api import generate, inspect
 from kava.cli import main
 from kava.inspection.heatmap import save_heatmap
 from kava.inspection.kept_tokens import kept_mask
 from kava.model.loading import ModelSource
 from kava.inspection.page import kept_page
 from kava.inspection.similarity import cosine_map, kv_similarity
+from kava.model.teacher_compression import teacher_targets
 from kava.model.loading import ModelSource
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -48,22 +50,22 @@ def test_observe_hook_sees_the_states_that_feed_the_next_pass_and_changes_nothin
                                           ("codi", ["sequential"])])
 def test_top_k_per_pass_and_slot_is_sorted(name, passes, records, one_thread):
     model = build_model(name, num_latents=3)
-    result = model.inspect(records[0].question, top_k=4)
+    result = inspect(model, records[0].question, top_k=4)
     lat = result.latents
     assert lat.passes == passes and lat.probs.shape == lat.token_ids.shape == (len(passes), 3, 4)
     assert (lat.probs <= 1).all() and (lat.probs > 0).all() and (lat.probs.diff(dim=-1) <= 0).all()
     assert [[len(slot) for slot in p] for p in lat.tokens] == [[4] * 3] * len(passes)
     assert lat.tokens[0][0][0] == model.tokenizer.decode([int(lat.token_ids[0, 0, 0])])
     assert result.kept is None and result.similarity is None
-    assert result.answer.text == model.generate(records[0].question).text
+    assert result.answer.text == generate(model, records[0].question).text
 
 
 def test_kept_tokens_are_the_models_own_eviction(records, one_thread):
     model = build_model("kava", num_latents=5)
     r = records[0]
-    result = model.inspect(r.question, list(r.steps), answer=r.answer)
+    result = inspect(model, r.question, list(r.steps), answer=r.answer)
     batch = model.builder.training_batch([r])
-    targets = model.teacher_targets(batch).kv
+    targets = teacher_targets(model, batch).kv
     L, H = model.n_layers, model.n_kv_heads
     assert result.kept.kept.shape == (L, H, batch["t_input_ids"].shape[1])
     for l in range(L):
@@ -79,7 +81,7 @@ def test_kept_mask_counts_only_matched_slots_of_a_padded_batch(records, one_thre
     """M above the shortest trace: its unmatched slots (index 0) and the batch's padding stay unkept."""
     model = build_model("kava", num_latents=12)
     batch = model.builder.training_batch(records)
-    targets = model.teacher_targets(batch).kv
+    targets = teacher_targets(model, batch).kv
     kept = kept_mask(targets.indices, targets.slot_mask, batch["t_input_ids"].shape[1])
     n_c = batch["t_cot_mask"].sum(-1)
     assert n_c.min() < 12 < n_c.max()
@@ -102,7 +104,7 @@ def test_similarity_compares_what_the_kv_loss_compares(records, one_thread):
     against the compressed targets), averaged over KV heads; the targets against themselves give 1."""
     model = build_model("kava", num_latents=4, kv_key_space="pre_rope")
     r = records[0]
-    result = model.inspect(r.question, list(r.steps), answer=r.answer)
+    result = inspect(model, r.question, list(r.steps), answer=r.answer)
     sim = result.similarity
     assert sim.keys.shape == sim.values.shape == (model.n_layers, 4)
     assert ((sim.keys >= -1) & (sim.keys <= 1)).all() and ((sim.values >= -1) & (sim.values <= 1)).all()
@@ -113,7 +115,7 @@ def test_similarity_compares_what_the_kv_loss_compares(records, one_thread):
     expected_v = cosine_map(student.v, teacher.v, teacher.slot_mask)[:, 0].mean(1)
     torch.testing.assert_close(sim.keys, expected_k, atol=1e-4, rtol=0)
     torch.testing.assert_close(sim.values, expected_v, atol=1e-4, rtol=0)
-    targets = model.teacher_targets(model.builder.training_batch([r])).kv
+    targets = teacher_targets(model, model.builder.training_batch([r])).kv
     perfect = kv_similarity(targets.k, targets.v, targets, "pre_rope")
     torch.testing.assert_close(perfect.keys, torch.ones(model.n_layers, 4))
 
@@ -121,7 +123,7 @@ def test_similarity_compares_what_the_kv_loss_compares(records, one_thread):
 def test_a_model_without_l_kv_is_compared_with_the_targets_kava_would_give(records, one_thread):
     model = build_model("pccot", num_latents=3)
     r = records[1]
-    result = model.inspect(r.question, list(r.steps))
+    result = inspect(model, r.question, list(r.steps))
     assert result.trace.answer == "15"  # the last step's result by default
     assert result.config.alpha_kv == 1.0 and model.config.alpha_kv == 0.0
     assert int(result.kept.counts.sum()) == model.n_layers * model.n_kv_heads * 3
@@ -176,7 +178,7 @@ class _Page(HTMLParser):
 def test_html_page_is_balanced_and_escapes_the_tokens(records, one_thread):
     model = build_model("kava", num_latents=3)
     question = "Tom has 12 <b>apples</b> & 7 <script>pears</script>. How many?"
-    result = model.inspect(question, ["<<12+7=19>>", "<<19*2=38>>"])
+    result = inspect(model, question, ["<<12+7=19>>", "<<19*2=38>>"])
     page = kept_page(result)
     parser = _Page()
     parser.feed(page)
@@ -190,7 +192,7 @@ def test_html_page_is_balanced_and_escapes_the_tokens(records, one_thread):
 def test_heatmap_png_is_valid_with_unmatched_slots(tmp_path, records, one_thread):
     model = build_model("kava", num_latents=12)
     r = records[1]  # a trace shorter than 12 tokens: some slots have no target
-    result = model.inspect(r.question, list(r.steps), answer=r.answer)
+    result = inspect(model, r.question, list(r.steps), answer=r.answer)
     assert result.similarity.keys.isnan().any()
     path = tmp_path / "map.png"
     save_heatmap(result.similarity, path)
@@ -252,4 +254,4 @@ def test_bad_input_is_one_line(saved, tmp_path, capsys, argv, needle, one_thread
 
 def test_python_api_refuses_a_model_without_latents(one_thread):
     with pytest.raises(ValueError, match="not trained to reason in latents"):
-        build_model("cot").inspect("How many?")
+        inspect(build_model("cot"), "How many?")

@@ -221,3 +221,18 @@ def test_real_tiny_train_base_sweep(tmp_path, one_thread, capsys):
     assert metrics["summary"]["n"] == 2 and metrics["setting"]["eval_data"] == "gsm8k"
     assert (out / "runs" / "kava-seed0" / "train" / "final").is_dir()
     assert (out / "report" / "loss_curves.png").is_file()
+
+
+def test_a_refused_training_start_stops_a_train_base_sweep_in_one_line_naming_the_run(tmp_path, capsys):
+    """The sweep calls `train_from_config` itself: its refusal becomes the sweep's one-line error (status 2)."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
+    grid = _grid(tmp_path, f"base: {config}\neval: {{dataset: gsm8k, limit: 2}}\nmethods: [kava]\n")
+    out = tmp_path / "o"
+    (out / "runs" / "kava-seed0").mkdir(parents=True)
+    (out / "runs" / "kava-seed0" / "train").write_text("not a folder")
+    assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kava sweep: error: kava-seed0: training refused to start: output_dir: ") and err.count("\n") == 1
+    assert "is a file, not a folder" in err and not (out / "runs" / "kava-seed0" / "metrics.json").exists()

@@ -1,13 +1,14 @@
 """What docs/inspect.md ("Looking inside the latents") says about 100 validation questions, recomputed.
 
 Run from the repository root: ``python docs/inspect/survey.py RUN_FOLDER`` (the demo's
-``outputs/demo/runs/kava-seed0``). Reads every question through `KavaModel.inspect` with its trace.
+``outputs/demo/runs/kava-seed0``). Reads every question through `kava.api.inspect` with its trace.
 """
 
 import re
 import sys
 from collections import Counter
 
+from kava.api import inspect
 from kava.demo.task import SyntheticTask
 from kava.model.kava_model import KavaModel
 
@@ -17,7 +18,7 @@ top1, correct, answer_read, new_results, new_read, kept_numbers, kept_all, trace
     Counter(), 0, 0, 0, 0, 0, 0, 0, 0
 cos_k, cos_v = [], []
 for r in records:
-    res = model.inspect(r.question, list(r.steps), answer=r.answer)
+    res = inspect(model, r.question, list(r.steps), answer=r.answer)
     final = [slot[0].strip() for slot in res.latents.tokens[-1]]  # top-1 of each slot after the last iteration
     top1.update(final)
     correct += res.answer.answer == float(r.answer)

@@ -15,7 +15,7 @@ from kava import exits
 SUBCOMMANDS = {
     "train": ("kava.training.cli", "fine-tune a model with a KaVa method preset from a YAML config"),
     "eval": ("kava.evaluation.cli", "evaluate a trained model on a dataset (accuracy and cost)"),
-    "infer": ("kava.evaluation.infer_cli", "ask a trained model questions: interactive, from a file, or from stdin"),
+    "infer": ("kava.infer_cli", "ask a trained model questions: interactive, from a file, or from stdin"),
     "inspect": ("kava.inspection.cli", "look inside a latent model: latents read as tokens, kept trace tokens, K/V match"),
     "demo": ("kava.demo.cli", "train and compare KaVa, CoT and No-CoT on a synthetic task, on CPU"),
     "demo-diagnose": ("kava.demo.diagnose_cli", "why a demo's latents help or not: latent ablation, teacher-cache oracle"),

@@ -1,9 +1,10 @@
-"""Cheap checks that a saved model folder is whole, before anything slow reads it.
+"""Cheap checks that a saved file is whole, before anything slow reads it.
 
 A copy cut short (a full disk, an interrupted ``scp``) leaves a safetensors file whose header
 promises more bytes than the file holds; loading it fails deep inside the loader with a
 traceback, after the base model has been loaded. Reading the header (8 bytes of length, then
-JSON) and comparing it with the file size finds that in microseconds.
+JSON) and comparing it with the file size finds that in microseconds. The check of a whole model
+folder, which knows its file names, is `kava.model.persistence.check_model_dir`.
 """
 
 from __future__ import annotations
@@ -38,26 +39,3 @@ def check_safetensors(path: Path) -> None:
     if size != 8 + n + end:
         raise CorruptFile(f"{path}: truncated safetensors file ({size} bytes, its header lists {8 + n + end}); {hint}")
 
-
-def check_model_dir(directory: str | Path) -> None:
-    """A kava model folder (``save_pretrained``): its config and base record parse, its weights are whole.
-
-    Raises FileNotFoundError when it is not a kava model folder, `CorruptFile` when a file is damaged.
-    """
-    from kava.model.kava_model import CONFIG_FILE
-    from kava.model.loading import BASE_FILE
-
-    d = Path(directory)
-    if not (d / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{d}: not a kava model folder ({CONFIG_FILE} missing)")
-    for name in (CONFIG_FILE, BASE_FILE):
-        if (d / name).is_file():
-            try:
-                json.loads((d / name).read_text())
-            except ValueError as e:
-                raise CorruptFile(f"{d / name}: not valid JSON ({e})") from None
-    weights = sorted(d.glob("*.safetensors"))
-    if not weights:
-        raise FileNotFoundError(f"{d}: no weights (*.safetensors) in the model folder")
-    for path in weights:
-        check_safetensors(path)

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
-
-if TYPE_CHECKING:
-    from kava.config import KavaConfig
 
 STD_EPS = 1e-6
 
@@ -47,9 +42,11 @@ TERMS: dict[str, LossTerm] = {
 }
 
 
-def weighted_total(terms: Mapping[str, torch.Tensor], config: KavaConfig, start: torch.Tensor) -> torch.Tensor:
+def weighted_total(terms: Mapping[str, torch.Tensor], config: object, start: torch.Tensor) -> torch.Tensor:
     """The trained loss: ``start`` plus each trained term times its weight knob's value in
-    ``config``, added in the order of ``terms``; logged-only terms are left out."""
+    ``config`` (a `kava.config.KavaConfig`; typed as any object with the knobs, since kava.config
+    imports this module and the layering has no arrow back), added in the order of ``terms``;
+    logged-only terms are left out."""
     total = start
     for name, value in terms.items():
         knob = TERMS[name].weight

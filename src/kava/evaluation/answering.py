@@ -1,4 +1,4 @@
-"""Answering questions with a trained model: the Python API behind `KavaModel.generate` and `kava infer`.
+"""Answering questions with a trained model: the Python API behind `kava.api.generate` and `kava infer`.
 
 Built on the evaluation's decoder (`kava.evaluation.decoding`) and on the same reading of the
 answer, so an answer here is the prediction `kava eval` records for the same question, model and
@@ -34,7 +34,7 @@ class Answer:
     generated_tokens: int
     cache_tokens: int  # entries per layer and KV head in the final cache
     latency_s: float  # its batch's wall time divided by the batch size
-    # With `KavaModel.generate(..., inspect=True)` in latent mode: a `kava.inspection.Inspection`
+    # With `kava.api.generate(..., inspect=True)` in latent mode: a `kava.inspection.Inspection`
     # of the question (its latents read as tokens); kept out of `to_json`.
     inspection: Any = field(default=None, repr=False)
 

@@ -26,6 +26,7 @@ from kava.data.records import Record
 from kava.data.sequences import SequenceBuilder, positions_from_mask
 from kava.evaluation.decoding import Opening, decode_from
 from kava.model.cache import cache_of, kv_of
+from kava.model.teacher_compression import teacher_targets
 
 
 @dataclass
@@ -81,7 +82,7 @@ def teacher_cache_oracle(
 def _oracle_opening(model, builder: SequenceBuilder, cfg, records: list[Record]) -> tuple[Opening, float]:
     device = model.device
     batch = {k: v.to(device) for k, v in builder.training_batch(records).items()}
-    targets = model.teacher_targets(batch, cfg).kv
+    targets = teacher_targets(model, batch, cfg).kv
     k_t, v_t, slots = targets.k_cached, targets.v, targets.slot_mask  # [L,B,H,M,d], [B,M]
 
     prompt = builder.direct_prompt([r.question for r in records], with_answer_prompt=False)

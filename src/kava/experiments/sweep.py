@@ -209,44 +209,60 @@ def check_cot_sources(plan: Plan) -> list[str]:
 
 
 def train_runner(out: Path, progress: bool = True) -> Runner:
-    """Runs of a train base: `kava train` on the run's resolved config, then `kava eval` of its
-    final model — the commands themselves, so their checks, locks and resume apply unchanged."""
+    """Runs of a train base: training on the run's resolved config, then evaluation of its final
+    model — the functions ``kava train`` and ``kava eval`` run (`train_from_config`,
+    `evaluate_checkpoint`), so their checks, locks and resume apply unchanged. What the commands
+    print goes to the run's log; a refused start or an interruption stops the sweep (`SweepError`)."""
 
     def run(spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
-        import argparse
-
         import yaml
 
-        from kava.evaluation import cli as eval_cli
+        from kava.evaluation.results import SETTINGS_FILE, SUMMARY_FILE
+        from kava.evaluation.resumable import (
+            EvaluationInterrupted,
+            EvaluationRefused,
+            evaluate_checkpoint,
+            summary_line,
+        )
         from kava.outputs import write_atomic
-        from kava.training import cli as train_cli
+        from kava.training.from_config import INPUT_ERRORS, RefusedStart, report_outcome, train_from_config
+        from kava.training.run_config import load_run_config
 
         config = dict(spec.config["run_config"], output_dir=str(run_dir / "train"))
         config_path = run_dir / "run_config.yaml"
         main = os.environ.get("RANK", "0") == "0"
         if main:
             write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
-        if not (run_dir / "train" / "final").is_dir():
-            status = train_cli.run(argparse.Namespace(config=config_path, overrides=[], resume=True,
-                                                      no_progress=not progress, export=None, export_from=None))
-            if status != 0:
-                raise SweepError(f"{spec.name}: kava train ended with status {status}")
+        model_dir = run_dir / "train" / "final"
+        if not model_dir.is_dir():
+            try:
+                result = train_from_config(load_run_config(config_path), resume=True, progress=progress)
+            except (RefusedStart, *INPUT_ERRORS) as e:
+                raise SweepError(f"{spec.name}: training refused to start: {' '.join(str(e).split())}") from None
+            report_outcome(result)
+            if result.interrupted:
+                raise SweepError(f"{spec.name}: training was interrupted (checkpoint {result.checkpoint}); "
+                                 "run the sweep again to resume it")
         if not main:
             return None
         ev, eval_dir = spec.config["eval"], run_dir / "eval"
-        if not (eval_dir / "summary.json").is_file():
+        if not (eval_dir / SUMMARY_FILE).is_file():
             import torch
 
-            status = eval_cli.run(argparse.Namespace(
-                model=str(run_dir / "train" / "final"), dataset=ev["dataset"], split=ev["split"], limit=ev["limit"],
-                batch_size=ev["batch_size"], out=str(eval_dir), resume=(eval_dir / "eval_run.json").is_file(),
-                overwrite=False, max_new_tokens=ev["max_new_tokens"], temperature=None, top_p=None, seed=None,
-                skip_bad=False, device="cuda" if torch.cuda.is_available() else "cpu", no_progress=not progress))
-            if status != 0:
-                raise SweepError(f"{spec.name}: kava eval ended with status {status}")
+            try:
+                summary = evaluate_checkpoint(
+                    model_dir, ev["dataset"], split=ev["split"], limit=ev["limit"], batch_size=ev["batch_size"],
+                    out=eval_dir, resume=(eval_dir / SETTINGS_FILE).is_file(), max_new_tokens=ev["max_new_tokens"],
+                    device="cuda" if torch.cuda.is_available() else "cpu", progress=progress)
+            except EvaluationRefused as e:
+                raise SweepError(f"{spec.name}: evaluation refused to start: {e}") from None
+            except EvaluationInterrupted as e:
+                raise SweepError(f"{spec.name}: evaluation was interrupted ({e}); run the sweep again to resume it") from None
+            print(summary_line(summary))
+            print(f"wrote {eval_dir}")
         history = [json.loads(line) for line in (run_dir / "train" / "history.jsonl").read_text().splitlines() if line]
         model = config["model"]["source"]
-        return {"summary": json.loads((eval_dir / "summary.json").read_text()),
+        return {"summary": json.loads((eval_dir / SUMMARY_FILE).read_text()),
                 "train_time_s": sum(e.get("step_time_s", 0.0) for e in history),
                 "setting": {"model": model if isinstance(model, str) else "random config",
                             "train_data": config["data"]["name"], "eval_data": ev["dataset"],

@@ -1,4 +1,4 @@
-"""Looking inside a latent model (``kava inspect``; ``KavaModel.inspect``).
+"""Looking inside a latent model (``kava inspect``; `kava.api.inspect`).
 
 One module per job:
 

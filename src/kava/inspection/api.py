@@ -1,7 +1,7 @@
 """`inspect_question`: everything `kava inspect` shows about one question, as one typed result.
 
 One latent pass serves both the per-pass LM-head readings (through `run_latents`' ``observe``
-hook) and the student side of the K/V comparison; one teacher pass (`KavaModel.teacher_targets`,
+hook) and the student side of the K/V comparison; one teacher pass (`teacher_targets`,
 the eviction training used) gives the kept tokens and the comparison's targets. Nothing here
 recomputes the Jacobi loop or the eviction.
 """
@@ -21,6 +21,7 @@ from kava.evaluation.answering import Answer, answer_questions
 from kava.inspection.kept_tokens import KeptTokens, kept_tokens
 from kava.inspection.latent_tokens import LatentTokens, pass_labels, top_tokens
 from kava.inspection.similarity import KVSimilarity, kv_similarity
+from kava.model.teacher_compression import teacher_targets
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Inspection:
     trace and are None without one."""
 
     question: str
-    answer: Answer  # the model's own latent answer, as `KavaModel.generate` gives it
+    answer: Answer  # the model's own latent answer, as `kava.api.generate` gives it
     latents: LatentTokens
     config: KavaConfig  # the settings of the eviction and of the comparison's key space
     trace: Record | None = None  # question, steps and the answer the teacher sequence ends with
@@ -101,7 +102,7 @@ def inspect_question(model, question: str, steps: Sequence[str] | None = None, a
             if trace is not None:
                 builder = model.builder if cfg is model.config else SequenceBuilder(model.tokenizer, cfg)
                 batch = {k: v.to(model.device) for k, v in builder.training_batch([trace]).items()}
-                targets = model.teacher_targets(batch, cfg).kv
+                targets = teacher_targets(model, batch, cfg).kv
                 result.kept = kept_tokens(model, batch, targets)
                 result.similarity = kv_similarity(*model.latent_kv(state), targets, cfg.kv_key_space)
     finally:

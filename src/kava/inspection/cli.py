@@ -74,8 +74,8 @@ def _check_out(out: Path) -> Path:
 def _inspect(args: argparse.Namespace):
     from kava.config import ConfigError
     from kava.inspection.api import check_latent_model, inspect_question
-    from kava.integrity import check_model_dir
-    from kava.model.kava_model import KavaModel, find_model_dir
+    from kava.model.kava_model import KavaModel
+    from kava.model.persistence import check_model_dir, find_model_dir
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")

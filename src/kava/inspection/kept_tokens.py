@@ -3,7 +3,7 @@
 The KV distillation target of a question is M entries of the teacher's chain-of-thought cache
 per layer and KV head (docs/method.md §4). Which ones survive the eviction says what the student is
 asked to carry in its latents: the results of the steps, the operators, or the brackets. The
-kept positions come from the model's own ``teacher_targets`` (the very eviction training used);
+kept positions come from `kava.model.teacher_compression.teacher_targets` (the very eviction training used);
 this module only turns them into per-token counts.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kava.model.kava_model import CompressedKV
+from kava.model.teacher_compression import CompressedKV
 
 
 def kept_mask(indices: torch.Tensor, slot_mask: torch.Tensor, length: int) -> torch.Tensor:

@@ -15,14 +15,11 @@ each layer together with its cache (`enable_gradient_checkpointing`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch.utils.checkpoint import checkpoint
-from transformers import DynamicCache
-
-if TYPE_CHECKING:
-    from kava.model.kava_model import KavaModel
+from transformers import DynamicCache, PreTrainedModel
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values), each [B, H_kv, S, d]
 
@@ -42,7 +39,14 @@ def stack(kv: KV) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([k for k, _ in kv]), torch.stack([v for _, v in kv])
 
 
-def enable_gradient_checkpointing(model: KavaModel) -> None:
+class WrapsLM(Protocol):
+    """What gradient checkpointing needs of a `KavaModel`: its causal LM. Structural, so this
+    module (which kava_model imports) never imports kava_model back."""
+
+    lm: PreTrainedModel
+
+
+def enable_gradient_checkpointing(model: WrapsLM) -> None:
     """Recompute each decoder layer's activations in backward instead of storing them.
 
     transformers' own gradient checkpointing disables the KV cache, but KaVa's latent passes run

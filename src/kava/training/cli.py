@@ -17,7 +17,6 @@ with status 75, finished with 0.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -48,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kava import exits
-    from kava.training.from_config import INPUT_ERRORS, RefusedStart, train_from_config
+    from kava.training.from_config import INPUT_ERRORS, RefusedStart, report_outcome, train_from_config
     from kava.training.run_config import load_run_config
 
     try:
@@ -59,20 +58,14 @@ def run(args: argparse.Namespace) -> int:
     except (RefusedStart, *INPUT_ERRORS) as e:
         print(f"kava train: error: {_one_line(e)}", file=sys.stderr)
         return exits.BAD_INPUT
-    if result.history and os.environ.get("RANK", "0") == "0":
-        last = result.history[-1]
-        not_terms = ("step", "epoch", "lr", "tokens_per_s", "step_time_s", "eval_time_s", "max_memory_gb")
-        terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in not_terms)
-        print(f"step {result.step}: {terms}")
-        print(f"trained model: {result.final_dir}" if result.final_dir else f"interrupted; resume from {result.checkpoint}")
+    report_outcome(result)
     return exits.INTERRUPTED if result.interrupted else exits.OK
 
 
 def _export(cfg, out: Path, source: Path | None) -> int:
     from kava.config import ConfigError, KavaConfig
-    from kava.integrity import check_model_dir
     from kava.layout import FINAL
-    from kava.model.kava_model import CONFIG_FILE, find_model_dir
+    from kava.model.persistence import CONFIG_FILE, check_model_dir, find_model_dir
     from kava.model.loading import ModelSource
     from kava.training.export import export_merged
     from kava.training.from_config import build_model

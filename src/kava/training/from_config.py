@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -19,6 +21,9 @@ from kava.config import ConfigError
 from kava.data.datasets import DatasetError
 from kava.data.records import RecordError
 from kava.integrity import CorruptFile
+
+if TYPE_CHECKING:
+    from kava.training.engine import TrainResult
 
 RUN_CONFIG = "run_config.yaml"
 # What bad inputs raise: a start that meets one is refused, not crashed.
@@ -54,6 +59,19 @@ def train_from_config(cfg, *, resume: bool = False, progress: bool = True):
                      progress=progress)
 
 
+def report_outcome(result: TrainResult, echo: Callable[[str], None] = print) -> None:
+    """What ``kava train`` (and a sweep's run, into its log) prints when `train_from_config` returns:
+    the last step's loss terms, then the trained model's folder or, when interrupted, the checkpoint
+    to resume from. Only the main process of a launch prints (the others hold the same result)."""
+    if not result.history or os.environ.get("RANK", "0") != "0":
+        return
+    last = result.history[-1]
+    not_terms = ("step", "epoch", "lr", "tokens_per_s", "step_time_s", "eval_time_s", "max_memory_gb")
+    terms = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if k not in not_terms)
+    echo(f"step {result.step}: {terms}")
+    echo(f"trained model: {result.final_dir}" if result.final_dir else f"interrupted; resume from {result.checkpoint}")
+
+
 def check_start(cfg, resume: bool, main: bool):
     """Everything that can refuse a start, checked before anything slow or written: the output
     folder (free, not a file, not an earlier run unless resuming), the split of the batch over
@@ -86,7 +104,7 @@ def check_start(cfg, resume: bool, main: bool):
 def check_resume(cfg, fitted, n_records: int, world: int) -> None:
     """``--resume`` must continue the run in ``output_dir``: the same settings (apart from logging,
     checkpoint cadence and validation), records and processes, from a checkpoint that is whole."""
-    from kava.integrity import check_model_dir
+    from kava.model.persistence import check_model_dir
     from kava.outputs import differences
     from kava.training.checkpoint import (
         MODEL_DIR,

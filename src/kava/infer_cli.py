@@ -9,7 +9,8 @@
 - Stdin: ``echo "question" | kava infer --model DIR`` prints one answer line per input line
   (JSON rows with ``--output``).
 
-Answers come from `kava.evaluation.answering` (the decoder of ``kava eval``).
+Answers come from `kava.evaluation.answering` (the decoder of ``kava eval``). The command sits at the
+top of the package, beside `kava.api`, because it uses both evaluation and inspection (``:latents``).
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ def _check_output(output: str | None) -> None:
 def _load(args: argparse.Namespace):
     from kava.config import ConfigError
     from kava.evaluation.answering import check_mode
-    from kava.integrity import check_model_dir
-    from kava.model.kava_model import KavaModel, find_model_dir
+    from kava.model.kava_model import KavaModel
+    from kava.model.persistence import check_model_dir, find_model_dir
 
     try:
         check_model_dir(find_model_dir(args.model))
@@ -173,9 +174,10 @@ class Session:
 
     def latents(self, question: str) -> str:
         """The top-1 grid of `kava inspect`: each latent slot read through the LM head, pass by pass."""
+        from kava import api
         from kava.inspection.terminal import latent_table
 
-        table = latent_table(self.model.inspect(question).latents)
+        table = latent_table(api.inspect(self.model, question).latents)
         return "\n".join(table[: table.index("")])
 
     def command(self, line: str) -> bool:
