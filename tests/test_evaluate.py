@@ -76,7 +76,7 @@ def test_a_questions_latency_is_its_batchs_time_shared(records, monkeypatch):
 
         @classmethod
         def perf_counter(cls) -> float:
-            cls.now += 0.15  # called at a batch's start and end
+            cls.now += 0.3  # called once at a batch's start and once at its end
             return cls.now
 
     monkeypatch.setattr(evaluate_module, "time", FakeTime)

@@ -24,7 +24,12 @@ _EXPORTS = {
     "RunConfig": "kava.training.run_config",
     "load_run_config": "kava.training.run_config",
     "train_from_config": "kava.training.from_config",
+    "report_outcome": "kava.training.from_config",
     "evaluate": "kava.evaluation.evaluate",
+    "evaluate_checkpoint": "kava.evaluation.resumable",
+    "EvaluationRefused": "kava.evaluation.resumable",
+    "generate": "kava.api",
+    "inspect": "kava.api",
 }
 
 __all__ = ["__version__", *_EXPORTS]
