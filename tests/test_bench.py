@@ -150,8 +150,7 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, one_thread):
                "--batch", "4", "--rounds", "1", "--warmup", "0", "--cot-tokens", "3", "--batch1-questions", "1")
     assert proc.returncode == 0, proc.stderr
     row = json.loads((out / "gpu_check.json").read_text())["llama-3.2-1b"]
-    kava, cot = row["kava"], row["cot"]  # one round: the paired ratio is the ratio of the steps
-    assert row["kava_step_over_cot_step"] == pytest.approx(kava["step_s"] / cot["step_s"])
+    kava = row["kava"]  # the rates are the median step's
     assert kava["examples_per_s"] == pytest.approx(4 / kava["step_s"])
     assert kava["teacher_tokens_per_s"] == pytest.approx(row["teacher_tokens_per_batch"] / kava["step_s"])
     assert row["inference_batch32"]["cot"]["tokens"] == 3  # a random model writes to the limit

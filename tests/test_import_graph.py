@@ -19,11 +19,10 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first; a module may import its own layer or a lower one. A module matches a prefix when
 # it is the prefix or lies inside it. Every module must be placed: a new one is placed here first.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("kava.exits", "kava.layout", "kava.outputs", "kava.stop", "kava.validation", "kava.methods",
-                    "kava.integrity")),
+    ("foundation", ("kava.runtime", "kava.methods")),
     ("data, method config, compression and losses", ("kava.data", "kava.config", "kava.compression", "kava.losses")),
     ("model", ("kava.model",)),
-    ("training and evaluation", ("kava.training", "kava.evaluation", "kava.reports")),
+    ("training and evaluation", ("kava.training", "kava.evaluation")),
     ("inspection", ("kava.inspection",)),
     ("experiments, demo and benchmark", ("kava.experiments", "kava.demo", "kava.benchmark")),
     ("API and commands", ("kava.api", "kava.infer_cli", "kava.cli")),

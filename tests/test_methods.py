@@ -11,14 +11,15 @@ import json
 import pytest
 import torch
 
-from kava import losses, reports
+from kava import losses
+from kava.experiments import reports
 from kava.config import PRESETS, KavaConfig, preset
 from kava.demo import cli as demo_cli
 from kava.demo import run
 from kava.demo.run import DemoSettings, train_config
 from kava.experiments.results import collect
 from kava.methods import METHODS, Method, benched, demo_methods, in_order, register
-from kava.validation import ConfigError
+from kava.runtime.validation import ConfigError
 
 # `kava.config.PRESETS` as it was spelt before the registry: every registered preset must equal it.
 OLD_PRESETS = {

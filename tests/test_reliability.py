@@ -21,13 +21,13 @@ import pytest
 import torch
 import yaml
 
-from kava import exits
+from kava.runtime import exits
 from kava.cli import main
 from kava.config import ConfigError, preset
 from kava.evaluation import evaluate as evaluate_module
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
-from kava.outputs import FolderInUse, check_free, hold
+from kava.runtime.outputs import FolderInUse, check_free, hold
 from kava.training import from_config
 from kava.training.run_config import TrainConfig, load_run_config
 

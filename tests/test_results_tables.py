@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kava.reports import aggregate, format_table, plot_accuracy_vs_passes, plot_learning_curves, write_summary
+from kava.experiments.reports import aggregate, format_table, plot_accuracy_vs_passes, plot_learning_curves, write_summary
 
 
 def _summary(acc, passes):
@@ -36,7 +36,7 @@ def test_missing_metric_is_an_error():
 
 
 def test_learning_curves_place_a_continued_run_after_the_one_it_continues(tmp_path, monkeypatch):
-    from kava import reports
+    from kava.experiments import reports
 
     def run(seed, start, times, accs):
         return {"seed": seed, "start_s": start,
@@ -58,7 +58,7 @@ def test_learning_curves_place_a_continued_run_after_the_one_it_continues(tmp_pa
 
 
 def test_spread_test_f_and_p_on_hand_computed_grids():
-    from kava.reports import spread_test
+    from kava.experiments.reports import spread_test
 
     # a = (1, 3), b = (2, 6): seed means 1.5, 4.5; effects -1, +1; residuals ±0.5 -> F = (2*2/1) / (4*0.25/1) = 4.
     # The only other shuffle (swap one seed) gives F = 0.25, so half the shuffles reach 4.
@@ -76,7 +76,7 @@ def test_spread_test_f_and_p_on_hand_computed_grids():
 
 
 def test_spread_test_needs_the_same_seeds_in_every_row():
-    from kava.reports import spread_test
+    from kava.experiments.reports import spread_test
 
     with pytest.raises(ValueError, match=r"row 'b' has seeds \[0\], not \[0, 1\]"):
         spread_test({"a": {0: 1.0, 1: 2.0}, "b": {0: 1.0}})
@@ -85,7 +85,7 @@ def test_spread_test_needs_the_same_seeds_in_every_row():
 
 
 def test_a_grid_of_many_rows_gets_distinct_colours_and_a_legend_off_the_data(monkeypatch, tmp_path):
-    from kava import reports
+    from kava.experiments import reports
 
     figures = []
     monkeypatch.setattr(reports, "_save", lambda fig, path: figures.append(fig))

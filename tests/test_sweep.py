@@ -4,6 +4,7 @@ per-run commands, and one real tiny run of the demo base."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -127,6 +128,8 @@ def test_interrupted_sweep_resumes_and_runs_each_configuration_exactly_once(tmp_
     assert metrics["config"] == plan.run("kava-num_iterations=2-seed1").config and metrics["seed"] == 1
     assert (out / "runs" / "kava-num_iterations=2-seed1" / "config.json").is_file()
     assert (out / "runs" / "kava-num_iterations=2-seed1" / "run.log").is_file()
+    grid = json.loads((out / "sweep.json").read_text())["grid"]  # no machine path: relative to the sweep
+    assert not Path(grid).is_absolute() and (out / grid).resolve() == plan.path.resolve()
 
 
 def test_a_corrupt_metrics_file_means_not_finished_and_the_run_is_redone(tmp_path):

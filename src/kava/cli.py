@@ -1,7 +1,7 @@
 """The ``kava`` command: a thin dispatcher over the Python API.
 
 Each subcommand lives next to the code it drives and exposes ``add_arguments(parser)`` and
-``run(args) -> int``; this file only wires them up, importing lazily so ``kava --help`` is fast. Exit statuses are those of `kava.exits`.
+``run(args) -> int``; this file only wires them up, importing lazily so ``kava --help`` is fast. Exit statuses are those of `kava.runtime.exits`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from kava import exits
+from kava.runtime import exits
 
 SUBCOMMANDS = {
     "train": ("kava.training.cli", "fine-tune a model with a KaVa method preset from a YAML config"),

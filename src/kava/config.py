@@ -17,7 +17,7 @@ from pydantic import AfterValidator, Field
 from kava.compression import EVICTIONS
 from kava.losses import ELEMENTWISE, TERMS
 from kava.methods import METHODS, lookup
-from kava.validation import Bool, ConfigError, Int, Number, config_class, one_of
+from kava.runtime.validation import Bool, ConfigError, Int, Number, config_class, one_of
 
 LATENT_MODES = ("jacobi", "sequential")
 KEY_SPACES = ("post_rope", "pre_rope")

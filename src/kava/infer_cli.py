@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kava import exits
+    from kava.runtime import exits
 
     try:
         questions = _read_questions(Path(args.input)) if args.input else None
@@ -145,7 +145,7 @@ class Session:
     def interactive(self) -> int:
         import readline  # noqa: F401  (arrow keys and history for input())
 
-        from kava import exits
+        from kava.runtime import exits
 
         print(f"kava infer: {self.args.model} ({self.mode} mode). Ask a question; :help for commands.")
         while True:

@@ -25,7 +25,7 @@ class LossTerm:
     weight: str | None
     passes: tuple[str, ...] = ()  # the training passes it needs ("teacher", "student"): which ones run
     # A logged-only reference for this other term, drawn dashed in its loss-curve panel and divided
-    # into it at the end of training (`kava.reports.final_losses`), and what it is, in words.
+    # into it at the end of training (`kava.experiments.reports.final_losses`), and what it is, in words.
     baseline_of: str | None = None
     label: str = ""
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from kava.validation import ConfigError
+from kava.runtime.validation import ConfigError
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from kava.demo.tokenizer import build_tokenizer, tiny_llama_config
 from kava.methods import METHODS, demo_methods, in_order, lookup
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
-from kava.outputs import as_json
+from kava.runtime.outputs import as_json
 
 
 TRACE_TOKENS = 30  # the demo task's longest trace, in the demo tokenizer's tokens (measured over 500 problems)
@@ -54,7 +54,7 @@ class DemoSettings:
     # learning curve on validation: 52 % at the end, against 75 % for 1200 steps) and KaVa after it
     # ended at 30 % (34 % after the 1200-step CoT). So CoT keeps 1200 steps, and No-CoT, flat at
     # 2-6 % on its validation curve from 100 to 500 steps, gives 100 of its steps to the budget.
-    # (benchmarks/demo_recipe_search.jsonl holds every validation run.)
+    # (benchmarks/studies/demo_recipe_search.jsonl holds every validation run.)
     steps: dict[str, int] = field(default_factory=lambda: {"nocot": 400, "cot": 1200, "latent": 1500})
     # Latent lr, validation split, 1600 KaVa steps after a 1500-step CoT: 2e-3 33.0 %, 1e-3 37.0 %,
     # 4e-3 worse (14.5 vs 19.5 % at 600 steps); with alpha_codi = 1: 2e-3 35.0, 1e-3 43.0, 5e-4 39.5 %.
@@ -304,7 +304,7 @@ def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progr
     With ``resume`` an earlier call into the same folder is continued: completed runs are reused
     (their settings must match), an interrupted one resumes from its last checkpoint.
     """
-    from kava.reports import aggregate, format_table, plot_accuracy_vs_passes, plot_learning_curves, write_summary
+    from kava.experiments.reports import aggregate, format_table, plot_accuracy_vs_passes, plot_learning_curves, write_summary
 
     s = settings or DemoSettings()
     if s.threads:

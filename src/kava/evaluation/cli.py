@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """``kava eval``: `evaluate_checkpoint` with the flags as its arguments; a refusal is one line on
     stderr and status 2, a signal status 75 (the predictions so far are kept)."""
-    from kava import exits
+    from kava.runtime import exits
     from kava.evaluation.resumable import EvaluationInterrupted, EvaluationRefused, evaluate_checkpoint, summary_line
 
     try:

@@ -34,7 +34,7 @@ from kava.data.datasets import LoadedDataset
 from kava.data.records import Record
 from kava.evaluation.answering import DEFAULT_MAX_NEW_TOKENS, read_answer
 from kava.evaluation.decoding import Sampling, generate
-from kava.outputs import write_atomic
+from kava.runtime.outputs import write_atomic
 
 PREDICTIONS_FILE = "predictions.jsonl"
 SUMMARY_FILE = "summary.json"

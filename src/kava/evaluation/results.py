@@ -22,7 +22,7 @@ from typing import Any
 
 from kava.data.records import Record
 from kava.evaluation.evaluate import PREDICTIONS_FILE, SUMMARY_FILE, EvalResult, write_results
-from kava.outputs import check_free, differences, write_atomic
+from kava.runtime.outputs import check_free, differences, write_atomic
 
 SETTINGS_FILE = "eval_run.json"
 RESULT_FILES = (SETTINGS_FILE, PREDICTIONS_FILE, SUMMARY_FILE)

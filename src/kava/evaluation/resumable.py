@@ -2,7 +2,7 @@
 
 This is ``kava eval`` as a Python function, for the sweep and for scripts: the command is a thin
 wrapper that maps its flags onto the keyword arguments and the exceptions below onto exit
-statuses (`kava.exits`). The inference mode (latent, CoT or direct) comes from the checkpoint's
+statuses (`kava.runtime.exits`). The inference mode (latent, CoT or direct) comes from the checkpoint's
 own config, so a model is always evaluated the way it was trained to answer.
 
 Nothing is lost and nothing surprising happens to the output folder (`kava.evaluation.results`):
@@ -27,8 +27,8 @@ from kava.evaluation.evaluate import EvaluationStopped, evaluate
 from kava.evaluation.results import ResultWriter, check_start, load_done
 from kava.model.kava_model import KavaModel
 from kava.model.persistence import check_model_dir, find_model_dir
-from kava.outputs import hold
-from kava.stop import StopSignal
+from kava.runtime.outputs import hold
+from kava.runtime.stop import StopSignal
 
 
 class EvaluationRefused(ValueError):

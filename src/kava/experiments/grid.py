@@ -37,8 +37,8 @@ import yaml
 
 from kava.config import PRESETS, ConfigError, KavaConfig
 from kava.methods import METHODS
-from kava.outputs import as_json
-from kava.validation import read_yaml_mapping
+from kava.runtime.outputs import as_json
+from kava.runtime.validation import read_yaml_mapping
 
 BASE_VARIANT = "base"
 TOP_KEYS = ("base", "settings", "eval", "methods", "seeds", "knobs", "variants")

@@ -4,7 +4,7 @@
     kava report outputs/demo-full --out /tmp/r --strict
 
 A run folder with a missing or corrupt metrics file is named on stderr and in report.md; with
-``--strict`` the exit status is then 3 (`kava.exits.INCOMPLETE`), the report written all the same.
+``--strict`` the exit status is then 3 (`kava.runtime.exits.INCOMPLETE`), the report written all the same.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
 def report(runs_dir: Path, out: Path, strict: bool) -> int:
     """Write the report and print its table; problems go to stderr, one line per run."""
-    from kava import exits
+    from kava.runtime import exits
     from kava.experiments.results import write_report
 
     try:

@@ -1,5 +1,5 @@
 """The report over a folder of runs: a sweep's (``metrics.json`` per run) or a demo's
-(``demo_run.json`` per run), aggregated over seeds with `kava.reports`.
+(``demo_run.json`` per run), aggregated over seeds with `kava.experiments.reports`.
 
 Nothing is skipped silently: a run folder without a valid metrics file, and a run the sweep
 planned (``sweep.json``) that has no folder, is a *problem*, named on stderr and in the report. A
@@ -110,7 +110,7 @@ def _read_run(folder: Path) -> RunResult | None:
 def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dict[str, Any]]:
     """Tables (report.md, table.csv, table.tex), summary.json and the PNG plots of ``runs_dir`` in
     ``out``; returns what was collected and the aggregate (row → metric → {mean, std, n})."""
-    from kava.reports import (
+    from kava.experiments.reports import (
         aggregate,
         final_losses,
         format_table,
@@ -204,7 +204,7 @@ def _accuracy_by_method(rows: dict[str, list[RunResult]]) -> dict[str, dict[str,
 def _paired(accuracy: dict[str, dict[str, dict[int, float]]], order: list[str]) -> dict[str, dict[str, Any]]:
     """Every variant row's accuracy minus its method's base row, seed by seed (`paired_differences`),
     in the table's ``order``; ``accuracy`` is `_accuracy_by_method`'s."""
-    from kava.reports import paired_differences
+    from kava.experiments.reports import paired_differences
 
     out: dict[str, dict[str, Any]] = {}
     for method, by_row in accuracy.items():
@@ -216,7 +216,7 @@ def _spread(accuracy: dict[str, dict[str, dict[int, float]]]) -> dict[str, dict[
     """method → `spread_test` over its rows that have every seed of its base row (the others are
     listed under ``left_out``); a method whose base has one seed, or no variant with all of them,
     gets only ``left_out`` and a ``reason``."""
-    from kava.reports import spread_test
+    from kava.experiments.reports import spread_test
 
     out: dict[str, dict[str, Any]] = {}
     for method, by_row in accuracy.items():
@@ -276,8 +276,8 @@ def _paired_section(deltas: dict[str, dict[str, Any]], paper: dict[str, float | 
 
 
 def _losses_section(losses: dict[str, dict[str, float]], seeds: dict[str, int]) -> list[str]:
-    """The Markdown table of `kava.reports.final_losses`: one column per term some row logged."""
-    from kava.reports import BASELINES, LOSS_TERMS, RATIOS
+    """The Markdown table of `kava.experiments.reports.final_losses`: one column per term some row logged."""
+    from kava.experiments.reports import BASELINES, LOSS_TERMS, RATIOS
 
     cols = [k for k in (*LOSS_TERMS, *BASELINES.values(), *RATIOS.values()) if any(k in v for v in losses.values())]
     lines = ["## Training losses at the end (each run's last 10 % of logged steps, mean over seeds)", "",

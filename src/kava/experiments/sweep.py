@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from kava.experiments.grid import GridError, Plan, RunSpec, demo_settings
-from kava.outputs import as_json
+from kava.runtime.outputs import as_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 LOG_FILE = "run.log"
 PLAN_FILE = "sweep.json"
-# What a finished run's summary must hold (`kava.reports.METRICS`): the report reads these.
+# What a finished run's summary must hold (`kava.experiments.reports.METRICS`): the report reads these.
 REQUIRED = ("accuracy", "mean_forward_passes", "mean_generated_tokens", "mean_cache_tokens", "mean_latency_s")
 
 # A runner trains and evaluates one run in its folder and returns what metrics.json records
@@ -84,7 +84,7 @@ def finished(spec: RunSpec, run_dir: Path) -> bool:
         return False
     recorded = in_current_form(metrics["config"])
     if recorded != spec.config:
-        from kava.outputs import differences
+        from kava.runtime.outputs import differences
 
         diffs = differences(recorded, spec.config)
         raise SweepError(f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:3])}); "
@@ -129,8 +129,10 @@ def run_sweep(plan: Plan, out: str | Path, runner: Runner, only: list[str] | Non
 
 def write_plan(plan: Plan, out: Path) -> None:
     """``<out>/sweep.json``: the grid and every run it asks for, so the report can name runs never
-    started (rather than report fewer seeds than were asked)."""
-    _write_json(out / PLAN_FILE, {"grid": str(plan.path.resolve()), "base": plan.base,
+    started (rather than report fewer seeds than were asked). The grid is named relative to
+    ``out``, so the folder carries no machine path and can be moved or committed."""
+    grid = os.path.relpath(plan.path.resolve(), Path(out).resolve())
+    _write_json(out / PLAN_FILE, {"grid": grid, "base": plan.base,
                                   "runs": [{"name": r.name, "method": r.method, "seed": r.seed, "variant": r.variant}
                                            for r in plan.runs]})
 
@@ -224,7 +226,7 @@ def train_runner(out: Path, progress: bool = True) -> Runner:
             evaluate_checkpoint,
             summary_line,
         )
-        from kava.outputs import write_atomic
+        from kava.runtime.outputs import write_atomic
         from kava.training.from_config import INPUT_ERRORS, RefusedStart, report_outcome, train_from_config
         from kava.training.run_config import load_run_config
 
@@ -276,7 +278,7 @@ def train_runner(out: Path, progress: bool = True) -> Runner:
 @contextlib.contextmanager
 def _owned(run_dir: Path, main: bool) -> Iterator[None]:
     """The run's folder, locked by the main process: two jobs started on one run do not interleave."""
-    from kava.outputs import hold
+    from kava.runtime.outputs import hold
 
     if not main:
         yield
@@ -315,7 +317,7 @@ def _logged(path: Path, main: bool) -> Iterator[None]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    from kava.outputs import write_atomic
+    from kava.runtime.outputs import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(data, indent=2) + "\n")

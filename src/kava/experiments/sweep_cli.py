@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kava import exits
+    from kava.runtime import exits
     from kava.config import ConfigError
     from kava.experiments.grid import load_grid
     from kava.experiments.sweep import (
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         run_sweep,
         train_runner,
     )
-    from kava.outputs import FolderInUse
+    from kava.runtime.outputs import FolderInUse
 
     try:
         plan = load_grid(args.grid, args.cot_from)

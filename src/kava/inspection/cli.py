@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kava import exits
+    from kava.runtime import exits
 
     try:
         out = _check_out(Path(args.out))

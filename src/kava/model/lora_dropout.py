@@ -6,7 +6,7 @@ draws are a large share of a pass (about a quarter of a SmolLM2 teacher pass). W
 ``per_input``, an adapter whose input is the very tensor the previous adapter dropped reuses
 that dropped tensor: q/k/v share one mask, gate/up another, o and down keep their own (4 draws
 per layer instead of 7). The trade: the noise on q, k and v (and on gate and up) is correlated,
-which is a different regulariser from PEFT's; `benchmarks/lora_dropout_masks.py` measures both.
+which is a different regulariser from PEFT's; `benchmarks/studies/lora_dropout_masks.py` measures both.
 """
 
 from __future__ import annotations

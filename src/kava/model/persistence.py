@@ -23,8 +23,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kava.config import KavaConfig
-from kava.integrity import CorruptFile, check_safetensors
-from kava.layout import CHECKPOINT_MODEL, CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
+from kava.runtime.integrity import CorruptFile, check_safetensors
+from kava.runtime.layout import CHECKPOINT_MODEL, CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
 from kava.model.loading import BASE_FILE, ModelSource
 from kava.model.projection import LatentProjection
 from kava.model.tokens import ExtendedEmbedding

@@ -29,9 +29,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from kava.layout import CHECKPOINT_MODEL as MODEL_DIR
-from kava.layout import CHECKPOINT_PREFIX as PREFIX
-from kava.outputs import differences
+from kava.runtime.layout import CHECKPOINT_MODEL as MODEL_DIR
+from kava.runtime.layout import CHECKPOINT_PREFIX as PREFIX
+from kava.runtime.outputs import differences
 
 STAGING = ".tmp"
 STATE_FILE = "trainer_state.json"

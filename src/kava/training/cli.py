@@ -8,9 +8,9 @@
 
 Multi-GPU: ``accelerate launch [--config_file configs/accelerate_fsdp.yaml] -m kava.cli train ...``.
 Every problem with the inputs — configuration, dataset, model source, output folder, a resume
-that does not match the run — is reported as one line (exit status 2, `kava.exits`) before
+that does not match the run — is reported as one line (exit status 2, `kava.runtime.exits`) before
 anything slow happens, and leaves the output folder as it was. A run owns its output folder
-while it works (`kava.outputs`); stopped by SIGINT / SIGTERM it saves a checkpoint and exits
+while it works (`kava.runtime.outputs`); stopped by SIGINT / SIGTERM it saves a checkpoint and exits
 with status 75, finished with 0.
 """
 
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kava import exits
+    from kava.runtime import exits
     from kava.training.from_config import INPUT_ERRORS, RefusedStart, report_outcome, train_from_config
     from kava.training.run_config import load_run_config
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _export(cfg, out: Path, source: Path | None) -> int:
     from kava.config import ConfigError, KavaConfig
-    from kava.layout import FINAL
+    from kava.runtime.layout import FINAL
     from kava.model.persistence import CONFIG_FILE, check_model_dir, find_model_dir
     from kava.model.loading import ModelSource
     from kava.training.export import export_merged

@@ -46,10 +46,10 @@ from tqdm.auto import tqdm
 
 from kava.config import ConfigError, KavaConfig
 from kava.data.records import Record
-from kava.layout import CHECKPOINTS, FINAL
+from kava.runtime.layout import CHECKPOINTS, FINAL
 from kava.model.cache import enable_gradient_checkpointing
 from kava.model.kava_model import KavaModel
-from kava.stop import StopSignal
+from kava.runtime.stop import StopSignal
 from kava.training.checkpoint import (
     MODEL_DIR,
     TrainerState,

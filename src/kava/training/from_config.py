@@ -3,7 +3,7 @@
 Every problem with the inputs — configuration, dataset, model source, output folder, a resume
 that does not match the run — is refused (`RefusedStart`) before anything slow happens, and
 leaves the output folder as it was. A run owns its output folder while it works
-(`kava.outputs`); stopped by SIGINT / SIGTERM it saves a checkpoint and returns interrupted.
+(`kava.runtime.outputs`); stopped by SIGINT / SIGTERM it saves a checkpoint and returns interrupted.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import yaml
 from kava.config import ConfigError
 from kava.data.datasets import DatasetError
 from kava.data.records import RecordError
-from kava.integrity import CorruptFile
+from kava.runtime.integrity import CorruptFile
 
 if TYPE_CHECKING:
     from kava.training.engine import TrainResult
@@ -40,7 +40,7 @@ class RefusedStart(Exception):
 def train_from_config(cfg, *, resume: bool = False, progress: bool = True):
     """Train the run `cfg` (a `RunConfig`) describes, or continue it (`resume`); returns the
     engine's `TrainResult`. Raises `RefusedStart` when the inputs refuse a start."""
-    from kava.outputs import hold
+    from kava.runtime.outputs import hold
     from kava.training.engine import train
 
     main = os.environ.get("RANK", "0") == "0"
@@ -79,7 +79,7 @@ def check_start(cfg, resume: bool, main: bool):
 
     Returns the training data (`LoadedDataset`) and the evaluation callback.
     """
-    from kava.outputs import check_free
+    from kava.runtime.outputs import check_free
     from kava.training.engine import check_output_dir  # imports torch: after the config checks
 
     out = Path(cfg.output_dir)
@@ -105,7 +105,7 @@ def check_resume(cfg, fitted, n_records: int, world: int) -> None:
     """``--resume`` must continue the run in ``output_dir``: the same settings (apart from logging,
     checkpoint cadence and validation), records and processes, from a checkpoint that is whole."""
     from kava.model.persistence import check_model_dir
-    from kava.outputs import differences
+    from kava.runtime.outputs import differences
     from kava.training.checkpoint import (
         MODEL_DIR,
         NOT_TRAJECTORY,
@@ -114,7 +114,7 @@ def check_resume(cfg, fitted, n_records: int, world: int) -> None:
         count_conflicts,
         latest_checkpoint,
     )
-    from kava.layout import CHECKPOINTS
+    from kava.runtime.layout import CHECKPOINTS
     from kava.training.engine import plain_config
 
     out = Path(cfg.output_dir)
@@ -202,7 +202,7 @@ def make_eval_fn(cfg):
 
 
 def _write_yaml(path: Path, data: dict) -> None:
-    from kava.outputs import write_atomic
+    from kava.runtime.outputs import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, yaml.safe_dump(data, sort_keys=False))

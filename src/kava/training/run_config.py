@@ -28,7 +28,7 @@ from pydantic import AfterValidator, BeforeValidator, Field
 from kava.config import ConfigError, KavaConfig, preset
 from kava.data.datasets import DatasetNotFoundError, dataset_entry
 from kava.model.loading import ModelSource
-from kava.validation import Bool, Int, Number, config_class, one_of, read_yaml_mapping
+from kava.runtime.validation import Bool, Int, Number, config_class, one_of, read_yaml_mapping
 
 MIXED_PRECISION = ("auto", "no", "bf16", "fp16")
 TRACKERS = ("tensorboard", "wandb")

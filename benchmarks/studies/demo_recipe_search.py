@@ -5,8 +5,8 @@ call trains one method (from scratch, or from a CoT checkpoint for the latent me
 it on the validation split every ``--eval-every`` steps, and appends one JSON line to ``--log``
 (settings, validation accuracy per eval, wall time). Never touches the test split.
 
-    python benchmarks/demo_recipe_search.py --method cot --steps 1500 --out /tmp/s/cot
-    python benchmarks/demo_recipe_search.py --method kava --init /tmp/s/cot/final --steps 800 \
+    python benchmarks/studies/demo_recipe_search.py --method cot --steps 1500 --out /tmp/s/cot
+    python benchmarks/studies/demo_recipe_search.py --method kava --init /tmp/s/cot/final --steps 800 \
         --set kv_key_space=pre_rope teacher_drop_last_step=false alpha_kv=10 --out /tmp/s/kava-a
 """
 
@@ -33,10 +33,11 @@ def _overrides(items: list[str]) -> dict:
 
 
 def main() -> None:
-    from kava.demo.run import LATENT_METHODS, DemoSettings, demo_model, engine_stream
+    from kava.demo.run import DemoSettings, demo_model, engine_stream
     from kava.demo.task import SyntheticTask, TaskConfig
     from kava.demo.tokenizer import build_tokenizer
     from kava.evaluation.evaluate import evaluate
+    from kava.methods import lookup
     from kava.model.kava_model import KavaModel
     from kava.training.engine import train
     from kava.training.run_config import TrainConfig
@@ -55,13 +56,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
-    p.add_argument("--log", default="benchmarks/demo_recipe_search.jsonl")
+    p.add_argument("--log", default="benchmarks/studies/demo_recipe_search.jsonl")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
     s = DemoSettings()
     s = replace(s, **_overrides(args.settings))
-    phase = "latent" if args.method in LATENT_METHODS else args.method
+    phase = "latent" if lookup(args.method).latent else args.method
     config = s.method_config(args.method).replace(**_overrides(args.set))
     task = SyntheticTask(TaskConfig(**_overrides(args.task)))
     valid = task.valid_set(args.valid)

@@ -6,7 +6,7 @@ machine noise. Each process trains CoT and KaVa for ``--steps`` steps on the dem
 the training engine (``TrainConfig.mixed_precision``) and prints one JSON line of median step
 times (first 5 steps dropped); the parent prints paired medians.
 
-    python benchmarks/cpu_bf16_step.py --rounds 2 --threads 2
+    python benchmarks/studies/cpu_bf16_step.py --rounds 2 --threads 2
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ whether it changes what training reaches, beside PEFT's one mask per adapter.
    both settings on the same data order; validation accuracy (the demo task's validation split)
    and the last 10 % of the loss terms, and the per-seed differences.
 
-    python benchmarks/lora_dropout_masks.py --cost --train --demo outputs/demo --out docs/bench
+    python benchmarks/studies/lora_dropout_masks.py --cost --train --demo outputs/demo --out docs/bench
 
 Writes ``OUT/lora_dropout_masks.json`` (each part under its key; a part not run keeps its old value).
 """

@@ -10,7 +10,7 @@ and off, from the same weights, data order and seeds:
    held-out GSM8k-AUG validation questions (eval mode, no dropout) the student's answer CE, L_CODI
    and L_KV, the quantities the student is trained to lower.
 
-    python benchmarks/teacher_dropout_smollm2.py --steps 40 --threads 1 --out outputs/bench/teacher_dropout
+    python benchmarks/studies/teacher_dropout_smollm2.py --steps 40 --threads 1 --out outputs/bench/teacher_dropout
 
 Writes ``OUT/teacher_dropout.json``. It is a CPU-sized check (M = 12, LoRA r = 32, batch 4), not a
 reproduction of the paper's setting.

@@ -8,7 +8,7 @@ step results (the next question of the batch): a value that turns up as often fo
 question says nothing. Reported overall, per step, per operation, and split by whether the model's
 latent answer is right. Reads only demo runs (``runs/<method>-seed<k>/final``); never the test split.
 
-    python benchmarks/latent_readout.py /work/demo/runs/kava-seed0 /work/demo/runs/pccot-seed0 \
+    python benchmarks/studies/latent_readout.py /work/demo/runs/kava-seed0 /work/demo/runs/pccot-seed0 \
         --out docs/bench/latent_readout_demo.json
 """
 
