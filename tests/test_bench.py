@@ -127,6 +127,7 @@ def test_a_kava_step_splits_into_teacher_eviction_student(records):
     assert all(m.spans is None for m in models.values())  # instrumentation is removed afterwards
 
 
+@pytest.mark.slow  # another process
 def test_bench_without_a_trained_demo_stops_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kava.cli", "bench", "--demo", str(tmp_path / "none"),
                            "--out", str(tmp_path / "bench")], capture_output=True, text=True)
@@ -135,6 +136,7 @@ def test_bench_without_a_trained_demo_stops_with_one_line(tmp_path):
     assert not (tmp_path / "bench").exists()
 
 
+@pytest.mark.slow  # another process
 def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, one_thread):
     """benchmarks/gpu_check.py is only measured on a GPU machine (when one is lent): its smoke run
     here keeps it working — assets prepared, both methods trained and timed, answers generated."""

@@ -22,7 +22,7 @@ from kava.training.engine import train
 
 from conftest import TRAIN_RECORDS as RECORDS, train_config as config, training_model as build
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # torchrun: two more processes
 
 TESTS = Path(__file__).resolve().parent
 OVERRIDES = {"alpha_codi": 0.0, "kv_layerwise_std": False, "lora_dropout": 0.0}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -51,6 +52,7 @@ def test_generate_answers_one_or_many_in_any_mode(saved, records):
         generate(model, "a question", mode="chat")
 
 
+@pytest.mark.slow  # another process
 def test_batch_mode_gives_the_predictions_of_kava_eval(saved, records, tmp_path):
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps({"question": r.question}) + "\n" for r in records))
@@ -64,6 +66,7 @@ def test_batch_mode_gives_the_predictions_of_kava_eval(saved, records, tmp_path)
            [(p["question"], p["prediction"], p["answer"], p["forward_passes"]) for p in expected]
 
 
+@pytest.mark.slow  # another process
 def test_stdin_mode_prints_one_line_per_question(saved, records):
     text = "".join(r.question + "\n" for r in records[:2])
     proc = subprocess.run([*CLI, "--model", str(saved)], input=text, capture_output=True, text=True)
@@ -78,13 +81,22 @@ def test_stdin_mode_prints_one_line_per_question(saved, records):
     (["--model", "{model}", "--input", "{tmp}/bad.jsonl"], "line 2 is not JSON"),
     (["--model", "{model}", "--mode", "direct", "--input", "{tmp}/missing.txt"], "not found"),
 ])
-def test_bad_input_is_one_line(saved, tmp_path, argv, needle):
+def test_bad_input_is_one_line(saved, tmp_path, argv, needle, monkeypatch, capsys):
     (tmp_path / "empty.txt").write_text("\n \n")
     (tmp_path / "bad.jsonl").write_text('{"question": "ok"}\n{oops\n')
     argv = [a.format(tmp=tmp_path, model=saved) for a in argv]
-    proc = subprocess.run([*CLI, *argv], capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and needle in proc.stderr and "Traceback" not in proc.stderr
+    status, err = _infer_in_process(argv, "", monkeypatch, capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and needle in err and "Traceback" not in err
+
+
+def _infer_in_process(argv: list[str], stdin: str, monkeypatch, capsys) -> tuple[int, str]:
+    """`kava infer` run by the CLI's own entry point in this process: its status and stderr."""
+    from kava.cli import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    status = main(["infer", *argv])
+    return status, capsys.readouterr().err
 
 
 def _read_until(fd: int, needle: str, timeout: float = 60.0) -> str:
@@ -97,6 +109,7 @@ def _read_until(fd: int, needle: str, timeout: float = 60.0) -> str:
     return seen
 
 
+@pytest.mark.slow  # another process
 def test_interactive_session_in_a_terminal(saved, records):
     """Driven through a pseudo-terminal: a question answered, its latents shown, a mode switch, bad
     commands survived, quit."""
@@ -161,14 +174,14 @@ def _other_projection(d):
     (_other_tokenizer, "400 tokens after kava's"),
     (_other_projection, "projection."),
 ])
-def test_an_incompatible_checkpoint_is_one_line(saved, tmp_path, alter, needle):
+def test_an_incompatible_checkpoint_is_one_line(saved, tmp_path, alter, needle, monkeypatch, capsys):
     """A checkpoint that does not fit what it is loaded into: one line naming the folder, exit 2."""
     d = _altered_copy(saved, tmp_path, alter.__name__)
     alter(d)
-    proc = subprocess.run([*CLI, "--model", str(d)], input="Tom has 3 apples.\n", capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.count("\n") == 1 and needle in proc.stderr and str(d) in proc.stderr
-    assert "Traceback" not in proc.stderr
+    status, err = _infer_in_process(["--model", str(d)], "Tom has 3 apples.\n", monkeypatch, capsys)
+    assert status == 2, err
+    assert err.count("\n") == 1 and needle in err and str(d) in err
+    assert "Traceback" not in err
 
 
 def test_a_lora_adapter_on_another_base_is_one_error(tmp_path):

@@ -288,6 +288,7 @@ def test_a_second_ctrl_c_is_one_line_and_its_own_status(monkeypatch, capsys):
 
 # --------------------------------------------------------------------------- 4. one owner per folder; 5. exit statuses
 
+@pytest.mark.slow  # another process
 def test_a_second_start_into_a_busy_folder_stops_at_once(trained, capsys):
     cfg = run_config(trained, "busy", max_steps=400, save_every=1000)
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}

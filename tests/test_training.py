@@ -232,6 +232,7 @@ def _history_steps(out: Path) -> list[int]:
     return [json.loads(line)["step"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.slow  # another process
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     out = tmp_path / "run"
     proc = _child(tmp_path, out, steps=40, save_every=100)
@@ -248,6 +249,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     assert [e["step"] for e in result.history] == list(range(1, stopped + 3))
 
 
+@pytest.mark.slow  # another process
 def test_kill_during_checkpoint_write_leaves_the_previous_one_loadable(tmp_path):
     out = tmp_path / "run"
     ckpts = out / "checkpoints"
