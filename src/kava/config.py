@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 
 from kava.compression import EVICTIONS
-from kava.losses import ELEMENTWISE, TERMS
+from kava.losses import ELEMENTWISE, TERMS, term_on
 from kava.methods import METHODS, lookup
 from kava.runtime.validation import Bool, ConfigError, Int, Number, config_class, one_of
 
@@ -139,7 +139,7 @@ class KavaConfig:
     # ---- derived behaviour -------------------------------------------------------------
     def _runs(self, loss_pass: str) -> bool:
         """Whether a trained loss term (`kava.losses.TERMS`) that needs ``loss_pass`` has weight."""
-        return any(getattr(self, t.weight) > 0 for t in TERMS.values() if t.weight and loss_pass in t.passes)
+        return any(term_on(name, self) for name, t in TERMS.items() if t.weight and loss_pass in t.passes)
 
     @property
     def uses_student(self) -> bool:

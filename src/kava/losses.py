@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
@@ -28,18 +30,34 @@ class LossTerm:
     # into it at the end of training (`kava.experiments.reports.final_losses`), and what it is, in words.
     baseline_of: str | None = None
     label: str = ""
+    # The term from the two passes and the config, ``(teacher, student, config) → DistillTerm or a
+    # scalar``, after both passes ran (`KavaModel.forward` calls it). None: a pass computes it
+    # itself (the cross-entropies, which need the pass's own logits).
+    compute: Callable[[Any, Any, Any], Any] | None = None
 
 
-# Every logged term, in the reports' order. A new term: its row here, its weight knob in
-# `kava.config.KavaConfig`, its computation in `KavaModel.forward`.
+# Every logged term, in the reports' order. A new term: its row here (with its `compute`) and its
+# weight knob in `kava.config.KavaConfig` — nothing else changes.
 TERMS: dict[str, LossTerm] = {
     "ce_student": LossTerm("student_ce", ("student",)),
     "ce_teacher": LossTerm("teacher_ce", ("teacher",)),
-    "codi": LossTerm("alpha_codi", ("teacher", "student")),
-    "kv": LossTerm("alpha_kv", ("teacher", "student")),
+    "codi": LossTerm("alpha_codi", ("teacher", "student"), compute=lambda t, s, cfg: codi_loss(
+        s.distill_hidden, t.distill_hidden, cfg.codi_loss)),
+    "kv": LossTerm("alpha_kv", ("teacher", "student"), compute=lambda t, s, cfg: kv_loss(
+        s.k, s.v, t.kv.k, t.kv.v, t.kv.slot_mask, cfg.kv_loss, cfg.kv_layerwise_std)),
     # The L_KV of a student that outputs the mean target (`kv_mean_baseline`): the scale of kv.
-    "kv_mean_baseline": LossTerm(None, baseline_of="kv", label="L_KV of the mean target"),
+    "kv_mean_baseline": LossTerm(None, baseline_of="kv", label="L_KV of the mean target", compute=lambda t, s, cfg:
+                                 kv_mean_baseline(t.kv.k, t.kv.v, t.kv.slot_mask, cfg.kv_loss, cfg.kv_layerwise_std)),
 }
+
+
+def term_on(name: str, config: object) -> bool:
+    """Whether a step computes term ``name``: its weight knob is on, or, for a logged-only
+    baseline, the term it is the baseline of is on."""
+    term = TERMS[name]
+    if term.weight is None:
+        return term.baseline_of is not None and term_on(term.baseline_of, config)
+    return float(getattr(config, term.weight)) > 0
 
 
 def weighted_total(terms: Mapping[str, torch.Tensor], config: object, start: torch.Tensor) -> torch.Tensor:

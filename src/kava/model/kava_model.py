@@ -21,7 +21,7 @@ from torch import nn
 
 from kava.config import KavaConfig
 from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
-from kava.losses import codi_loss, kv_loss, kv_mean_baseline, token_ce, weighted_total
+from kava.losses import TERMS, DistillTerm, term_on, token_ce, weighted_total
 from kava.model import arch, persistence
 from kava.model.cache import KV, cache_of, stack
 from kava.model.latent import LatentState, Observer, run_latents
@@ -190,14 +190,13 @@ class KavaModel(nn.Module):
                 student, per_example["ce_student"] = self._student(batch, teacher_kv if cfg.shares_question_cache else None)
             if cfg.student_ce:
                 terms["ce_student"] = per_example["ce_student"].mean()
-            if cfg.alpha_codi > 0:
-                term = codi_loss(student.distill_hidden, teacher.distill_hidden, cfg.codi_loss)
-                terms["codi"], per_example["codi"] = term.value, term.per_example
-            if cfg.alpha_kv > 0:
-                kv_args = (teacher.kv.k, teacher.kv.v, teacher.kv.slot_mask, cfg.kv_loss, cfg.kv_layerwise_std)
-                term = kv_loss(student.k, student.v, *kv_args)
-                terms["kv"], per_example["kv"] = term.value, term.per_example
-                terms["kv_mean_baseline"] = kv_mean_baseline(*kv_args)  # logged only: the scale of L_KV
+            for name, term in TERMS.items():  # the distillation terms and their logged baselines
+                if term.compute is not None and term_on(name, cfg):
+                    value = term.compute(teacher, student, cfg)
+                    if isinstance(value, DistillTerm):
+                        terms[name], per_example[name] = value.value, value.per_example
+                    else:
+                        terms[name] = value
         total = weighted_total(terms, cfg, torch.zeros((), device=self.device))
         if not return_internals:
             return KavaOutput(total, terms)
