@@ -198,6 +198,8 @@ def test_evaluate_checkpoint_is_kava_eval_as_a_function(tmp_path, capsys):
     out = tmp_path / "eval"
     summary = evaluate_checkpoint(tmp_path / "ckpt", data, out=out, max_new_tokens=3, progress=False)
     assert summary == json.loads((out / "summary.json").read_text())
+    card = (tmp_path / "ckpt" / "README.md").read_text()  # the result is on the evaluated model's card
+    assert f"| q.jsonl | {summary['split'] or ''} | direct | 1 | {100 * summary['accuracy']:.1f} (" in card
     assert summary_line(summary).startswith(f"{data} (direct, 1 questions): accuracy ")
     with pytest.raises(EvaluationRefused, match="already holds a complete evaluation; --resume to continue it"):
         evaluate_checkpoint(tmp_path / "ckpt", data, out=out, max_new_tokens=3, progress=False)

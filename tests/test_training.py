@@ -287,11 +287,16 @@ def test_cli_trains_refuses_to_overwrite_and_exports(tmp_path, capsys):
     assert cli.run(parser.parse_args(["--config", str(config_file)])) == 0
     assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "run" / "run_config.yaml").is_file()
+    card = (tmp_path / "run" / "final" / "README.md").read_text()  # kava's card, not PEFT's empty template
+    assert "[More Information Needed]" not in card and "optimizer steps: 2 (8 examples" in card
+    assert f"data: `{data_file.name}`" in card and "library_name: peft" in card
     capsys.readouterr()
     assert cli.run(parser.parse_args(["--config", str(config_file)])) == 2  # would mix two runs
     assert "already holds a run" in capsys.readouterr().err
     assert cli.run(parser.parse_args(["--config", str(config_file), "--export", str(tmp_path / "export")])) == 0
     exported = KavaModel.from_pretrained(tmp_path / "export").eval()
+    export_card = (tmp_path / "export" / "README.md").read_text()  # the run's facts, a 🤗 folder now
+    assert "optimizer steps: 2 (8 examples" in export_card and "library_name: transformers" in export_card
     trained = from_config.build_model(load_run_config(config_file))  # the random base is rebuilt from train.seed
     trained.load_trained(tmp_path / "run" / "final")
     trained.eval()

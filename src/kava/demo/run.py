@@ -33,11 +33,13 @@ from kava.data.records import Record
 from kava.demo.task import SyntheticTask, TaskConfig
 from kava.demo.tokenizer import build_tokenizer, tiny_llama_config
 from kava.methods import METHODS, demo_methods, in_order, lookup
+from kava.model.card import write_card
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
 from kava.runtime.outputs import as_json
 
 
+DEMO_DATASET = "kava demo task (synthetic GSM8k-AUG-like problems, kava.demo.task)"  # on the models' cards
 TRACE_TOKENS = 30  # the demo task's longest trace, in the demo tokenizer's tokens (measured over 500 problems)
 
 
@@ -284,7 +286,7 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
     # The curve's cadence is left out of the identity (cfg): it does not change the trained model.
     curve_cfg = replace(cfg, eval_every=max(1, cfg.max_steps // s.curve_points)) if data.curve_eval else cfg
     result = train(model, data.stream, curve_cfg, output_dir=run_dir, eval_fn=data.curve_eval, resume=resume,
-                   progress=progress)
+                   progress=progress, dataset=DEMO_DATASET)
     if result.interrupted:
         raise KeyboardInterrupt(f"stopped while training {method}; checkpoint in {result.checkpoint}; "
                                 "continue with --resume")
@@ -292,6 +294,7 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
     if evaluate_test:
         ev = evaluate(model, data.test, batch_size=s.eval_batch_size, progress=progress)
         write_results(ev, run_dir / "eval")
+        write_card(result.final_dir, result=ev.summary)
         record["summary"] = ev.summary
     (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record, model

@@ -25,6 +25,7 @@ from kava.data.datasets import DatasetError, LoadedDataset, load_dataset
 from kava.evaluation.decoding import Sampling
 from kava.evaluation.evaluate import EvaluationStopped, evaluate
 from kava.evaluation.results import ResultWriter, check_start, load_done
+from kava.model.card import write_card
 from kava.model.kava_model import KavaModel
 from kava.model.persistence import check_model_dir, find_model_dir
 from kava.runtime.outputs import hold
@@ -102,7 +103,17 @@ def evaluate_checkpoint(
             writer.close()
             raise EvaluationInterrupted(f"{e}; predictions so far in {out}") from e
         writer.finish(result)
+        _add_to_card(find_model_dir(model_dir), result.summary)
     return result.summary
+
+
+def _add_to_card(folder: Path, summary: dict[str, Any]) -> None:
+    """Put the result on the evaluated model's card (`kava.model.card`). A folder that cannot be
+    written (read-only, a shared copy) keeps its card: the results are in ``out`` either way."""
+    try:
+        write_card(folder, result=summary)
+    except OSError as e:
+        print(f"kava eval: note: the model card in {folder} was not updated ({e.strerror or e})", file=sys.stderr)
 
 
 def summary_line(summary: dict[str, Any]) -> str:

@@ -25,11 +25,12 @@ from safetensors.torch import load_file, save_file
 from kava.config import KavaConfig
 from kava.runtime.integrity import CorruptFile, check_safetensors
 from kava.runtime.layout import CHECKPOINT_MODEL, CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
+from kava.model.card import write_card
 from kava.model.loading import BASE_FILE, ModelSource
 from kava.model.projection import LatentProjection
 from kava.model.tokens import ExtendedEmbedding
 
-CONFIG_FILE = "kava_config.json"
+CONFIG_FILE = "kava_config.json"  # kava.model.card names it too
 EXTRA_FILE = "kava_extra.safetensors"  # projection + new-token rows
 FULL_FILE = "model.safetensors"  # full fine-tuning: all weights
 
@@ -124,6 +125,7 @@ def save(model: Trained, directory: str | Path) -> None:
         if getattr(model.lm.config, "tie_word_embeddings", False):
             state.pop("lm_head.weight", None)
         save_file(state, str(d / FULL_FILE))
+    write_card(d)  # after PEFT's save, whose empty template it replaces
 
 
 def load_trained(model: Trained, directory: str | Path) -> None:

@@ -81,7 +81,7 @@ def _export(cfg, out: Path, source: Path | None) -> int:
         raise ConfigError(f"model.source: {trained} was trained on {saved and saved.to_json()}, "
                           f"the run config names {model.base_source.to_json()}")
     model.load_trained(trained)
-    print(f"wrote {export_merged(model, out)}")
+    print(f"wrote {export_merged(model, out, trained_dir=trained)}")
     return 0
 
 

@@ -47,6 +47,7 @@ from tqdm.auto import tqdm
 from kava.config import ConfigError, KavaConfig
 from kava.data.records import Record
 from kava.runtime.layout import CHECKPOINTS, FINAL
+from kava.model.card import write_card
 from kava.model.cache import enable_gradient_checkpointing
 from kava.model.kava_model import KavaModel
 from kava.runtime.stop import StopSignal
@@ -88,6 +89,7 @@ def train(
     resume: bool = False,
     stop_after: int | None = None,
     progress: bool = True,
+    dataset: str | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and return its per-step history.
 
@@ -99,6 +101,7 @@ def train(
     ``output_dir`` (a fresh start if there is none). ``stop_after`` stops, with a checkpoint,
     after that many steps of this call, as an interruption would. ``progress=False`` hides the
     progress bar (a log file then holds the run's messages, not thousands of bar redraws).
+    ``dataset`` names the training data on ``final/``'s model card.
 
     Writes ``output_dir/checkpoints/ckpt-<step>/``, ``history.jsonl``, ``tensorboard/`` and, when
     the run completes, ``final/`` (``KavaModel.from_pretrained`` loads it).
@@ -182,6 +185,7 @@ def train(
             if main:
                 with atomic_dir(final_dir) as tmp:
                     accelerator.unwrap_model(prepared).save_pretrained(tmp)
+                    write_card(tmp, training=_card_facts(state, history, accelerator, dataset))
         accelerator.wait_for_everyone()
     elif main:
         print(f"stopped at step {state.step} of {total}; checkpoint {last_ckpt}; resume to continue", file=sys.stderr)
@@ -373,6 +377,21 @@ def _log(accelerator, bar, history_file: Path, entry: dict[str, float]) -> None:
         bar.set_postfix(shown, refresh=False)
         bar.update(1)
     accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=int(entry["step"]))
+
+
+def _card_facts(state: TrainerState, history: list[dict[str, Any]], accelerator, dataset: str | None) -> dict[str, Any]:
+    """What ``final/``'s model card says of the run: data, steps, settings and time spent in steps
+    (summed over the history, so a resumed run counts every session's steps once)."""
+    return {
+        "dataset": dataset,
+        "steps": state.step,
+        "samples_seen": state.samples_seen,
+        "epochs": state.samples_seen / state.data_size if state.data_size else None,
+        "train_config": state.train_config,
+        "train_time_s": sum(entry.get("step_time_s", 0.0) + entry.get("eval_time_s", 0.0) for entry in history),
+        "processes": accelerator.num_processes,
+        "device": accelerator.device.type,
+    }
 
 
 def plain_config(cfg: TrainConfig) -> dict[str, Any]:

@@ -21,13 +21,17 @@ from pathlib import Path
 
 import torch
 
+from kava.model.card import write_card
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
 from kava.training.checkpoint import atomic_dir
 
 
-def export_merged(model: KavaModel, out_dir: str | Path) -> Path:
+def export_merged(model: KavaModel, out_dir: str | Path, *, trained_dir: str | Path | None = None) -> Path:
     """Write ``model`` with its LoRA merged to ``out_dir`` (atomically); returns the folder.
+
+    ``trained_dir``, the folder ``model`` was loaded from, passes its training facts and results on
+    to the export's model card.
 
     The merge happens in place: afterwards ``model``'s base weights include the adapter, so use a
     model loaded for this purpose, not one that is still training.
@@ -45,4 +49,5 @@ def export_merged(model: KavaModel, out_dir: str | Path) -> Path:
         lm.config.save_pretrained(tmp)  # config.json: makes the folder a 🤗 model folder
         if getattr(lm, "generation_config", None) is not None:
             lm.generation_config.save_pretrained(tmp)
+        write_card(tmp, inherit=trained_dir)  # now a 🤗 folder (config.json): the card says so
     return out

@@ -56,7 +56,7 @@ def train_from_config(cfg, *, resume: bool = False, progress: bool = True):
         if main:
             _write_yaml(Path(cfg.output_dir) / RUN_CONFIG, cfg.to_dict())
         return train(model, data.records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=resume,
-                     progress=progress)
+                     progress=progress, dataset=cfg.data.name)
 
 
 def report_outcome(result: TrainResult, echo: Callable[[str], None] = print) -> None:
