@@ -85,6 +85,21 @@ def test_a_terminal_gets_tqdms_bar():
     assert isinstance(progress(10, "train", file=io.StringIO(), disable=True), plain_tqdm)  # hidden: tqdm's no-op
 
 
+def test_a_notebook_gets_tqdms_widget(monkeypatch):
+    """In a notebook tqdm.autonotebook picks the widget class; stderr there is no terminal, yet the
+    widget draws no carriage returns, so it is kept."""
+
+    class Widget(plain_tqdm):
+        pass
+
+    monkeypatch.setattr(progress_module, "chosen_tqdm", Widget)
+    bar = progress(10, "train", file=io.StringIO())
+    assert isinstance(bar, plain_tqdm)
+    bar.close()
+    monkeypatch.undo()
+    assert isinstance(progress(10, "train", file=io.StringIO()), LineProgress)
+
+
 def test_a_slow_run_writes_a_line_every_n_seconds(clock):
     log = io.StringIO()
     bar = progress(1000, "train", file=log, every_s=30.0)
