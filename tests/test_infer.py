@@ -1,18 +1,24 @@
-"""`kava.api.generate` and `kava infer`: batch, stdin and an interactive session in a real terminal."""
+"""`kava.api.generate` and `kava infer`: batch (files, FIFOs, process substitution), stdin, the
+interactive session's labelled answer line, and a session in a real terminal."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
 import pty
+import re
 import select
+import shlex
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
+from kava import infer_cli
 from kava.api import generate
 from kava.evaluation.evaluate import evaluate
 from kava.model.kava_model import KavaModel
@@ -79,24 +85,102 @@ def test_stdin_mode_prints_one_line_per_question(saved, records):
     (["--model", "{tmp}/none"], "not a kava model folder"),
     (["--model", "{model}", "--input", "{tmp}/empty.txt"], "holds no questions"),
     (["--model", "{model}", "--input", "{tmp}/bad.jsonl"], "line 2 is not JSON"),
-    (["--model", "{model}", "--mode", "direct", "--input", "{tmp}/missing.txt"], "not found"),
+    (["--model", "{model}", "--mode", "direct", "--input", "{tmp}/missing.txt"], "--input: {tmp}/missing.txt not found"),
+    (["--model", "{model}", "--input", "{tmp}"], "--input: {tmp} is a folder"),
+    (["--model", "{model}", "--input", "{tmp}/sniffed.txt"], "sniffed.txt line 2 has no 'question' text"),
 ])
 def test_bad_input_is_one_line(saved, tmp_path, argv, needle, monkeypatch, capsys):
     (tmp_path / "empty.txt").write_text("\n \n")
     (tmp_path / "bad.jsonl").write_text('{"question": "ok"}\n{oops\n')
+    (tmp_path / "sniffed.txt").write_text('\n{"q": "a first line starting with { makes it JSONL"}\n')
     argv = [a.format(tmp=tmp_path, model=saved) for a in argv]
-    status, err = _infer_in_process(argv, "", monkeypatch, capsys)
+    needle = needle.format(tmp=tmp_path)
+    status, _, err = _infer_in_process(argv, "", monkeypatch, capsys)
     assert status == 2
     assert err.count("\n") == 1 and needle in err and "Traceback" not in err
 
 
-def _infer_in_process(argv: list[str], stdin: str, monkeypatch, capsys) -> tuple[int, str]:
-    """`kava infer` run by the CLI's own entry point in this process: its status and stderr."""
+def _infer_in_process(argv: list[str], stdin: str, monkeypatch, capsys) -> tuple[int, str, str]:
+    """`kava infer` run by the CLI's own entry point in this process: its status, stdout and stderr."""
     from kava.cli import main
 
     monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
     status = main(["infer", *argv])
-    return status, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def _fifo_fed(path, text: str) -> threading.Thread:
+    """A FIFO at ``path`` that a thread fills with ``text`` once a reader opens it, then closes."""
+    os.mkfifo(path)
+
+    def feed() -> None:
+        with open(path, "w") as f:  # blocks until kava infer opens the other end
+            f.write(text)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    return thread
+
+
+def _expected_lines(saved, questions: list[str]) -> list[str]:
+    """The stdin mode's answer lines for ``questions``, without the time (it differs run to run)."""
+    return [_timeless(infer_cli._line(a)) for a in generate(KavaModel.from_pretrained(saved), questions)]
+
+
+def _timeless(line: str) -> str:
+    return re.sub(r", \d+ ms\]", ", _ ms]", line)
+
+
+@pytest.mark.parametrize("name, rows", [
+    ("questions", False),  # one question per line
+    ("rows", True),  # JSONL, known by its first line: the name has no .jsonl
+    ("rows.jsonl", True),  # JSONL by its name
+])
+def test_a_fifo_is_read_once_as_questions(saved, records, tmp_path, monkeypatch, capsys, name, rows):
+    questions = [records[0].question, records[1].question]
+    lines = [json.dumps({"question": q, "id": i}) for i, q in enumerate(questions)] if rows else questions
+    feeder = _fifo_fed(tmp_path / name, "\n\n".join(lines) + "\n")
+    status, out, err = _infer_in_process(["--model", str(saved), "--input", str(tmp_path / name)], "",
+                                         monkeypatch, capsys)
+    feeder.join(timeout=10)
+    assert status == 0, err
+    assert [_timeless(line) for line in out.splitlines()] == _expected_lines(saved, questions)
+
+
+@pytest.mark.slow  # another process (bash, then kava infer)
+def test_process_substitution_as_input(saved, records):
+    questions = [records[0].question, records[1].question]
+    printf = "printf '%s\\n' " + " ".join(shlex.quote(q) for q in questions)  # one line per question
+    command = f"{shlex.join(CLI)} --model {shlex.quote(str(saved))} --input <({printf})"
+    proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert [_timeless(line) for line in proc.stdout.splitlines()] == _expected_lines(saved, questions)
+
+
+def test_the_interactive_answer_line_labels_its_fields(saved, records, monkeypatch, capsys):
+    """The session in this process, input() fed a question, a mode switch, the question again, then Ctrl-D."""
+    parser = argparse.ArgumentParser()
+    infer_cli.add_arguments(parser)
+    session = infer_cli.Session(KavaModel.from_pretrained(saved), parser.parse_args(["--model", str(saved)]))
+    typed = iter([records[0].question, ":mode cot", records[0].question])
+
+    def type_line(prompt: str) -> str:
+        line = next(typed, None)
+        if line is None:
+            raise EOFError
+        return line
+
+    monkeypatch.setattr("builtins.input", type_line)
+    assert session.interactive() == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("answer: ")]
+    model = KavaModel.from_pretrained(saved)
+    for line, mode in zip(shown, ["latent", "cot"], strict=True):
+        a = generate(model, records[0].question, mode=mode)
+        number = "no number" if a.answer is None else f"{a.answer:g}"
+        assert re.fullmatch(rf"answer: {re.escape(number)} \| mode: {mode} \| passes: {a.forward_passes} \| "
+                            rf"\d+\.\d\d s \| raw: {re.escape(json.dumps(a.text.strip(), ensure_ascii=False))}",
+                            line), line
 
 
 def _read_until(fd: int, needle: str, timeout: float = 60.0) -> str:
@@ -119,12 +203,12 @@ def test_interactive_session_in_a_terminal(saved, records):
     try:
         _read_until(fd, "kava> ")
         os.write(fd, (records[0].question + "\n").encode())
-        assert "[latent, " in _read_until(fd, "kava> ")
+        assert "| mode: latent | passes: " in _read_until(fd, "kava> ")
         os.write(fd, b":latents on\n")
         assert "latents: on" in _read_until(fd, "kava> ")
         os.write(fd, (records[0].question + "\n").encode())
         shown = _read_until(fd, "kava> ")
-        assert "[latent, " in shown and "top-1 per pass" in shown and "iter 3" in shown
+        assert "| mode: latent | " in shown and "top-1 per pass" in shown and "iter 3" in shown
         os.write(fd, b":latents maybe\n")
         assert "error: :latents takes on or off" in _read_until(fd, "kava> ")
         os.write(fd, b":mode cot\n")
@@ -134,7 +218,7 @@ def test_interactive_session_in_a_terminal(saved, records):
         os.write(fd, b":temp -1\n")
         assert "error: :temp takes a number" in _read_until(fd, "kava> ")
         os.write(fd, (records[1].question + "\n").encode())
-        assert "[cot, " in _read_until(fd, "kava> ")
+        assert "| mode: cot | " in _read_until(fd, "kava> ")
         os.write(fd, b":quit\n")
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
@@ -178,7 +262,7 @@ def test_an_incompatible_checkpoint_is_one_line(saved, tmp_path, alter, needle, 
     """A checkpoint that does not fit what it is loaded into: one line naming the folder, exit 2."""
     d = _altered_copy(saved, tmp_path, alter.__name__)
     alter(d)
-    status, err = _infer_in_process(["--model", str(d)], "Tom has 3 apples.\n", monkeypatch, capsys)
+    status, _, err = _infer_in_process(["--model", str(d)], "Tom has 3 apples.\n", monkeypatch, capsys)
     assert status == 2, err
     assert err.count("\n") == 1 and needle in err and str(d) in err
     assert "Traceback" not in err

@@ -1,11 +1,16 @@
 """``kava infer``: ask a trained model questions — interactively, from a file, or from stdin.
 
-- Interactive (a terminal): type a question, get the answer with its forward passes and time.
+- Interactive (a terminal): type a question, get one labelled line, e.g.
+  ``answer: 42 | mode: latent | passes: 6 | 0.12 s | raw: "The answer is: 42"``.
   ``:mode latent|cot|direct``, ``:temp T`` (``:temp off`` for greedy), ``:help``, ``:quit`` (or
   Ctrl-D); arrow keys browse the history. A bad command or an empty question is one line, and the
   session goes on.
-- Batch: ``--input questions.txt`` (one question per line) or ``.jsonl`` (a ``question`` field per
-  row) ``--output answers.jsonl``: one JSON row per question, the same answers ``kava eval`` gives.
+- Batch: ``--input FILE --output answers.jsonl``: one JSON row per question, the same answers
+  ``kava eval`` gives. FILE is read once, as a stream, so a FIFO or a shell's process substitution
+  (``--input <(grep ... questions.txt)``) works as well as a file. It holds JSONL (a
+  ``question`` field per row) when its name ends with ``.jsonl`` or, whatever its name (a FIFO's
+  ``/dev/fd/63`` has none), when its first non-empty line starts with ``{``; otherwise one
+  question per line.
 - Stdin: ``echo "question" | kava infer --model DIR`` prints one answer line per input line
   (JSON rows with ``--output``).
 
@@ -34,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "exported folder")
     parser.add_argument("--mode", choices=("latent", "cot", "direct"), default=None,
                         help="how to answer (default: the mode the model was trained for)")
-    parser.add_argument("--input", default=None, help="questions: .txt (one per line) or .jsonl (a 'question' field)")
+    parser.add_argument("--input", default=None,
+                        help="questions, from a file, a FIFO or <(process substitution), read once: JSONL (a "
+                             "'question' field per row) when the name ends with .jsonl or the first non-empty line "
+                             "starts with '{', else one question per line")
     parser.add_argument("--output", default=None, help="write one JSON row per answer here (.jsonl)")
     parser.add_argument("--temperature", type=float, default=None, help="sample at this temperature (default: greedy)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (with --temperature)")
@@ -48,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from kava.runtime import exits
 
     try:
-        questions = _read_questions(Path(args.input)) if args.input else None
+        questions = _read_questions(args.input) if args.input else None
         _check_output(args.output)
         model = _load(args)
     except (ValueError, OSError) as exc:
@@ -75,26 +83,43 @@ def run(args: argparse.Namespace) -> int:
     return exits.OK
 
 
-def _read_questions(path: Path) -> list[str]:
-    if not path.is_file():
-        raise FileNotFoundError(f"--input: {path} not found")
-    lines = path.read_text().splitlines()
-    if path.suffix == ".jsonl":
-        questions = []
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"--input: {path} line {n} is not JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
-                raise ValueError(f"--input: {path} line {n} has no 'question' text")
-            questions.append(row["question"])
+def _read_questions(name: str) -> list[str]:
+    """The questions in ``--input``, read once from start to end, so a FIFO or a process
+    substitution (``/dev/fd/63``), which cannot be reopened or sized, reads like a file. JSONL (a
+    ``question`` field per row) when ``name`` ends with ``.jsonl`` or, since a stream's name says
+    nothing, when its first non-empty line starts with ``{``; else one question per line."""
+    path = Path(name)
+    if not path.exists():
+        raise FileNotFoundError(f"--input: {name} not found")
+    if path.is_dir():
+        raise ValueError(f"--input: {name} is a folder; give a file of questions")
+    try:
+        with path.open(encoding="utf-8") as stream:
+            lines = stream.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--input: {name} is not UTF-8 text (byte {e.start}: {e.reason})") from None
+    first = next((line for line in lines if line.strip()), "")
+    if name.endswith(".jsonl") or first.lstrip().startswith("{"):
+        questions = _jsonl_questions(name, lines)
     else:
         questions = [line.strip() for line in lines if line.strip()]
     if not questions:
-        raise ValueError(f"--input: {path} holds no questions")
+        raise ValueError(f"--input: {name} holds no questions")
+    return questions
+
+
+def _jsonl_questions(name: str, lines: list[str]) -> list[str]:
+    questions = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--input: {name} line {n} is not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+            raise ValueError(f"--input: {name} line {n} has no 'question' text")
+        questions.append(row["question"])
     return questions
 
 
@@ -118,9 +143,21 @@ def _load(args: argparse.Namespace):
     return model
 
 
+def _number(a) -> str:
+    return "no number" if a.answer is None else f"{a.answer:g}"
+
+
 def _line(a) -> str:
-    number = "no number" if a.answer is None else f"{a.answer:g}"
-    return f"{number}\t[{a.mode}, {a.forward_passes} forward passes, {1000 * a.latency_s:.0f} ms]\t{a.text.strip()}"
+    """An answer of the stdin mode: tab-separated, for ``cut`` and friends (docs/usage.md shows it)."""
+    return f"{_number(a)}\t[{a.mode}, {a.forward_passes} forward passes, {1000 * a.latency_s:.0f} ms]\t{a.text.strip()}"
+
+
+def _labelled_line(a) -> str:
+    """An answer of the interactive session, each field named for a reader: the number read from
+    the answer, the mode, the forward passes, the time and the decoded text (quoted, so an empty
+    or multi-line text shows as such)."""
+    raw = json.dumps(a.text.strip(), ensure_ascii=False)
+    return f"answer: {_number(a)} | mode: {a.mode} | passes: {a.forward_passes} | {a.latency_s:.2f} s | raw: {raw}"
 
 
 class Session:
@@ -168,7 +205,7 @@ class Session:
             except ValueError as e:
                 print(f"error: {e}")
                 continue
-            print(_line(a))
+            print(_labelled_line(a))
             if self.show_latents and self.mode == "latent":
                 print(self.latents(line))
 

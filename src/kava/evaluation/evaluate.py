@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
 
 from kava.data.answers import answers_match, parse_gold
 from kava.data.datasets import LoadedDataset
@@ -35,6 +34,7 @@ from kava.data.records import Record
 from kava.evaluation.answering import DEFAULT_MAX_NEW_TOKENS, read_answer
 from kava.evaluation.decoding import Sampling, generate
 from kava.runtime.outputs import write_atomic
+from kava.runtime.progress import progress as progress_display
 
 PREDICTIONS_FILE = "predictions.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -87,7 +87,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        with tqdm(total=len(items), initial=len(by_index), desc=f"eval ({mode})", unit="q", disable=not progress) as bar:
+        with progress_display(len(items), f"eval ({mode})", initial=len(by_index), unit="q", disable=not progress) as bar:
             for first in range(0, len(order), batch_size):
                 batch = order[first : first + batch_size]
                 t0 = time.perf_counter()

@@ -18,8 +18,9 @@ What the loop guarantees, and why:
 - **Interruptible.** SIGINT / SIGTERM (a cluster's preemption notice) set a flag; the loop
   finishes the current step, writes a checkpoint and returns cleanly. A second SIGINT aborts.
 - **Observable.** Every loss term, the learning rate, gradient norm, tokens/s, the step's time
-  and peak memory are logged per step to a tqdm bar, the accelerate trackers (TensorBoard,
-  optionally W&B) and ``history.jsonl`` (one JSON object per step, truncated to the checkpoint
+  and peak memory are logged per step to a progress bar (on a terminal; a plain line every 5 %
+  in a log file, see `kava.runtime.progress`), the accelerate trackers (TensorBoard, optionally
+  W&B) and ``history.jsonl`` (one JSON object per step, truncated to the checkpoint
   on resume). ``step_time_s`` covers the step alone (data, forward, backward, optimizer), not
   evaluation (logged as ``eval_time_s``) or checkpoint writes, so a run's training time up to any
   step is the sum over its history, across resumes too.
@@ -42,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from kava.config import ConfigError, KavaConfig
 from kava.data.records import Record
@@ -50,6 +50,7 @@ from kava.runtime.layout import CHECKPOINTS, FINAL
 from kava.model.card import write_card
 from kava.model.cache import enable_gradient_checkpointing
 from kava.model.kava_model import KavaModel
+from kava.runtime.progress import progress as progress_display
 from kava.runtime.stop import StopSignal
 from kava.training.checkpoint import (
     MODEL_DIR,
@@ -149,7 +150,7 @@ def train(
         accelerator.init_trackers("kava", config=_tracker_config(cfg, model.config))
 
     order = order_from(records, stream, cfg.seed, state.samples_seen)
-    bar = tqdm(total=total, initial=state.step, desc="train", disable=not (main and progress), dynamic_ncols=True)
+    bar = progress_display(total, "train", initial=state.step, disable=not (main and progress), dynamic_ncols=True)
     first_step, last_ckpt, stopping = state.step, start, False
     with StopSignal("stopping after this step (checkpoint, then exit)") as stop:
         while state.step < total and not stopping:
