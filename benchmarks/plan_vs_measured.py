@@ -10,6 +10,7 @@ Rows of docs/bench/real_shape_smoke.json (another benchmark's 1B-shape runs), wh
 are added with the planner's estimate for the same settings.
 
     python benchmarks/plan_vs_measured.py            # writes docs/bench/plan_vs_measured.json
+    python benchmarks/plan_vs_measured.py --replan   # the planner's side again, the measurements kept
 """
 
 from __future__ import annotations
@@ -102,8 +103,22 @@ def smoke_rows() -> list[dict]:
     return out
 
 
+def replan(row: dict) -> dict:
+    """`row` with the planner's side computed again by the current planner (the measurements stay)."""
+    from kava.training.plan import plan
+    from kava.training.run_config import load_run_config
+
+    p = plan(load_run_config(ROOT / row["config"], [*row["overrides"], *COMMON, "output_dir=unused"])).configured
+    estimate = p.bytes + row["runtime_overhead_bytes"]
+    return {**row, "planned_bytes": p.bytes, "estimate_bytes": estimate,
+            "error_percent": round(100 * (estimate - row["measured_peak_rss_bytes"]) / row["measured_peak_rss_bytes"], 1)}
+
+
 def main() -> None:
-    rows = [measure(c, o) for c, o in RUNS] + smoke_rows()
+    if "--replan" in sys.argv[1:]:
+        rows = [replan(r) for r in json.loads(OUT.read_text())["rows"] if "overrides" in r] + smoke_rows()
+    else:
+        rows = [measure(c, o) for c, o in RUNS] + smoke_rows()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     for r in rows:

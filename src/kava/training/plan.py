@@ -569,12 +569,16 @@ def markdown(paths: list[Path]) -> str:
         f"at the {PERCENTILE}th-percentile lengths of a {LENGTH_SAMPLE}-record sample (the lengths column: question /",
         "teacher sequence / student answer). GPU configs are planned in bf16 autocast; a CPU config in fp32 on",
         "this machine's RAM (the stated-device column shows the need only). How each part is estimated:",
-        "`kava.training.plan`. 8×80 GB: FSDP FULL_SHARD (DDP in brackets).",
+        "`kava.training.plan`. 8×80 GB: FSDP FULL_SHARD (DDP in brackets). Accelerate launch configs are skipped.",
         "",
         "| config | model (shape from) | trainable | lengths | stated device | 1×80 GB | 8×80 GB: FSDP (DDP) | checkpoint / final | steps / epoch |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    import yaml
+
     for path in paths:
+        if "distributed_type" in (yaml.safe_load(Path(path).read_text()) or {}):
+            continue  # an accelerate launch config (configs/accelerate_fsdp.yaml), not a run
         cfg = load_run_config(path)
         own = plan(cfg, processes=1, device_memory=int(DEFAULT_GPU_MEMORY))
         n = own.lengths
