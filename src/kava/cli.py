@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "demo-diagnose": ("kava.demo.diagnose_cli", "why a demo's latents help or not: latent ablation, teacher-cache oracle"),
     "bench": ("kava.benchmark.cli", "time training steps and answers of KaVa beside the baselines (paired medians)"),
     "sweep": ("kava.experiments.sweep_cli", "run a grid of runs (methods, ablation variants, knobs, seeds), resumable"),
+    "plan": ("kava.training.plan_cli", "estimate a run config's memory per device, disk and steps without loading weights"),
     "report": ("kava.experiments.report_cli", "tables and plots over a folder of runs: mean ± std over seeds, paper beside"),
 }
 

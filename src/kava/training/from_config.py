@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -50,7 +50,7 @@ def train_from_config(cfg, *, resume: bool = False, progress: bool = True):
             if main:
                 owned.enter_context(hold(cfg.output_dir))
                 _report_data(data)
-            model = build_model(cfg)
+            model = build_model(cfg, before_weights=lambda tok: _warn_if_too_big(cfg, tok, data.records) if main else None)
         except INPUT_ERRORS as e:
             raise RefusedStart(" ".join(str(e).split())) from e
         if main:
@@ -136,13 +136,14 @@ def check_resume(cfg, fitted, n_records: int, world: int) -> None:
 
 # --------------------------------------------------------------------------- building blocks
 
-def build_model(cfg, method=None):
+def build_model(cfg, method=None, before_weights: Callable[[Any], None] | None = None):
     """The `KavaModel` a run config describes (``method`` overrides the config's method).
 
     Everything initialised is drawn under ``train.seed`` — a random base (``model.source.config``,
     its seed recorded in ``base_model.json``), the LoRA matrices and the projection φ — so two
     fresh runs of one config are the same run, and building it again (to resume, to export, or
-    in ``kava eval``) gives the same base weights.
+    in ``kava eval``) gives the same base weights. ``before_weights(tokenizer)`` runs once the
+    tokenizer is loaded and before the weights are (``kava train``'s memory check).
     """
     import torch
 
@@ -154,6 +155,8 @@ def build_model(cfg, method=None):
     try:
         tokenizer = ModelSource.parse(cfg.model.tokenizer if random else cfg.model.source).load_tokenizer()
         source = cfg.model.to_source(cfg.train.seed, tokenizer)
+        if before_weights is not None:
+            before_weights(tokenizer)
         lm = source.load_model(dtype=getattr(torch, cfg.model.dtype))
     except ConfigError:
         raise
@@ -162,6 +165,16 @@ def build_model(cfg, method=None):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)  # LoRA's A matrices and φ are drawn here: train.seed decides them too
         return KavaModel(lm, tokenizer, method or cfg.method, base_source=source)
+
+
+def _warn_if_too_big(cfg, tokenizer, records) -> None:
+    """One line on stderr when the planner says the run does not fit this machine's device
+    (`kava.training.plan.fit_warning`: a meta model and a sample of the records, no weights)."""
+    from kava.training.plan import fit_warning
+
+    warning = fit_warning(cfg, tokenizer, records)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def load_records(cfg):

@@ -1,0 +1,132 @@
+"""`kava plan`'s CPU estimate against the measured peak RSS of 2-step `kava train` runs.
+
+On a CPU a process's peak RSS is the planned peak (weights + gradients + AdamW + one
+micro-batch's activations) plus the runtime's fixed part, measured here as the peak RSS of a
+process that imports torch and transformers, loads the run's tokenizer and its records (the
+rest of `kava train` before the model). Each measurement runs in a fresh child process and
+reads its own ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` at the end.
+
+Rows of docs/bench/real_shape_smoke.json (another benchmark's 1B-shape runs), when present,
+are added with the planner's estimate for the same settings.
+
+    python benchmarks/plan_vs_measured.py            # writes docs/bench/plan_vs_measured.json
+    python benchmarks/plan_vs_measured.py --replan   # the planner's side again, the measurements kept
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "bench" / "plan_vs_measured.json"
+SMOKE = ROOT / "docs" / "bench" / "real_shape_smoke.json"
+# (config, overrides): two optimizer steps on the CPU, no evaluation, no tracker.
+RUNS = [
+    ("configs/tiny-cpu.yaml", ["train.max_steps=2", "train.save_every=2"]),
+    ("configs/smollm2-135m.yaml", ["train.cpu=true", "train.max_steps=2", "train.batch_size=8",
+                                   "train.micro_batch_size=8", "data.limit=64", "train.save_every=2", "eval=null"]),
+]
+COMMON = ["train.report_to=[]"]
+
+_TRAIN = """
+import resource, sys
+from kava.cli import main
+status = main(["train", "--config", sys.argv[1], "--no-progress", *sys.argv[2:]])
+print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, status)
+"""
+_OVERHEAD = """
+import resource, sys
+import torch, transformers
+from kava.training.run_config import load_run_config
+from kava.training.from_config import load_records
+from kava.model.loading import ModelSource
+cfg = load_run_config(sys.argv[1], sys.argv[2:])
+ModelSource.parse(cfg.model.tokenizer or cfg.model.source).load_tokenizer()
+load_records(cfg)
+print("PEAK", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, 0)
+"""
+
+
+def _child(code: str, config: str, overrides: list[str]) -> int:
+    """Peak RSS (bytes) of a child running `code`; its failure stops the benchmark with its output."""
+    proc = subprocess.run([sys.executable, "-c", code, config, *overrides], cwd=ROOT, capture_output=True, text=True)
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("PEAK ")]
+    if proc.returncode or not lines or lines[-1].split()[2] != "0":
+        raise SystemExit(f"{config}: the child failed (status {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return int(lines[-1].split()[1])
+
+
+def measure(config: str, overrides: list[str]) -> dict:
+    from kava.training.plan import plan
+    from kava.training.run_config import load_run_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ov = [*overrides, *COMMON, f"output_dir={tmp}/run"]
+        cfg = load_run_config(ROOT / config, ov)
+        p = plan(cfg)
+        row = p.configured
+        overhead = _child(_OVERHEAD, config, ov)
+        peak = _child(_TRAIN, config, ov)
+    estimate = row.bytes + overhead
+    return {
+        "config": config, "overrides": overrides, "device": "cpu", "micro_batch_size": row.micro_batch_size,
+        "gradient_checkpointing": row.gradient_checkpointing,
+        "planned_bytes": row.bytes, "runtime_overhead_bytes": overhead, "estimate_bytes": estimate,
+        "measured_peak_rss_bytes": peak, "error_percent": round(100 * (estimate - peak) / peak, 1),
+        "compared": "planned peak (weights + gradients + AdamW + activations) + measured runtime overhead "
+                    "vs peak RSS (ru_maxrss) of a 2-step kava train child process",
+    }
+
+
+def smoke_rows() -> list[dict]:
+    """The 1B-shape rows of real_shape_smoke.json beside the planner's estimate (no overhead measured there)."""
+    if not SMOKE.is_file():
+        return []
+    from kava.training.plan import plan
+    from kava.training.run_config import load_run_config
+
+    out = []
+    for r in json.loads(SMOKE.read_text()).get("rows", []):
+        overrides = [f"train.gradient_checkpointing={str(bool(r['gradient_checkpointing'])).lower()}",
+                     f"train.micro_batch_size={r['micro_batch_size']}", f"train.batch_size={r['micro_batch_size']}",
+                     "train.cpu=true"]
+        p = plan(load_run_config(ROOT / r["config"], overrides))
+        out.append({"config": r["config"], "source": str(SMOKE.relative_to(ROOT)), "device": "cpu",
+                    "micro_batch_size": r["micro_batch_size"], "gradient_checkpointing": r["gradient_checkpointing"],
+                    "planned_bytes": p.configured.bytes, "measured_peak_rss_bytes": r["peak_rss_bytes"],
+                    "error_percent": round(100 * (p.configured.bytes - r["peak_rss_bytes"]) / r["peak_rss_bytes"], 1),
+                    "compared": "planned peak without runtime overhead vs the smoke run's peak RSS"})
+    return out
+
+
+def replan(row: dict) -> dict:
+    """`row` with the planner's side computed again by the current planner (the measurements stay)."""
+    from kava.training.plan import plan
+    from kava.training.run_config import load_run_config
+
+    p = plan(load_run_config(ROOT / row["config"], [*row["overrides"], *COMMON, "output_dir=unused"])).configured
+    estimate = p.bytes + row["runtime_overhead_bytes"]
+    return {**row, "planned_bytes": p.bytes, "estimate_bytes": estimate,
+            "error_percent": round(100 * (estimate - row["measured_peak_rss_bytes"]) / row["measured_peak_rss_bytes"], 1)}
+
+
+def main() -> None:
+    if "--replan" in sys.argv[1:]:
+        rows = [replan(r) for r in json.loads(OUT.read_text())["rows"] if "overrides" in r] + smoke_rows()
+    else:
+        rows = [measure(c, o) for c, o in RUNS] + smoke_rows()
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    for r in rows:
+        print(f"{r['config']}: planned {r['planned_bytes'] / 1e6:.0f} MB + overhead "
+              f"{r.get('runtime_overhead_bytes', 0) / 1e6:.0f} MB vs measured {r['measured_peak_rss_bytes'] / 1e6:.0f} MB "
+              f"({r['error_percent']:+.1f} %)")
+    print(f"wrote {OUT.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
