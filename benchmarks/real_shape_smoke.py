@@ -96,19 +96,27 @@ TINY = {"config": "configs/qwen05b-aug.yaml",
 
 # --------------------------------------------------------------------------- run configs
 
-def run_config(shape: dict[str, Any], output_dir: Path, *, gradient_checkpointing: bool, max_steps: int,
-               records: int, knobs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The row's paper config (configs/<row>.yaml) with a random model of ``shape`` and the smoke
-    run's data and steps; the method section is the paper's as written, plus ``knobs``."""
+def run_config(shape: dict[str, Any], output_dir: Path, *, train: dict[str, Any], data: dict[str, Any],
+               tokenizer: str = TOKENIZER, knobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The row's paper config (``shape["config"]``, a configs/ yaml) with a random model of
+    ``shape``: its method section as written (plus ``knobs``), its train section with ``train``
+    on top and no logging or periodic validation, ``data`` as the training records."""
     raw = yaml.safe_load((ROOT / shape["config"]).read_text())
-    train = {**raw["train"], "batch_size": BATCH_SIZE, "micro_batch_size": MICRO_BATCH_SIZE, "max_steps": max_steps,
-             "gradient_checkpointing": gradient_checkpointing, "mixed_precision": "no", "cpu": True,
-             "save_every": 1, "report_to": [], "eval_every": None}
     return {"output_dir": str(output_dir),
-            "model": {"source": {"config": dict(shape["model"])}, "tokenizer": TOKENIZER},
+            "model": {"source": {"config": dict(shape["model"])}, "tokenizer": tokenizer},
             "method": {**raw["method"], **(knobs or {})},
-            "data": {"name": "gsm8k-aug", "split": "valid", "limit": records},
-            "train": train}
+            "data": data,
+            "train": {**raw["train"], "report_to": [], "eval_every": None, **train}}
+
+
+def smoke_run_config(shape: dict[str, Any], output_dir: Path, *, gradient_checkpointing: bool, max_steps: int,
+                     records: int, knobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`run_config` for this script's CPU runs: batch 4 / micro-batch 2, fp32, a checkpoint every
+    step, the first ``records`` GSM8k-AUG validation records."""
+    train = {"batch_size": BATCH_SIZE, "micro_batch_size": MICRO_BATCH_SIZE, "max_steps": max_steps,
+             "gradient_checkpointing": gradient_checkpointing, "mixed_precision": "no", "cpu": True, "save_every": 1}
+    return run_config(shape, output_dir, train=train, data={"name": "gsm8k-aug", "split": "valid", "limit": records},
+                      knobs=knobs)
 
 
 def weight_bytes(shape: dict[str, Any]) -> int:
@@ -151,12 +159,16 @@ class Stage:
     loadavg: list[float]  # 1, 5, 15 minutes, when it ended: the machine is shared
 
 
-def run_kava(name: str, args: list[str], log: Path, poll: Callable[[subprocess.Popen], None] | None = None) -> Stage:
-    """Run ``python -m kava.cli ARGS`` to its end; its peak RSS is its own (``os.wait4``), not the
-    maximum over every child this process ever waited for (what RUSAGE_CHILDREN would give)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
+def run_kava(name: str, args: list[str], log: Path, poll: Callable[[subprocess.Popen], None] | None = None,
+             launcher: list[str] | None = None, threads: int | None = None) -> Stage:
+    """Run ``python -m kava.cli ARGS`` (``launcher`` before ``-m kava.cli``, e.g. accelerate's) to its
+    end; its peak RSS is its own (``os.wait4``), not the maximum over every child this process
+    ever waited for (what RUSAGE_CHILDREN would give). Under a launcher it is the launcher's
+    process tree's largest (``ru_maxrss`` covers the children it waited for). ``threads`` sets the
+    child's OMP_NUM_THREADS (torch's intra-op threads)."""
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
            "PYTHONUNBUFFERED": "1"}
-    argv = [sys.executable, "-m", "kava.cli", *args]
+    argv = [sys.executable, *(launcher or []), "-m", "kava.cli", *args]
     t0 = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -201,7 +213,7 @@ def expect(stage: Stage, status: int, log: Path) -> None:
 
 
 def measure_shape(name: str, shape: dict[str, Any], work: Path, records: int,
-                  knobs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                  knobs: dict[str, Any] | None = None, threads: int | None = None) -> list[dict[str, Any]]:
     """Every stage of one shape in ``work``; two rows (gradient checkpointing off, on)."""
     from kava.runtime import exits
     from kava.runtime.layout import CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
@@ -211,14 +223,14 @@ def measure_shape(name: str, shape: dict[str, Any], work: Path, records: int,
     for gc in (False, True):
         run_dir = work / f"run-gc-{'on' if gc else 'off'}"
         # Off: 3 steps planned, stopped after 2, resumed for the 3rd. On: 2 steps straight.
-        cfg = run_config(shape, run_dir, gradient_checkpointing=gc, max_steps=2 if gc else 3, records=records, knobs=knobs)
+        cfg = smoke_run_config(shape, run_dir, gradient_checkpointing=gc, max_steps=2 if gc else 3, records=records, knobs=knobs)
         cfg_file = work / f"{run_dir.name}.yaml"
         cfg_file.write_text(yaml.safe_dump(cfg, sort_keys=False))
         history = run_dir / HISTORY_FILE
         stages = []
         log = work / f"{run_dir.name}-train.log"
         train = run_kava("train", ["train", "--config", str(cfg_file), "--no-progress"], log,
-                         None if gc else stop_after_first_step(history))
+                         None if gc else stop_after_first_step(history), threads=threads)
         stages.append(train)
         expect(train, exits.OK if gc else exits.INTERRUPTED, log)
         trained = steps(history)
@@ -228,6 +240,7 @@ def measure_shape(name: str, shape: dict[str, Any], work: Path, records: int,
         row: dict[str, Any] = {
             "shape": name, "config": shape["config"], "model": shape["model"], "gradient_checkpointing": gc,
             "batch_size": BATCH_SIZE, "micro_batch_size": MICRO_BATCH_SIZE, "records": records,
+            "torch_threads": threads,
             "steps_timed": len(trained),
             "s_per_step": sum(s["step_time_s"] for s in trained) / len(trained),
             "step_time_s": [s["step_time_s"] for s in trained],
@@ -239,21 +252,23 @@ def measure_shape(name: str, shape: dict[str, Any], work: Path, records: int,
         }
         if not gc:
             log = work / f"{run_dir.name}-resume.log"
-            resume = run_kava("resume", ["train", "--config", str(cfg_file), "--resume", "--no-progress"], log)
+            resume = run_kava("resume", ["train", "--config", str(cfg_file), "--resume", "--no-progress"], log,
+                              threads=threads)
             stages.append(resume)
             expect(resume, exits.OK, log)
             row["resumed_to_step"] = steps(history)[-1]["step"]
             row["checkpoint_bytes_after_resume"] = dir_bytes(run_dir / CHECKPOINTS)
             export_dir = work / "export"
             log = work / "export.log"
-            export = run_kava("export", ["train", "--config", str(cfg_file), "--export", str(export_dir)], log)
+            export = run_kava("export", ["train", "--config", str(cfg_file), "--export", str(export_dir)], log,
+                              threads=threads)
             stages.append(export)
             expect(export, exits.OK, log)
             row["export_bytes"] = dir_bytes(export_dir)
             log = work / "eval.log"
             evaluation = run_kava("eval", ["eval", "--model", str(export_dir), "--dataset", "gsm8k-aug", "--split", "test",
                                            "--limit", str(EVAL_LIMIT), "--batch-size", str(EVAL_LIMIT),
-                                           "--out", str(work / "eval"), "--no-progress"], log)
+                                           "--out", str(work / "eval"), "--no-progress"], log, threads=threads)
             stages.append(evaluation)
             expect(evaluation, exits.OK, log)
             summary = json.loads((work / "eval" / "summary.json").read_text())
@@ -347,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=DEFAULT_JSON, help="the JSON (the .md goes beside it)")
     p.add_argument("--records", type=int, default=16, help="training records (GSM8k-AUG valid, first N)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()), help="where the work folders go")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads of each kava process (OMP_NUM_THREADS; on a busy machine 1 beats 2)")
     p.add_argument("--tiny", action="store_true", help="a cut-down Qwen2.5-0.5B and M 4, T 1, r 8 (the test's run)")
     p.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the JSON, measure nothing")
     a = p.parse_args(argv)
@@ -368,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [r for r in earlier["runs"] if r["shape"] not in shapes]
     skipped = [s for s in earlier.get("skipped", []) if s["shape"] not in shapes]
     failed = False
+    order = list(SHAPES) + ["tiny-qwen2"]
     for name, shape in shapes.items():
         weights = weight_bytes(shape)
         ratio = peak_ratio(runs)
@@ -386,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         work = Path(tempfile.mkdtemp(prefix=f"kava-smoke-{name}-", dir=a.work))
         try:
-            rows = measure_shape(name, shape, work, a.records, knobs)
+            rows = measure_shape(name, shape, work, a.records, knobs, a.threads)
         except StageFailed as e:
             print(f"{name}: {e}", file=sys.stderr)
             failed = True
@@ -400,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"checkpoints {gib(row['checkpoint_bytes'])} GiB, final {gib(row['final_bytes'])} GiB, "
                   f"export {gib(row['export_bytes'])} GiB, answered {row['eval_answered']}", flush=True)
         runs.extend(rows)
-    order = list(SHAPES) + ["tiny-qwen2"]
-    runs.sort(key=lambda r: (order.index(r["shape"]), r["gradient_checkpointing"]))
+        runs.sort(key=lambda r: (order.index(r["shape"]), r["gradient_checkpointing"]))
+        write_report({"machine": machine(), "note": NOTE, "runs": runs, "skipped": skipped}, a.out)  # after each shape
     write_report({"machine": machine(), "note": NOTE, "runs": runs, "skipped": skipped}, a.out)
     print(f"wrote {a.out} and {a.out.with_suffix('.md')}")
     return 1 if failed else 0
