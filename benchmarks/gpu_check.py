@@ -251,15 +251,16 @@ def paper_config(yaml_name: str, model: dict[str, Any], assets: Path, out: Path,
 
 
 def planner_estimate(cfg: dict[str, Any], device: str) -> int | None:
-    """The planner's peak-memory estimate for ``cfg`` on one process of ``device`` (bytes), or
-    None where this checkout has no `kava.training.plan` (another change adds it)."""
+    """The planner's peak-memory estimate for ``cfg`` on one process of ``device`` (bytes): the
+    ``Plan.configured`` row (the config's own gradient checkpointing, one process), or None where
+    this checkout has no `kava.training.plan` (another change adds it)."""
     if importlib.util.find_spec("kava.training.plan") is None:
         return None
     from kava.training.plan import plan
     from kava.training.run_config import run_config_from_dict
 
     memory = torch.cuda.get_device_properties(0).total_memory if device.startswith("cuda") else None
-    return int(plan(run_config_from_dict(cfg), processes=1, device_memory=memory).peak_bytes)
+    return int(plan(run_config_from_dict(cfg), processes=1, device_memory=memory).configured.bytes)
 
 
 def run_training(cfg: dict[str, Any], work: Path, launcher: list[str]) -> dict[str, Any]:
