@@ -6,10 +6,15 @@
 #     --platform manylinux2014_x86_64 -d .whl transformers==5.24.0 peft==0.21.2 pydantic==2.14.4 \
 #     pydantic-core==2.50.5 annotated-types typing-inspection
 # (.gpu/ and .whl/ listed in .git/info/exclude). The GPU machine's image has torch and accelerate but
-# an older transformers; the wheels bring the pinned versions. ~4 minutes on an H200.
+# an older transformers; the wheels bring the pinned versions. The demo part needs matplotlib: the
+# check stops with one line before any work where the image lacks it (add its wheels to .whl then).
+# Parts run in the order demo, steps, fsdp, throughput (the throughput part alone took ~4 minutes on
+# an H200); none starts after 360 s, so the whole check stays inside a 10-minute command and a
+# 15-minute device budget, and each finished part is already in $OUT/gpu_check.json. Arguments pass
+# through, e.g. `bash benchmarks/gpu_check.sh --parts steps,fsdp`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 benchmarks/gpu_check.py --assets .gpu --out "${OUT:-gpu_check_out}" "$@" 2>&1 | tee "${OUT:-.}/gpu_check.log"
+python3 benchmarks/gpu_check.py --assets .gpu --out "${OUT:-gpu_check_out}" --deadline-s 360 "$@" 2>&1 | tee "${OUT:-.}/gpu_check.log"

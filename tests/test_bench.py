@@ -136,12 +136,17 @@ def test_bench_without_a_trained_demo_stops_with_one_line(tmp_path):
     assert not (tmp_path / "bench").exists()
 
 
-@pytest.mark.slow  # another process
+@pytest.mark.slow  # other processes: the demo's, kava train's, accelerate launch's
 def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, one_thread):
     """benchmarks/gpu_check.py is only measured on a GPU machine (when one is lent): its smoke run
-    here keeps it working — assets prepared, both methods trained and timed, answers generated."""
+    here keeps every part working — assets prepared, the shrunk demo trained and scored, the 1B
+    configs' KaVa and CoT `kava train` steps, the launch of the FSDP part (without FSDP on a CPU:
+    accelerate refuses it there), both methods trained and timed, answers generated."""
+    import importlib.util
     import json
     from pathlib import Path
+
+    from kava.methods import demo_methods
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
     assets, out = tmp_path / "assets", tmp_path / "out"
@@ -149,16 +154,36 @@ def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, one_thread):
     prep = run("--prepare", str(assets), "--records", "32")
     assert prep.returncode == 0, prep.stderr
     proc = run("--assets", str(assets), "--out", str(out), "--device", "cpu", "--smoke", "--models", "llama-3.2-1b",
-               "--batch", "4", "--rounds", "1", "--warmup", "0", "--cot-tokens", "3", "--batch1-questions", "1")
+               "--batch", "4", "--rounds", "1", "--warmup", "0", "--cot-tokens", "3", "--batch1-questions", "1",
+               "--steps", "2")
     assert proc.returncode == 0, proc.stderr
-    row = json.loads((out / "gpu_check.json").read_text())["llama-3.2-1b"]
+    report = json.loads((out / "gpu_check.json").read_text())
+    row = report["llama-3.2-1b"]
     kava = row["kava"]  # the rates are the median step's
     assert kava["examples_per_s"] == pytest.approx(4 / kava["step_s"])
     assert kava["teacher_tokens_per_s"] == pytest.approx(row["teacher_tokens_per_batch"] / kava["step_s"])
     assert row["inference_batch32"]["cot"]["tokens"] == 3  # a random model writes to the limit
     assert row["inference_batch1"]["kava"]["forward_passes"] == 4  # 1 + T (1) + 2, the smoke run's minimum
+    demo = report["demo"]
+    assert demo["settings"] == "smoke" and set(demo["accuracy"]) == set(demo_methods()) and demo["test_questions"] == 8
+    assert demo["mean_forward_passes"]["kava"] < demo["mean_forward_passes"]["cot"]  # 1 + T + answer vs a trace
+    planner = importlib.util.find_spec("kava.training.plan") is not None
+    for method, config in (("kava", "configs/llama1b-aug.yaml"), ("cot", "configs/llama1b-aug-cot.yaml")):
+        step = report["steps"][method]
+        assert step["config"] == config and step["exit_status"] == 0 and step["steps"] == 2 and step["step_s"] > 0
+        assert step["tokens_per_s"] > 0 and step["peak_memory_bytes"] > 0
+        assert (step["planner_estimate_bytes"] is not None) == planner
+    fsdp = report["fsdp"]
+    assert fsdp["distributed_type"] == "NO" and fsdp["exit_status"] == 0 and fsdp["steps"] == 2 and fsdp["checkpoint_saved"]
+    late = run("--assets", str(assets), "--out", str(tmp_path / "late"), "--device", "cpu", "--smoke",
+               "--parts", "steps,fsdp", "--deadline-s", "0")
+    assert late.returncode == 0, late.stderr
+    assert set(json.loads((tmp_path / "late" / "gpu_check.json").read_text())) >= {"steps", "fsdp"}
+    assert all("not_run" in json.loads((tmp_path / "late" / "gpu_check.json").read_text())[p] for p in ("steps", "fsdp"))
     no_gpu = run("--assets", str(assets), "--out", str(out), "--device", "cuda")
     assert no_gpu.returncode == 2 and "no GPU here" in no_gpu.stderr
+    bad = run("--assets", str(assets), "--out", str(out), "--device", "cpu", "--parts", "demo,bogus")
+    assert bad.returncode == 2 and "--parts" in bad.stderr
 
 
 def test_a_curriculum_is_timed_across_its_stages(records):
