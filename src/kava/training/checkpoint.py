@@ -195,7 +195,11 @@ def full_parameters(accelerator, model, *, rank0_only: bool) -> Iterator[None]:
         raise NotImplementedError("kava checkpoints support FSDP version 1 (fsdp_version: 1 in the accelerate config)")
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    with FSDP.summon_full_params(model, writeback=False, rank0_only=rank0_only, offload_to_cpu=rank0_only):
+    # Offloading copies the gathered tensors to the CPU and frees the device copy; on a CPU device
+    # the "copy" is the same storage, so the tensors read afterwards are freed memory (a segfault
+    # in save_file under FSDP on CPU). Offload only from an accelerator.
+    offload = rank0_only and accelerator.device.type != "cpu"
+    with FSDP.summon_full_params(model, writeback=False, rank0_only=rank0_only, offload_to_cpu=offload):
         yield
 
 
