@@ -141,7 +141,7 @@ def train(
         data_size=len(records) if records else None, train_config=plain_config(cfg),
     )
     if start is not None:
-        state = _check_resumable(restore_checkpoint(accelerator, start), state, start)
+        state = _check_resumable(restore_checkpoint(accelerator, start, optimizer), state, start)
         accelerator.print(f"resuming from {start} (step {state.step} of {total})")
     history = _prepare_history(output_dir / HISTORY_FILE, state.step, accelerator)
     if cfg.report_to:
