@@ -84,7 +84,10 @@ class KavaModel(nn.Module):
                 task_type="CAUSAL_LM",
             )
             self.peft = get_peft_model(lm, lora)
-            self.lm = self.peft.base_model.model  # the causal LM with LoRA layers injected
+            # The causal LM with LoRA layers injected, kept as a plain attribute: it is registered
+            # once, under `peft`. FSDP's auto-wrap walks the registered children and refuses a
+            # module reached twice ("Child module ... is already wrapped").
+            self.__dict__["lm"] = self.peft.base_model.model
             if config.lora_dropout_masks == "per_input":
                 share_dropout_masks(self.lm, config.lora_dropout)
         else:

@@ -48,7 +48,9 @@ class ExtendedEmbedding(nn.Module):
             raise ValueError(
                 f"tokenizer has {first_new_id} tokens but the model's embedding only {base.num_embeddings} rows"
             )
-        self.base = base
+        # Not registered: the base table belongs to the LM (owner of its weight, moved and wrapped
+        # with it); a second registration here would make FSDP's auto-wrap reach it twice.
+        self.__dict__["base"] = base
         self.first_new_id = first_new_id
         self.scale = embedding_scale(base)
         w = base.weight.detach().float()

@@ -195,7 +195,11 @@ def full_parameters(accelerator, model, *, rank0_only: bool) -> Iterator[None]:
         raise NotImplementedError("kava checkpoints support FSDP version 1 (fsdp_version: 1 in the accelerate config)")
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    with FSDP.summon_full_params(model, writeback=False, rank0_only=rank0_only, offload_to_cpu=rank0_only):
+    # Offloading copies the gathered tensors to the CPU and frees the device copy; on a CPU device
+    # the "copy" is the same storage, so the tensors read afterwards are freed memory (a segfault
+    # in save_file under FSDP on CPU). Offload only from an accelerator.
+    offload = rank0_only and accelerator.device.type != "cpu"
+    with FSDP.summon_full_params(model, writeback=False, rank0_only=rank0_only, offload_to_cpu=offload):
         yield
 
 
@@ -220,7 +224,7 @@ def save_checkpoint(accelerator, model, root: Path, state: TrainerState, keep_la
     return final
 
 
-def restore_checkpoint(accelerator, path: Path) -> TrainerState:
+def restore_checkpoint(accelerator, path: Path, optimizer) -> TrainerState:
     """Load optimizer, scheduler and RNG states (after ``prepare``); the weights are loaded before it.
 
     accelerate skips a missing RNG file with only an info log; a resume without its RNG state is
@@ -235,5 +239,26 @@ def restore_checkpoint(accelerator, path: Path) -> TrainerState:
     rng = path / RNG_FILE.format(rank=accelerator.process_index)
     if not rng.is_file():
         raise FileNotFoundError(f"{path}: missing {rng.name}; the checkpoint is incomplete")
+    _init_sharded_optimizer_state(accelerator, optimizer)
     accelerator.load_state(str(path))
     return state
+
+
+def _init_sharded_optimizer_state(accelerator, optimizer) -> None:
+    """Give a fresh optimizer its (zero) state before an FSDP sharded-state load fills it.
+
+    torch.distributed.checkpoint loads in place into the tensors of a template, and accelerate's
+    template is the optimizer's current state: for a fresh optimizer none, so the Adam moments were
+    silently not loaded (the resumed run then diverged from its uninterrupted twin at the first
+    step after the checkpoint). torch's own ``set_optimizer_state_dict`` initialises the state first
+    with this helper (a step on zero gradients at learning rate 0).
+    """
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return
+    from torch.distributed.checkpoint.state_dict import _init_optim_state
+    from torch.distributed.fsdp import StateDictType
+
+    if accelerator.state.fsdp_plugin.state_dict_type != StateDictType.FULL_STATE_DICT:
+        _init_optim_state(getattr(optimizer, "optimizer", optimizer))

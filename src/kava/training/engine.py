@@ -1,9 +1,10 @@
 """The training loop: an accelerate ``Accelerator`` loop over a `KavaModel`.
 
 One function, `train`, runs single-process on CPU or GPU, multi-process DDP (``torchrun`` /
-``accelerate launch``) and FSDP (``accelerate launch --config_file configs/accelerate_fsdp.yaml``)
-with the same code: accelerate places the model, wraps it for the distributed setup, applies
-mixed precision and synchronises gradients only on the last micro-batch of an optimizer step.
+``accelerate launch``) and FSDP (``accelerate launch --config_file configs/accelerate_fsdp.yaml``;
+on CPU processes ``configs/accelerate_fsdp_cpu.yaml``, see `kava.training.fsdp_cpu`) with the
+same code: accelerate places the model, wraps it for the distributed setup, applies mixed precision
+and synchronises gradients only on the last micro-batch of an optimizer step.
 
 What the loop guarantees, and why:
 
@@ -64,6 +65,7 @@ from kava.training.checkpoint import (
     resume_conflicts,
     save_checkpoint,
 )
+from kava.training import fsdp_cpu
 from kava.training.data_order import RecordStream, count_tokens, data_source, order_from
 from kava.training.run_config import TrainConfig
 
@@ -143,7 +145,7 @@ def train(
         data_size=len(records) if records else None, train_config=plain_config(cfg),
     )
     if start is not None:
-        state = _check_resumable(restore_checkpoint(accelerator, start), state, start)
+        state = _check_resumable(restore_checkpoint(accelerator, start, optimizer), state, start)
         accelerator.print(f"resuming from {start} (step {state.step} of {total})")
     history = _prepare_history(output_dir / HISTORY_FILE, state.step, accelerator)
     if cfg.report_to:
@@ -267,7 +269,10 @@ def _make_accelerator(cfg: TrainConfig, output_dir: Path, method: KavaConfig) ->
     from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
 
     _check_trackers(cfg.report_to)
+    fsdp_on_cpu = cfg.cpu and fsdp_cpu.requested()
+    plugin = fsdp_cpu.cpu_plugin() if fsdp_on_cpu else None
     accelerator = Accelerator(
+        fsdp_plugin=plugin,
         cpu=cfg.cpu,
         mixed_precision=_mixed_precision(cfg),
         log_with=list(cfg.report_to) or None,
@@ -275,6 +280,11 @@ def _make_accelerator(cfg: TrainConfig, output_dir: Path, method: KavaConfig) ->
         # φ gets no gradient when the student has no Jacobi iterations; DDP must be told.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=not _projection_used(method))],
     )
+    if fsdp_on_cpu:
+        fsdp_cpu.enable(accelerator, plugin)  # accelerate itself would run plain DDP on CPU
+    if getattr(accelerator, "is_fsdp2", False):
+        raise ConfigError("fsdp_config.fsdp_version: 2; kava runs FSDP version 1 (its checkpoints gather the "
+                          "trained parameters with FSDP's summon_full_params)")
     world_env = int(os.environ.get("WORLD_SIZE", "1"))
     if accelerator.num_processes != world_env:
         raise RuntimeError(
