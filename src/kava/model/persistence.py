@@ -33,6 +33,8 @@ from kava.model.tokens import ExtendedEmbedding
 CONFIG_FILE = "kava_config.json"  # kava.model.card names it too
 EXTRA_FILE = "kava_extra.safetensors"  # projection + new-token rows
 FULL_FILE = "model.safetensors"  # full fine-tuning: all weights
+ADAPTER_FILE = "adapter_model.safetensors"  # PEFT's name for the LoRA weights
+FSDP_PREFIX = "_fsdp_wrapped_module."  # what FSDP puts in the names of the modules it wraps
 
 
 class Trained(Protocol):
@@ -118,7 +120,7 @@ def save(model: Trained, directory: str | Path) -> None:
         extra.update({f"projection.{k}": v.contiguous() for k, v in model.projection.state_dict().items()})
     save_file(extra, str(d / EXTRA_FILE))
     if model.peft is not None:
-        model.peft.save_pretrained(str(d), safe_serialization=True)
+        _save_adapter(model.peft, d)
     else:
         state = {k: v.contiguous() for k, v in model.lm.state_dict().items()}
         # Tied embeddings share storage; safetensors refuses shared tensors, so drop the alias.
@@ -126,6 +128,25 @@ def save(model: Trained, directory: str | Path) -> None:
             state.pop("lm_head.weight", None)
         save_file(state, str(d / FULL_FILE))
     write_card(d)  # after PEFT's save, whose empty template it replaces
+
+
+def _save_adapter(peft: Any, d: Path) -> None:
+    """PEFT's ``save_pretrained``, also inside FSDP units.
+
+    PEFT picks the adapter's entries by its layers' module names. Under FSDP kava's units sit inside
+    the PeftModel, so those names read ``…layers.0._fsdp_wrapped_module.self_attn…`` (PEFT strips
+    only a leading wrapper) while ``state_dict()`` keys do not: the adapter came out empty. There
+    PEFT is given the named tensors (whose names carry the wrapper, so they match) and the
+    wrapper is then taken out of the saved keys, which load into an unwrapped model.
+    """
+    if not any(FSDP_PREFIX in name for name, _ in peft.named_modules()):
+        peft.save_pretrained(str(d), safe_serialization=True)
+        return
+    peft.save_pretrained(str(d), safe_serialization=True, state_dict={**dict(peft.named_parameters()),
+                                                                      **dict(peft.named_buffers())})
+    path = d / ADAPTER_FILE
+    adapter = {k.replace(FSDP_PREFIX, ""): v.contiguous() for k, v in load_file(str(path)).items()}
+    save_file(adapter, str(path), metadata={"format": "pt"})
 
 
 def load_trained(model: Trained, directory: str | Path) -> None:
@@ -146,7 +167,9 @@ def load_trained(model: Trained, directory: str | Path) -> None:
     if model.peft is not None:
         from peft.utils import set_peft_model_state_dict
 
-        adapter = load_file(str(d / "adapter_model.safetensors"), device=str(model.device))
+        adapter = load_file(str(d / ADAPTER_FILE), device=str(model.device))
+        if not adapter:
+            raise ValueError(f"{d / ADAPTER_FILE}: the adapter holds no weights")
         try:
             result = set_peft_model_state_dict(model.peft, adapter)
         except RuntimeError as e:  # torch lists every size mismatch; the first names the problem
