@@ -601,7 +601,9 @@ def markdown(paths: list[Path]) -> str:
     out += ["## Plan against measurement", ""]
     if bench.is_file():
         out += ["`python benchmarks/plan_vs_measured.py`: the CPU plan plus the measured runtime overhead against the",
-                "peak RSS of a 2-optimizer-step `kava train` (docs/bench/plan_vs_measured.json).", "",
+                "peak RSS of a 2-optimizer-step `kava train` (docs/bench/plan_vs_measured.json). The Qwen2.5-0.5B",
+                "and Llama-3.2-1B rows are the real-shape smoke runs (docs/bench/real_shape_smoke.md: random weights",
+                "of the config's shape, batch 4, micro-batch 2) with the SmolLM2 run's overhead (same tokenizer and data).", "",
                 "| config | micro-batch | grad. ckpt. | planned | runtime overhead | estimate | measured peak RSS | error |",
                 "|---|---|---|---|---|---|---|---|"]
         for r in json.loads(bench.read_text())["rows"]:
