@@ -119,11 +119,17 @@ def save(model: Trained, directory: str | Path) -> None:
     if model.peft is not None:
         model.peft.save_pretrained(str(d), safe_serialization=True)
     else:
-        state = {k: v.contiguous() for k, v in model.lm.state_dict().items()}
-        # Tied embeddings share storage; safetensors refuses shared tensors, so drop the alias.
-        if getattr(model.lm.config, "tie_word_embeddings", False):
-            state.pop("lm_head.weight", None)
-        save_file(state, str(d / FULL_FILE))
+        save_file({k: v.contiguous() for k, v in full_weights(model.lm).items()}, str(d / FULL_FILE))
+
+
+def full_weights(lm: Any) -> dict[str, torch.Tensor]:
+    """All weights of ``lm`` as ``model.safetensors`` stores them (full fine-tuning, an export).
+
+    Tied embeddings share storage; safetensors refuses shared tensors, so the alias is dropped."""
+    state = dict(lm.state_dict())
+    if getattr(lm.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    return state
 
 
 def load_trained(model: Trained, directory: str | Path) -> None:
