@@ -130,6 +130,6 @@ def append_bytes(path: Path, data: bytes, *, sync: bool = False) -> None:
             if sync:
                 os.fsync(f.fileno())
     except WriteFailed:
-        if path.exists():
+        if path.exists() and path.stat().st_size != before:  # on a read-only disk nothing was written
             os.truncate(path, before)
         raise
