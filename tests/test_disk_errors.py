@@ -148,6 +148,33 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_and_resume_finishes_the_run
     assert abs(folder_bytes(latest_checkpoint(ckpts)) - needed) <= 16  # what a checkpoint took: digits of its state aside
 
 
+def test_a_full_first_checkpoint_reports_the_state_it_holds(straight, disk, monkeypatch, capsys):
+    out, ckpts = disk / "run", disk / "run" / "checkpoints"
+    real = engine.save_checkpoint
+
+    def fill_then_save(*args, **kwargs):
+        fill(disk, 32 * 1024)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "save_checkpoint", fill_then_save)
+    capsys.readouterr()
+    assert main(train_argv(straight, out)) == exits.WRITE_FAILED
+    line = error_line(capsys, "train")
+    # No checkpoint to go by: the trained tensors and AdamW's state (two moments per weight and a
+    # step count per tensor), as the finished run's trained files hold them.
+    trained = [t for name in ("adapter_model.safetensors", "kava_extra.safetensors")
+               for t in load_file(str(straight / "run" / "final" / name)).values()]
+    state = 3 * sum(t.numel() * t.element_size() for t in trained) + 4 * len(trained)
+    assert f"cannot write {ckpts / 'ckpt-1'}: No space left on device; it needs about {state} bytes" in line, line
+    assert not list(disk.rglob("*.tmp")) and latest_checkpoint(ckpts) is None
+
+    (disk / FILLER).unlink()
+    monkeypatch.undo()
+    assert main(train_argv(straight, out, "--resume")) == exits.OK  # no checkpoint: from scratch, the same run
+    assert history(out) == history(straight / "run")
+    assert state < folder_bytes(latest_checkpoint(ckpts))  # a lower bound: tokenizer, configs, RNG states on top
+
+
 def test_a_full_disk_at_the_final_save_keeps_the_last_checkpoint_and_resume_writes_it(straight, disk, monkeypatch,
                                                                                     capsys):
     out, ckpts = disk / "run", disk / "run" / "checkpoints"
