@@ -7,7 +7,7 @@ Nothing is lost and nothing surprising happens to the output folder (``results``
 are streamed to ``--out`` as batches finish, SIGINT / SIGTERM stop after the batch in flight
 (exit status 75) and ``--resume`` continues from what was written; a folder that holds results
 is refused unless ``--resume`` or ``--overwrite`` is given. Every bad input is one line on
-stderr (exit status 2) before the model loads.
+stderr (exit status 2) before the model loads; a full or read-only disk is one line too (status 74).
 
 All of it is `kava.evaluation.resumable.evaluate_checkpoint`; this module only maps the flags onto
 its arguments and its exceptions onto exit statuses.
@@ -41,8 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """``kava eval``: `evaluate_checkpoint` with the flags as its arguments; a refusal is one line on
-    stderr and status 2, a signal status 75 (the predictions so far are kept)."""
+    stderr and status 2, a signal status 75 (the predictions so far are kept), a write the disk
+    refuses one line and status 74 (the predictions so far are kept too)."""
     from kava.runtime import exits
+    from kava.runtime.disk import WriteFailed
     from kava.evaluation.resumable import EvaluationInterrupted, EvaluationRefused, evaluate_checkpoint, summary_line
 
     try:
@@ -57,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
     except EvaluationInterrupted as exc:
         print(f"{exc}; continue with --resume", file=sys.stderr)
         return exits.INTERRUPTED
+    except WriteFailed as exc:
+        print(f"kava eval: error: {exc}; the predictions so far are kept: free space (or make it writable), "
+              "then continue with --resume", file=sys.stderr)
+        return exits.WRITE_FAILED
     print(summary_line(summary))
     print(f"wrote {args.out}")
     return exits.OK

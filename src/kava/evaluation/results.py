@@ -3,7 +3,8 @@
 - ``eval_run.json``: the settings, written before the first batch; ``--resume`` must match them.
 - ``predictions.jsonl``: one line per question, appended and flushed as each batch finishes, so
   an interrupted evaluation loses at most the batch in flight; rewritten in question order at
-  the end.
+  the end. A write the disk refuses (`kava.runtime.disk.WriteFailed`) leaves the file ending
+  with the last whole batch, so ``--resume`` continues from there once there is space.
 - ``summary.json``: written last; its presence marks the evaluation complete.
 
 A folder that holds an evaluation is refused unless the user says ``--resume`` (continue it)
@@ -15,14 +16,13 @@ start that fails while loading the model leaves them as they were.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kava.data.records import Record
 from kava.evaluation.evaluate import PREDICTIONS_FILE, SUMMARY_FILE, EvalResult, write_results
-from kava.runtime.outputs import check_free, differences, write_atomic
+from kava.runtime.outputs import append_bytes, check_free, differences, write_atomic
 
 SETTINGS_FILE = "eval_run.json"
 RESULT_FILES = (SETTINGS_FILE, PREDICTIONS_FILE, SUMMARY_FILE)
@@ -85,18 +85,12 @@ class ResultWriter:
         # Each replaced whole: with --overwrite the old results go now, on resume the torn tail.
         write_atomic(out / SETTINGS_FILE, json.dumps(settings, indent=2) + "\n")
         write_atomic(out / PREDICTIONS_FILE, "".join(json.dumps(done[i]) + "\n" for i in sorted(done)))
-        self._file = (out / PREDICTIONS_FILE).open("a")
 
     def append(self, predictions: list[dict[str, Any]]) -> None:
-        """One batch, on disk before the next one starts (flushed and synced)."""
-        self._file.write("".join(json.dumps(p) + "\n" for p in predictions))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        self._file.close()
+        """One batch, on disk before the next one starts (flushed and synced). A batch the disk
+        refuses is cut off again (`append_bytes`): the file ends with the last whole batch."""
+        append_bytes(self.out / PREDICTIONS_FILE, "".join(json.dumps(p) + "\n" for p in predictions).encode(), sync=True)
 
     def finish(self, result: EvalResult) -> Path:
-        self.close()
         return write_results(result, self.out)
 

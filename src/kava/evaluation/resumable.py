@@ -9,7 +9,9 @@ Nothing is lost and nothing surprising happens to the output folder (`kava.evalu
 predictions are streamed to ``out`` as batches finish, SIGINT / SIGTERM stop after the batch in
 flight (`EvaluationInterrupted`) and ``resume=True`` continues from what was written; a folder
 that holds results is refused unless ``resume`` or ``overwrite`` is given. Every bad input is
-refused (`EvaluationRefused`, one line) before the model loads.
+refused (`EvaluationRefused`, one line) before the model loads. A write the disk refuses (full,
+read-only) is `kava.runtime.disk.WriteFailed`, raised as it is: the predictions so far stay whole
+and ``resume=True`` continues once there is space (``kava eval`` exits with status 74).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ def evaluate_checkpoint(
     The arguments are ``kava eval``'s flags (``--batch-size`` is ``batch_size``; ``progress`` is
     ``not --no-progress``). Greedy unless ``temperature``; ``top_p`` and ``seed`` need it.
     Raises `EvaluationRefused` before the model loads when the inputs do not go together, and
-    `EvaluationInterrupted` when stopped by a signal (the predictions so far are kept). A notice of
+    `EvaluationInterrupted` when stopped by a signal (the predictions so far are kept), and
+    `kava.runtime.disk.WriteFailed` when the disk refuses a write. A notice of
     skipped dataset rows (``skip_bad``) goes to stderr.
     """
     out = Path(out)
@@ -100,7 +103,6 @@ def evaluate_checkpoint(
                                   sampling=sampling, progress=progress, done=done,
                                   on_batch=writer.append, should_stop=lambda: stop.requested)
         except EvaluationStopped as e:
-            writer.close()
             raise EvaluationInterrupted(f"{e}; predictions so far in {out}") from e
         writer.finish(result)
         _add_to_card(find_model_dir(model_dir), result.summary)

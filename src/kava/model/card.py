@@ -22,6 +22,7 @@ from typing import Any
 
 from kava.config import KavaConfig
 from kava.model.loading import BASE_FILE
+from kava.runtime.outputs import write_atomic
 
 CARD_FILE = "README.md"
 FACTS_FILE = "kava_card.json"
@@ -90,9 +91,9 @@ def write_card(directory: str | Path, *, training: dict[str, Any] | None = None,
         key = (row["dataset"], row.get("split"), row.get("mode"))
         kept = [r for r in facts.get("results", []) if (r.get("dataset"), r.get("split"), r.get("mode")) != key]
         facts["results"] = [*kept, row]
-    (d / FACTS_FILE).write_text(json.dumps(facts, indent=2) + "\n")
+    write_atomic(d / FACTS_FILE, json.dumps(facts, indent=2) + "\n")  # a failed write keeps the old files
     card = d / CARD_FILE
-    card.write_text(render(KavaConfig.load(d / CONFIG_FILE), _read_base(d), facts, exported=(d / "config.json").is_file()))
+    write_atomic(card, render(KavaConfig.load(d / CONFIG_FILE), _read_base(d), facts, exported=(d / "config.json").is_file()))
     return card
 
 

@@ -122,11 +122,7 @@ def save(model: Trained, directory: str | Path) -> None:
     if model.peft is not None:
         _save_adapter(model.peft, d)
     else:
-        state = {k: v.contiguous() for k, v in model.lm.state_dict().items()}
-        # Tied embeddings share storage; safetensors refuses shared tensors, so drop the alias.
-        if getattr(model.lm.config, "tie_word_embeddings", False):
-            state.pop("lm_head.weight", None)
-        save_file(state, str(d / FULL_FILE))
+        save_file({k: v.contiguous() for k, v in full_weights(model.lm).items()}, str(d / FULL_FILE))
     write_card(d)  # after PEFT's save, whose empty template it replaces
 
 
@@ -147,6 +143,16 @@ def _save_adapter(peft: Any, d: Path) -> None:
     path = d / ADAPTER_FILE
     adapter = {k.replace(FSDP_PREFIX, ""): v.contiguous() for k, v in load_file(str(path)).items()}
     save_file(adapter, str(path), metadata={"format": "pt"})
+
+
+def full_weights(lm: Any) -> dict[str, torch.Tensor]:
+    """All weights of ``lm`` as ``model.safetensors`` stores them (full fine-tuning, an export).
+
+    Tied embeddings share storage; safetensors refuses shared tensors, so the alias is dropped."""
+    state = dict(lm.state_dict())
+    if getattr(lm.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)
+    return state
 
 
 def load_trained(model: Trained, directory: str | Path) -> None:

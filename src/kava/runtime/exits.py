@@ -9,5 +9,10 @@ BAD_INPUT = 2  # refused before any slow work: one line on stderr names the prob
 # Stopped by SIGINT / SIGTERM after saving its state (training checkpoint, predictions so far):
 # ``--resume`` continues. 75 is sysexits' EX_TEMPFAIL, "try again later".
 INTERRUPTED = 75
+# The disk refused a write (full, over quota, read-only, no permission; `kava.runtime.disk`): one
+# line names the folder and the bytes it needs; the staging folder is gone and the last checkpoint
+# (or the predictions so far) intact, so ``--resume`` continues once there is space. 74 is
+# sysexits' EX_IOERR.
+WRITE_FAILED = 74
 INCOMPLETE = 3  # kava report --strict: some runs lack valid metrics (named on stderr); the report is written
 ABORTED = 130  # a second Ctrl-C: stopped at once, without saving beyond the last checkpoint or batch

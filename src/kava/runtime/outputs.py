@@ -8,6 +8,9 @@ a stale lock file never blocks a later run. A second start checks the lock befor
 
 A resumed run must be the run the folder holds: `as_json` puts a configuration in the form it is
 saved in, `differences` lists what changed.
+
+Files are written whole or not at all (`write_atomic`) or appended line by line (`append_bytes`);
+a write the disk refuses is `kava.runtime.disk.WriteFailed` and leaves no partial file or line.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from kava.runtime.disk import WriteFailed, guarded
 
 LOCK_FILE = ".kava.lock"
 
@@ -54,17 +59,21 @@ def hold(folder: str | Path) -> Iterator[None]:
     """Own ``folder`` (created if absent) for the duration; raises `FolderInUse` if another run does.
 
     A folder this call created and that holds nothing but the lock at the end (a start that
-    failed while building its model) is removed again: a failed start leaves no trace.
+    failed while building its model) is removed again: a failed start leaves no trace. A folder
+    the disk refuses to create or write is `WriteFailed`.
     """
     folder = Path(folder)
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    owner = f"{os.getpid()}\n".encode()
+    with guarded(lock, len(owner)):  # a read-only or full disk: one line, not a traceback
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         _try_lock(fd, folder)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        with guarded(lock, len(owner)):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, owner, 0)
         yield
     finally:
         if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
@@ -93,7 +102,34 @@ def differences(saved: dict[str, Any], current: dict[str, Any], ignore: tuple[st
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write ``path`` beside its final name, then rename: a reader or a crash never sees half a file."""
+    """Write ``path`` beside its final name, then rename: a reader or a crash never sees half a file.
+
+    A refused write removes the partial ``<name>.tmp`` and raises `WriteFailed` (needed: the
+    encoded text's size)."""
+    data = text.encode()
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        with guarded(path, len(data)):
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+    except WriteFailed:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def append_bytes(path: Path, data: bytes, *, sync: bool = False) -> None:
+    """Append ``data`` to ``path`` (``sync``: on disk before returning).
+
+    A refused write cuts the file back to its former length, so no torn line is left for a
+    resume to read, and raises `WriteFailed` (needed: ``len(data)``)."""
+    before = path.stat().st_size if path.exists() else 0
+    try:
+        with guarded(path, len(data)), path.open("ab") as f:
+            f.write(data)
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+    except WriteFailed:
+        if path.exists() and path.stat().st_size != before:  # on a read-only disk nothing was written
+            os.truncate(path, before)
+        raise

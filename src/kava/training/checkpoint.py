@@ -11,6 +11,8 @@ Why atomic: a job killed mid-write (preemption, ``kill -9``, a full disk) must n
 folder that looks complete. Everything is written to ``ckpt-<step>.tmp``, flushed to disk, and
 only then renamed to ``ckpt-<step>`` with ``os.replace``, a single atomic step on POSIX file
 systems. A ``.tmp`` folder is therefore always an interrupted write and is deleted on resume.
+A write the disk refuses (full, read-only; `kava.runtime.disk`) removes its ``.tmp`` at once and
+raises `WriteFailed`, which names the folder and the bytes it needs (`checkpoint_bytes`).
 
 accelerate would otherwise also save the full model (frozen base included, gigabytes per
 checkpoint); `register_state_hooks` keeps it to optimizer, scheduler and RNG state, because the
@@ -27,8 +29,9 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
+from kava.runtime.disk import folder_bytes, guarded
 from kava.runtime.layout import CHECKPOINT_MODEL as MODEL_DIR
 from kava.runtime.layout import CHECKPOINT_PREFIX as PREFIX
 from kava.runtime.outputs import differences
@@ -110,9 +113,14 @@ def prune(root: Path, keep_last: int) -> None:
         shutil.rmtree(p)
 
 
+def staging_path(final: Path) -> Path:
+    """Where ``final`` is written before it is committed: ``<final>.tmp``."""
+    return final.with_name(final.name + STAGING)
+
+
 def fresh_staging(final: Path) -> Path:
     """An empty ``<final>.tmp`` folder (a stale one from an earlier crash is discarded)."""
-    tmp = final.with_name(final.name + STAGING)
+    tmp = staging_path(final)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -142,11 +150,50 @@ def commit(tmp: Path, final: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Write a folder in one process: yields a staging folder, committed on success, left on error."""
-    tmp = fresh_staging(final)
-    yield tmp
-    commit(tmp, final)
+def atomic_dir(final: Path, needed: Callable[[], int]) -> Iterator[Path]:
+    """Write a folder in one process: yields a staging folder, committed on success.
+
+    A write the disk refuses removes the staging folder and raises `WriteFailed` naming ``final``
+    with ``needed()``, the caller's estimate of the folder's size (`kava.runtime.disk.guarded`);
+    on any other error the staging folder is left (a resume or the next write discards it).
+    """
+    with guarded(final, needed, staging=staging_path(final)):
+        tmp = fresh_staging(final)
+        yield tmp
+        commit(tmp, final)
+
+
+def tensor_bytes(tensors: Iterable[Any]) -> int:
+    """Bytes of the tensors among ``tensors`` (nested dicts and lists are searched): what a
+    safetensors or torch file holding them takes, headers aside."""
+    import torch  # here: the checkpoint's names and checks are read without torch (kava train's start checks)
+
+    total = 0
+    for item in tensors:
+        if isinstance(item, torch.Tensor):
+            total += item.numel() * item.element_size()
+        elif isinstance(item, dict):
+            total += tensor_bytes(item.values())
+        elif isinstance(item, (list, tuple)):
+            total += tensor_bytes(item)
+    return total
+
+
+def checkpoint_bytes(root: Path, accelerator, model) -> int:
+    """What writing a checkpoint into ``root`` needs, for the message when the disk refuses it.
+
+    The newest complete checkpoint's size when there is one: a run's checkpoints hold the same
+    files with tensors of the same shapes, so the same bytes up to a few digits of
+    ``trainer_state.json``. Before the first one, the bytes of the trained tensors plus the
+    optimizer's state (AdamW: two moments per weight) — a lower bound, since the tokenizer,
+    configs and RNG states (kilobytes) come on top.
+    """
+    previous = latest_checkpoint(root)
+    if previous is not None:
+        return folder_bytes(previous)
+    trained = [p for p in accelerator.unwrap_model(model).parameters() if p.requires_grad]
+    optimizers = [o.state_dict()["state"] for o in accelerator._optimizers]  # accelerate's own list, as save_state uses
+    return tensor_bytes(trained) + tensor_bytes(optimizers)
 
 
 def _fsync(path: Path) -> None:
@@ -204,9 +251,22 @@ def full_parameters(accelerator, model, *, rank0_only: bool) -> Iterator[None]:
 
 
 def save_checkpoint(accelerator, model, root: Path, state: TrainerState, keep_last: int) -> Path:
-    """Write ``ckpt-<step>`` atomically (all processes call this) and prune old ones."""
+    """Write ``ckpt-<step>`` atomically (all processes call this) and prune old ones.
+
+    A write the disk refuses raises `WriteFailed` naming the checkpoint and `checkpoint_bytes`;
+    the main process removes the staging folder, the checkpoints before it stay as they were.
+    """
     final = checkpoint_path(root, state.step)
-    tmp = final.with_name(final.name + STAGING)
+    staging = staging_path(final) if accelerator.is_main_process else None
+    with guarded(final, lambda: checkpoint_bytes(root, accelerator, model), staging=staging):
+        _write_checkpoint(accelerator, model, root, state, keep_last)
+    return final
+
+
+def _write_checkpoint(accelerator, model, root: Path, state: TrainerState, keep_last: int) -> Path:
+    """`save_checkpoint`'s writes: staging folder, model, accelerate's state, trainer state, commit."""
+    final = checkpoint_path(root, state.step)
+    tmp = staging_path(final)
     if accelerator.is_main_process:
         fresh_staging(final)
     accelerator.wait_for_everyone()

@@ -11,7 +11,8 @@ Every problem with the inputs — configuration, dataset, model source, output f
 that does not match the run — is reported as one line (exit status 2, `kava.runtime.exits`) before
 anything slow happens, and leaves the output folder as it was. A run owns its output folder
 while it works (`kava.runtime.outputs`); stopped by SIGINT / SIGTERM it saves a checkpoint and exits
-with status 75, finished with 0.
+with status 75, finished with 0. A write the disk refuses (full, read-only) is one line naming the
+folder and the bytes it needs, status 74; the last checkpoint is intact and ``--resume`` continues.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from kava.runtime import exits
+    from kava.runtime.disk import WriteFailed
     from kava.training.from_config import INPUT_ERRORS, RefusedStart, report_outcome, train_from_config
     from kava.training.run_config import load_run_config
 
@@ -58,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
     except (RefusedStart, *INPUT_ERRORS) as e:
         print(f"kava train: error: {_one_line(e)}", file=sys.stderr)
         return exits.BAD_INPUT
+    except WriteFailed as e:
+        then = "rerun the export" if args.export is not None else "--resume continues from the last checkpoint"
+        print(f"kava train: error: {_one_line(e)}; free space (or make it writable), then {then}", file=sys.stderr)
+        return exits.WRITE_FAILED
     report_outcome(result)
     return exits.INTERRUPTED if result.interrupted else exits.OK
 

@@ -25,6 +25,9 @@ What the loop guarantees, and why:
   on resume). ``step_time_s`` covers the step alone (data, forward, backward, optimizer), not
   evaluation (logged as ``eval_time_s``) or checkpoint writes, so a run's training time up to any
   step is the sum over its history, across resumes too.
+- **A full disk is one line.** A checkpoint, ``final/`` or history write the disk refuses raises
+  `kava.runtime.disk.WriteFailed` (folder, bytes needed) and leaves no ``.tmp`` folder and no torn
+  history line; the checkpoints before it are intact, so a resume continues once there is space.
 
 Loss normalisers computed over a batch (L_CODI's teacher std, L_KV's layer-wise std) are taken
 over each micro-batch on each process, as in any data-parallel training of the method.
@@ -47,7 +50,9 @@ import torch
 
 from kava.config import ConfigError, KavaConfig
 from kava.data.records import Record
+from kava.runtime.disk import folder_bytes
 from kava.runtime.layout import CHECKPOINTS, FINAL
+from kava.runtime.outputs import append_bytes, write_atomic
 from kava.model.card import write_card
 from kava.model.cache import enable_gradient_checkpointing
 from kava.model.kava_model import KavaModel
@@ -186,7 +191,8 @@ def train(
         final_dir = output_dir / FINAL
         with full_parameters(accelerator, prepared, rank0_only=True):
             if main:
-                with atomic_dir(final_dir) as tmp:
+                # final/ is what the last checkpoint's model/ holds (and its card, kilobytes): about what the write needs.
+                with atomic_dir(final_dir, lambda: folder_bytes(last_ckpt / MODEL_DIR)) as tmp:
                     accelerator.unwrap_model(prepared).save_pretrained(tmp)
                     write_card(tmp, training=_card_facts(state, history, accelerator, dataset))
         accelerator.wait_for_everyone()
@@ -374,16 +380,13 @@ def _prepare_history(path: Path, step: int, accelerator) -> list[dict[str, float
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(e) + "\n" for e in entries))
-        os.replace(tmp, path)
+        write_atomic(path, "".join(json.dumps(e) + "\n" for e in entries))
     return entries
 
 
 def _log(accelerator, bar, history_file: Path, entry: dict[str, float]) -> None:
     if accelerator.is_main_process:
-        with history_file.open("a") as f:
-            f.write(json.dumps(entry) + "\n")
+        append_bytes(history_file, (json.dumps(entry) + "\n").encode())
         shown = {k: f"{v:.4g}" for k, v in entry.items() if k not in ("step", "epoch")}
         bar.set_postfix(shown, refresh=False)
         bar.update(1)

@@ -24,7 +24,8 @@ import torch
 from kava.model.card import write_card
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
-from kava.training.checkpoint import atomic_dir
+from kava.model.persistence import full_weights
+from kava.training.checkpoint import atomic_dir, tensor_bytes
 
 
 def export_merged(model: KavaModel, out_dir: str | Path, *, trained_dir: str | Path | None = None) -> Path:
@@ -34,7 +35,8 @@ def export_merged(model: KavaModel, out_dir: str | Path, *, trained_dir: str | P
     to the export's model card.
 
     The merge happens in place: afterwards ``model``'s base weights include the adapter, so use a
-    model loaded for this purpose, not one that is still training.
+    model loaded for this purpose, not one that is still training. A write the disk refuses
+    leaves no folder and raises `kava.runtime.disk.WriteFailed` with `export_bytes`.
     """
     out = Path(out_dir).resolve()
     lm = model.peft.merge_and_unload() if model.peft is not None else model.lm
@@ -44,10 +46,21 @@ def export_merged(model: KavaModel, out_dir: str | Path, *, trained_dir: str | P
         standalone.embedding.new_rows.copy_(model.embedding.new_rows)
         if model.projection is not None:
             standalone.projection.load_state_dict(model.projection.state_dict())
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, lambda: export_bytes(standalone)) as tmp:
         standalone.save_pretrained(tmp)  # kava files + model.safetensors (all weights)
         lm.config.save_pretrained(tmp)  # config.json: makes the folder a 🤗 model folder
         if getattr(lm, "generation_config", None) is not None:
             lm.generation_config.save_pretrained(tmp)
         write_card(tmp, inherit=trained_dir)  # now a 🤗 folder (config.json): the card says so
     return out
+
+
+def export_bytes(standalone: KavaModel) -> int:
+    """What an export needs, at least: the bytes of its tensors — every weight of the merged model
+    (a tied output matrix once, as `full_weights` stores it) and the extras (φ, new token
+    rows). The tokenizer and configs (kilobytes) and the files' headers come on top."""
+    weights = full_weights(standalone.lm)
+    extras = [standalone.embedding.new_rows]
+    if standalone.projection is not None:
+        extras.append(standalone.projection.state_dict())
+    return tensor_bytes([weights, extras])

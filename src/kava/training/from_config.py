@@ -4,6 +4,8 @@ Every problem with the inputs — configuration, dataset, model source, output f
 that does not match the run — is refused (`RefusedStart`) before anything slow happens, and
 leaves the output folder as it was. A run owns its output folder while it works
 (`kava.runtime.outputs`); stopped by SIGINT / SIGTERM it saves a checkpoint and returns interrupted.
+A write the disk refuses, at the start or mid-run, raises `kava.runtime.disk.WriteFailed` (not a
+refused start: the inputs were fine; the last checkpoint is intact and a resume continues).
 """
 
 from __future__ import annotations
