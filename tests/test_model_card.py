@@ -63,7 +63,7 @@ def test_a_random_base_names_its_shape_and_claims_no_license(tmp_path):
                                                                     "num_hidden_layers": 2}}, method="cot")
     card = ModelCard.load(write_card(d))
     assert card.data.base_model is None and card.data.license == "other"
-    assert "randomly initialised llama (hidden 64, 2 layers; weights drawn under seed 3)" in card.text
+    assert "randomly initialised llama (hidden 64, 2 layers; base weights drawn under seed 3)" in card.text
     assert "does not know this base model's license" in card.text
     assert "writes its chain of thought" in card.text and "latent tokens M" not in card.text
 

@@ -39,7 +39,7 @@ from kava.model.loading import ModelSource
 from kava.runtime.outputs import as_json
 
 
-DEMO_DATASET = "kava demo task (synthetic GSM8k-AUG-like problems, kava.demo.task)"  # on the models' cards
+DEMO_DATASET = "kava-demo-task"  # the data on the models' cards: kava.demo.task's synthetic GSM8k-AUG-like problems
 TRACE_TOKENS = 30  # the demo task's longest trace, in the demo tokenizer's tokens (measured over 500 problems)
 
 
@@ -294,7 +294,7 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
     if evaluate_test:
         ev = evaluate(model, data.test, batch_size=s.eval_batch_size, progress=progress)
         write_results(ev, run_dir / "eval")
-        write_card(result.final_dir, result=ev.summary)
+        write_card(result.final_dir, result={**ev.summary, "dataset": DEMO_DATASET, "split": "test"})
         record["summary"] = ev.summary
     (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record, model

@@ -115,7 +115,8 @@ def _result_row(summary: dict[str, Any]) -> dict[str, Any]:
     card is shared, the machine's paths are not)."""
     keys = ("split", "mode", "n", "accuracy", "accuracy_ci95", "mean_forward_passes",
             "mean_generated_tokens", "mean_cache_tokens")
-    return {"dataset": Path(str(summary.get("dataset"))).name, **{k: summary[k] for k in keys if k in summary}}
+    name = summary.get("dataset")
+    return {"dataset": Path(name).name if name else "unnamed data", **{k: summary[k] for k in keys if k in summary}}
 
 
 def render(cfg: KavaConfig, base: dict[str, Any], facts: dict[str, Any], *, exported: bool = False) -> str:
@@ -130,7 +131,7 @@ def render(cfg: KavaConfig, base: dict[str, Any], facts: dict[str, Any], *, expo
     results = facts.get("results", [])
     datasets = sorted({HUB_DATASETS[n] for n in [training.get("dataset"), *(r.get("dataset") for r in results)]
                        if n in HUB_DATASETS})
-    name = f"kava-{cfg.method}"
+    name = cfg.method if cfg.method == "kava" else f"kava-{cfg.method}"
     data = ModelCardData(
         base_model=hub_id,
         library_name=_library(cfg, exported),
@@ -162,8 +163,10 @@ def _about(cfg: KavaConfig, source: dict[str, Any], hub_id: str | None, exported
         base_text = f"[{hub_id}](https://huggingface.co/{hub_id})"
     elif source.get("kind") == "config":
         shape = source.get("config", {})
+        drawn = ("its trained weights are all in this folder" if not cfg.lora_enabled else
+                 f"base weights drawn under seed {source.get('seed')}")
         base_text = (f"a randomly initialised {shape.get('model_type', '?')} (hidden {shape.get('hidden_size', '?')}, "
-                     f"{shape.get('num_hidden_layers', '?')} layers; weights drawn under seed {source.get('seed')})")
+                     f"{shape.get('num_hidden_layers', '?')} layers; {drawn})")
     else:
         base_text = f"the model in `{source.get('path', '?')}`"
     mode = MODE_TEXT[cfg.inference_mode].format(M=cfg.num_latents, T=cfg.num_iterations)
@@ -171,7 +174,9 @@ def _about(cfg: KavaConfig, source: dict[str, Any], hub_id: str | None, exported
             "`model.safetensors`), with kava's extras beside them" if exported else
             ("a LoRA adapter (PEFT, safetensors) on the base, with kava's extras (projection, new token rows)"
              if cfg.lora_enabled else "all weights fine-tuned (safetensors), with kava's extras"))
-    return (f"# {cfg.method} on {hub_id or source.get('kind', 'a base model')}\n\n"
+    title = hub_id or (f"a random {source.get('config', {}).get('model_type', 'model')}" if source.get("kind") == "config"
+                       else Path(str(source.get("path", "a local model"))).name)
+    return (f"# {cfg.method} on {title}\n\n"
             f"A latent-reasoning model trained with kava "
             f"(method `{cfg.method}`; KaVa: latent reasoning via compressed KV-cache distillation, "
             f"[arXiv 2510.02312](https://arxiv.org/abs/2510.02312)) from {base_text}. "
@@ -207,8 +212,9 @@ def _training(training: dict[str, Any]) -> str:
              f"- batch {train.get('batch_size')} (micro-batch {train.get('micro_batch_size')}), learning rate "
              f"{train.get('lr')}, weight decay {train.get('weight_decay')}, seed {train.get('seed')}"]
     if training.get("train_time_s") is not None:
-        lines.append(f"- training time: {training['train_time_s'] / 60:.1f} min of steps on {training.get('processes', 1)} "
-                     f"process(es) ({training.get('device', '?')})")
+        processes = training.get("processes", 1)
+        lines.append(f"- training time: {training['train_time_s'] / 60:.1f} min of steps on {processes} "
+                     f"process{'es' if processes > 1 else ''} ({training.get('device', '?')})")
     return "## Training\n\n" + "\n".join(lines)
 
 
