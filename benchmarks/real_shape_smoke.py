@@ -160,14 +160,15 @@ class Stage:
 
 
 def run_kava(name: str, args: list[str], log: Path, poll: Callable[[subprocess.Popen], None] | None = None,
-             launcher: list[str] | None = None, threads: int | None = None) -> Stage:
+             launcher: list[str] | None = None, threads: int | None = None,
+             extra_env: dict[str, str] | None = None) -> Stage:
     """Run ``python -m kava.cli ARGS`` (``launcher`` before ``-m kava.cli``, e.g. accelerate's) to its
     end; its peak RSS is its own (``os.wait4``), not the maximum over every child this process
     ever waited for (what RUSAGE_CHILDREN would give). Under a launcher it is the launcher's
     process tree's largest (``ru_maxrss`` covers the children it waited for). ``threads`` sets the
-    child's OMP_NUM_THREADS (torch's intra-op threads)."""
+    child's OMP_NUM_THREADS (torch's intra-op threads); ``extra_env`` is added to its environment."""
     env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {}), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     argv = [sys.executable, *(launcher or []), "-m", "kava.cli", *args]
     t0 = time.perf_counter()
     with open(log, "w") as out:
@@ -183,9 +184,16 @@ def run_kava(name: str, args: list[str], log: Path, poll: Callable[[subprocess.P
     return Stage(name, args, proc.returncode, usage.ru_maxrss * 1024, time.perf_counter() - t0, list(os.getloadavg()))
 
 
+# Seconds each checkpoint write of the stopped run stalls (kava's test hook): the poll, every 0.5 s,
+# then sends its signal while step 1's checkpoint is written, before step 2 starts, however fast a
+# step is (a cut-down shape ran steps 2 and 3 within one poll interval). Not in s/step.
+STOP_STALL_S = "2"
+
+
 def stop_after_first_step(history: Path) -> Callable[[subprocess.Popen], None]:
     """A poll that sends SIGTERM once step 1 is logged: the engine finishes step 2 (the signal is
-    read at a step's end), checkpoints it and exits 75 — a preemption mid-run."""
+    read at a step's end), checkpoints it and exits 75 — a preemption mid-run. Use with
+    ``extra_env={TEST_DELAY_ENV: STOP_STALL_S}``."""
     sent = []
 
     def poll(proc: subprocess.Popen) -> None:
@@ -218,6 +226,7 @@ def measure_shape(name: str, shape: dict[str, Any], work: Path, records: int,
     from kava.runtime import exits
     from kava.runtime.layout import CHECKPOINT_PREFIX, CHECKPOINTS, FINAL
     from kava.training.engine import HISTORY_FILE
+    from kava.training.checkpoint import TEST_DELAY_ENV
 
     rows = []
     for gc in (False, True):
@@ -230,7 +239,8 @@ def measure_shape(name: str, shape: dict[str, Any], work: Path, records: int,
         stages = []
         log = work / f"{run_dir.name}-train.log"
         train = run_kava("train", ["train", "--config", str(cfg_file), "--no-progress"], log,
-                         None if gc else stop_after_first_step(history), threads=threads)
+                         None if gc else stop_after_first_step(history), threads=threads,
+                         extra_env=None if gc else {TEST_DELAY_ENV: STOP_STALL_S})
         stages.append(train)
         expect(train, exits.OK if gc else exits.INTERRUPTED, log)
         trained = steps(history)
