@@ -7,7 +7,8 @@ setup:
 demo: setup
 	.venv/bin/kava demo --out outputs/demo
 
-test: setup
+test:
+	KAVA_EXTRAS=dev,lm-eval bash scripts/setup.sh
 	.venv/bin/python -m pytest -q
 
 test-fast: setup

