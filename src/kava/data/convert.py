@@ -33,6 +33,8 @@ __all__ = [
     "to_aug_nl",
     "convert_gsm8k",
     "write_jsonl",
+    "math_solution_steps",
+    "rationale_steps",
 ]
 
 Style = Literal["aug", "aug-nl"]
@@ -76,6 +78,32 @@ def gsm8k_record(row: Mapping[str, Any]) -> Record:
         raise ValueError(f"field 'question' must be text, got {type(question).__name__}")
     lines, final = split_gsm8k_solution(row["answer"])
     return Record(question=question.strip(), steps=tuple(lines), answer=canonical_gold(final))
+
+
+_ASY = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+
+
+def math_solution_steps(solution: str) -> tuple[str, ...]:
+    """A MATH solution as NL CoT steps: one step per paragraph (text between blank lines).
+
+    Not one per line, as GSM8K: a MATH paragraph often spans several lines of one display
+    (``\\begin{align*} … \\end{align*}``), which a line split would cut in the middle. The
+    paragraph's whitespace is collapsed to single spaces (the steps are joined by spaces in the
+    sequence anyway), and Asymptote drawings (``[asy]…[/asy]``) are removed: they are pictures,
+    not reasoning. The final answer's ``\\boxed{…}`` usually sits in the last step, which the
+    teacher leaves out (``teacher_drop_last_step``) as GSM8k's last line holding the result.
+    """
+    return tuple(p for p in (" ".join(block.split()) for block in _PARAGRAPH_BREAK.split(_ASY.sub("", solution))) if p)
+
+
+def rationale_steps(rationale: str) -> tuple[str, ...]:
+    """An AQuA rationale as NL CoT steps: its non-blank lines, as GSM8K's solution lines.
+
+    AQuA rationales end with a line naming the option (``"Answer: C"``, ``"ANSWER:A"``) in most
+    rows, which is the last step the teacher leaves out.
+    """
+    return tuple(line.strip() for line in rationale.split("\n") if line.strip())
 
 
 def to_aug(record: Record) -> Record | None:
