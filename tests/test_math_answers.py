@@ -94,6 +94,8 @@ def test_enough_hand_checked_cases() -> None:
         # neither: the last math segment, else the last number
         ("So $x = 1$ and then $y = \\sqrt{2}$ remains", "y = \\sqrt{2}", "last expression"),
         ("I think 3 or maybe 14/3", "14/3", "last expression"),
+        # a missing "$" pairs the rest wrongly: spaced prose between segments is not the answer
+        ("we get $1$ then $ and $x is 2", "1", "last expression"),
         ("no idea", None, "none"),
         ("\\boxed{", None, "none"),  # an unclosed box is no box
     ],
@@ -151,6 +153,8 @@ OPTIONS = ("10", "12", "$1,200", "12.0", "None of these")  # B and D share the v
         ("the cost is 1200 dollars", "C", "option value"),  # a value maps back to its option
         ("the result is 10", "A", "option value"),
         ("it is 12", None, "ambiguous value"),  # equals B and D: no choice
+        (" E", "E", "leading letter"),  # what follows the answer prompt
+        ("B.\nBecause 10 + 2", "B", "leading letter"),
         ("A train leaves at noon and I do not know", None, "none"),  # a bare capital is not a choice
         ("the answer is a mystery", None, "none"),  # lower case is not a choice
         ("", None, "none"),

@@ -4,8 +4,11 @@ Rules, in order; the first that finds something decides, and its name is recorde
 
 1. ``answer letter``: the letter after the last "answer is" / "answer:" / "option" / "choice"
    (``"The answer is (C) 12"``, ``"Answer: C"``, ``"option C"``);
-2. ``letter``: otherwise the last letter written as an option label, ``(C)`` or ``C)``;
-3. ``option value``: otherwise the last number of the output, mapped back to the one option
+2. ``leading letter``: otherwise a letter standing alone at the start of the text (``" E"``,
+   ``"B."``): what a model writes right after the answer prompt, which is all the text that is
+   checked in CoT and direct modes;
+3. ``letter``: otherwise the last letter written as an option label, ``(C)`` or ``C)``;
+4. ``option value``: otherwise the last number of the output, mapped back to the one option
    whose value it equals (an option's value is its only number: ``"$1,200"`` has one,
    ``"5(√3 + 1)"`` has none usable). A number that equals two or more options' values picks
    none (``ambiguous value``): guessing between them would credit chance.
@@ -29,6 +32,7 @@ LETTERS = "ABCDE"
 _OPTION = re.compile(r"\s*([A-E])\s*\)\s*(.*)", re.DOTALL)
 _STATED = re.compile(r"(?:answer(?:\s+is)?|option|choice)\s*:?\s*(?:is\s*:?\s*)?[(\[]?([A-E])(?![A-Za-z])",
                      re.IGNORECASE)
+_LEADING = re.compile(r"\s*([A-E])(?:[.,:;!]|\s*$|\s*\n)")
 _LABEL = re.compile(r"\(([A-E])\)|(?<![A-Za-z(])([A-E])\)")
 
 
@@ -57,6 +61,9 @@ def extract_choice(text: str, options: Sequence[str]) -> tuple[str | None, str]:
     stated = [m for m in _STATED.finditer(text) if m.group(1).isupper()]
     if stated:
         return stated[-1].group(1), "answer letter"
+    leading = _LEADING.match(text)
+    if leading:
+        return leading.group(1), "leading letter"
     labels = list(_LABEL.finditer(text))
     if labels:
         last = labels[-1]

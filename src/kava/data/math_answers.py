@@ -13,8 +13,9 @@ Which text is the answer, in this order (the rule that matched is recorded with 
 1. ``boxed``: the content of the LAST ``\\boxed{…}`` (or ``\\fbox{…}``), braces matched, since
    MATH solutions and instruct models mark the final answer that way;
 2. ``answer is``: otherwise the text after the last "answer is" up to the end of its line;
-3. ``last expression``: otherwise the last ``$…$`` / ``\\(…\\)`` / ``\\[…\\]`` math segment,
-   or else the last number.
+3. ``last expression``: otherwise the last ``$…$`` / ``\\(…\\)`` / ``\\[…\\]`` math segment
+   (one that is only spaced words is taken for prose between wrongly paired ``$``), or else
+   the last number.
 
 Timeouts: math-verify guards sympy with ``signal.alarm``, which only works in the main thread
 (elsewhere it raises and the comparison reads as false). In the main thread we keep its
@@ -35,6 +36,9 @@ TIMEOUT_S = 5  # per parse or comparison, as math-verify's default
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?", re.IGNORECASE)
 _MATH_SEGMENT = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
+# Words between two math segments, paired up wrongly when a "$" is missing ("$p$ and $q$ as $1$"
+# with one "$" too few reads " as " as math): spaced text with no digit, command or operator.
+_PROSE = re.compile(r"\s+[A-Za-z ,.;']*[A-Za-z][A-Za-z ,.;']*\s+")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?")
 
 
@@ -91,10 +95,9 @@ def extract_math_answer(text: str) -> tuple[str | None, str]:
         line = text[stated[-1].end() :].split("\n", 1)[0]
         if _clean(line):
             return _clean(line), "answer is"
-    segments = list(_MATH_SEGMENT.finditer(text))
-    if segments:
-        inner = next(g for g in segments[-1].groups() if g is not None)
-        if inner.strip():
+    for segment in reversed(list(_MATH_SEGMENT.finditer(text))):
+        inner = next(g for g in segment.groups() if g is not None)
+        if inner.strip() and not _PROSE.fullmatch(inner):
             return _clean(inner), "last expression"
     found = _NUMBER.findall(text)
     if found:
