@@ -58,3 +58,15 @@ def test_every_mode_runs_on_the_real_questions(name: str, dataset: str, split: s
         assert all({"subject", "level"} <= set(p) for p in result.predictions)
     else:
         assert sum(s["options"]["predicted"].values()) == sum(s["options"]["gold"].values()) == 3
+
+
+def test_kava_eval_prints_the_breakdowns() -> None:
+    from kava.evaluation.resumable import summary_line
+
+    rows = [_row(True, answer_kind="math", subject="Algebra", level="2", answer="2", answer_rule="boxed"),
+            _row(False, answer_kind="math", subject="Geometry", level="2", answer=None, answer_rule="none")]
+    s = summarize(rows) | {"dataset": "math500", "mode": "cot"}
+    lines = summary_line(s).split("\n")
+    assert lines[0].startswith("math500 (cot, 2 questions): accuracy 50.0% ")
+    assert lines[1:] == ["  by subject: Algebra 1/1 (100.0%), Geometry 0/1 (0.0%)", "  by level: 2 1/2 (50.0%)",
+                         "  answers read by: boxed 1, none 1; unparseable 0"]

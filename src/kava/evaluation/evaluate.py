@@ -225,6 +225,25 @@ def breakdowns(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def breakdown_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The breakdowns of a summary (`breakdowns`) as lines for a terminal; none for numeric data."""
+    lines = []
+    for key in GROUP_KEYS:
+        groups = summary.get(f"by_{key}")
+        if groups:
+            cells = [f"{name} {g['correct']}/{g['n']} ({g['accuracy']:.1%})" for name, g in groups.items()]
+            lines.append(f"  by {key}: " + ", ".join(cells))
+    options = summary.get("options")
+    if options:
+        lines.append("  options predicted: " + ", ".join(f"{k} {v}" for k, v in options["predicted"].items())
+                     + "; gold: " + ", ".join(f"{k} {v}" for k, v in options["gold"].items())
+                     + f"; chance accuracy {options['chance_accuracy']:.0%}")
+    if "answer_rules" in summary:
+        lines.append("  answers read by: " + ", ".join(f"{k} {v}" for k, v in summary["answer_rules"].items())
+                     + f"; unparseable {summary['unparseable']}")
+    return lines
+
+
 def _group(correct: list[bool]) -> dict[str, Any]:
     n, k = len(correct), sum(correct)
     return {"n": n, "correct": k, "accuracy": k / n, "accuracy_ci95": list(wilson_interval(k, n))}
