@@ -10,8 +10,14 @@ Each (dataset, mode) run goes into its own folder under ``--out`` as ``kava eval
 rerun resumes what is there. ``--cot-limit`` evaluates the first N questions of a set in CoT
 mode (in file order, so the subset is a prefix of the set, not its shortest questions).
 
+``--rescore`` reads every job's predictions again with the answer checkers as they are now
+(the generated text is kept in each row, so no decoding is repeated) and rewrites the rows'
+answer fields and the summaries; a job cut short by ``--stop-at`` gets ``summary_partial.json``
+instead of ``summary.json``, which marks a complete one.
+
 Usage: python benchmarks/eval_smollm2_math_aqua.py [--jobs math500:direct,aqua:cot,...]
-       [--batch-size 16] [--cot-limit math500=N,aqua=N] [--threads 1] [--out DIR]
+       [--batch-size 16] [--cot-limit math500=N,aqua=N] [--threads 1] [--stop-at HH:MM] [--out DIR]
+       python benchmarks/eval_smollm2_math_aqua.py --rescore [--out DIR]
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ import torch
 
 from kava.config import preset
 from kava.data.datasets import load_dataset
-from kava.evaluation.evaluate import EvaluationStopped, evaluate
+from kava.data.grading import grade
+from kava.evaluation.answering import answer_part
+from kava.evaluation.evaluate import EvaluationStopped, evaluate, summarize
 from kava.evaluation.results import ResultWriter, load_done
 from kava.model.kava_model import KavaModel
 from kava.model.loading import smollm2_source
+from kava.runtime.outputs import write_atomic
 
 PRESETS = {"cot": "cot", "direct": "nocot"}  # inference mode -> method preset that answers that way
 COT_TOKENS = {"math500": 384, "aqua": 256}
@@ -52,7 +61,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--stop-at", default=None, help="UTC time HH:MM: stop after the batch in flight then "
                         "(the predictions so far are kept; rerun to resume)")
+    parser.add_argument("--rescore", action="store_true", help="score the predictions in --out again, decoding nothing")
     args = parser.parse_args()
+    if args.rescore:
+        rescore(Path(args.out))
+        return
     torch.set_num_threads(args.threads)
     cot_limit = _pairs(args.cot_limit)
     deadline = None
@@ -95,6 +108,35 @@ def main() -> None:
         print(f"{job}: accuracy {s['accuracy']:.1%} [95% CI {lo:.1%}-{hi:.1%}] on {s['n']} questions, "
               f"mean generated tokens {s['mean_generated_tokens']:.1f}, finished {s['finished_fraction']:.0%}, "
               f"rules {json.dumps(s['answer_rules'])}, {s['total_time_s']:.0f} s", flush=True)
+
+
+def rescore(out: Path) -> None:
+    """Grade every job's stored predictions again with the current checkers (module docstring)."""
+    for folder in sorted(p for p in out.iterdir() if (p / "eval_run.json").is_file()):
+        settings = json.loads((folder / "eval_run.json").read_text())
+        data = load_dataset(settings["dataset"], settings["split"], limit=settings["questions"])
+        prompt = preset(PRESETS[settings["mode"]]).answer_prompt
+        rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line.strip()]
+        rows.sort(key=lambda p: p["index"])
+        changed = 0
+        for row in rows:
+            record = data[row["index"]]
+            part = answer_part(row["prediction"], prompt) if settings["mode"] == "cot" else row["prediction"]
+            graded = grade(record, part)
+            new = {"answer": graded.answer, "correct": graded.correct, "answer_rule": graded.rule,
+                   "answer_flag": graded.flag}
+            changed += any(row.get(k) != v for k, v in new.items())
+            row.update(new)
+        write_atomic(folder / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        complete = len(rows) == settings["questions"]
+        old = folder / "summary.json"
+        summary = {**(json.loads(old.read_text()) if old.is_file() else {}), **summarize(rows),
+                   "dataset": settings["dataset"], "mode": settings["mode"], "max_new_tokens": settings["max_new_tokens"],
+                   "questions_planned": settings["questions"], "complete": complete}
+        write_atomic(folder / ("summary.json" if complete else "summary_partial.json"), json.dumps(summary, indent=2) + "\n")
+        lo, hi = summary["accuracy_ci95"]
+        print(f"{folder.name}: {len(rows)}/{settings['questions']} questions, accuracy {summary['accuracy']:.1%} "
+              f"[95% CI {lo:.1%}-{hi:.1%}]; {changed} row(s) whose answer fields changed since decoding", flush=True)
 
 
 if __name__ == "__main__":
