@@ -70,3 +70,29 @@ def test_kava_eval_prints_the_breakdowns() -> None:
     assert lines[0].startswith("math500 (cot, 2 questions): accuracy 50.0% ")
     assert lines[1:] == ["  by subject: Algebra 1/1 (100.0%), Geometry 0/1 (0.0%)", "  by level: 2 1/2 (50.0%)",
                          "  answers read by: boxed 1, none 1; unparseable 0"]
+
+
+@needs_data
+def test_kava_eval_on_math500_and_aqua_writes_rows_and_breakdowns(tmp_path, monkeypatch, one_thread) -> None:
+    """The command's Python API end to end on a saved tiny model (latent mode): the rows of both
+    sets carry the answer rule, and the written summary has the breakdowns."""
+    import json
+
+    from kava.config import preset
+    from kava.evaluation.resumable import evaluate_checkpoint
+    from kava.model.kava_model import KavaModel
+    from kava.model.loading import ModelSource
+
+    from conftest import make_tokenizer, tiny_model
+
+    monkeypatch.setenv("KAVA_DATA_DIR", str(DATA))
+    lm = tiny_model()
+    model = KavaModel(lm, make_tokenizer(), preset("kava", num_latents=2, finetune="full"),
+                      base_source=ModelSource("config", config=lm.config.to_dict()))
+    model.save_pretrained(tmp_path / "ckpt")
+    for dataset, key in (("math500", "by_subject"), ("aqua", "options")):
+        out = tmp_path / dataset
+        summary = evaluate_checkpoint(tmp_path / "ckpt", dataset, limit=4, out=out, max_new_tokens=4, progress=False)
+        assert summary["mode"] == "latent" and summary["n"] == 4 and key in summary
+        rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == 4 and all(r["answer_rule"] in RULES for r in rows)
