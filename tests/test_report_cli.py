@@ -226,3 +226,29 @@ def test_paper_table_is_read_right_from_method_md():
     for phrase, key in (("without L_CODI", ("alpha_codi", 0.0)), ("without projection", ("use_projection", False)),
                         ("teacher on all steps", ("teacher_drop_last_step", False)), ("collapses (KaVa", ("finetune", "full"))):
         assert float(re.search(re.escape(phrase) + r" (\d+\.\d)", flat).group(1)) == ABLATIONS[key]
+
+
+def test_math_and_aqua_breakdowns_are_in_the_report(tmp_path):
+    # Two seeds of a MATH run: per-subject / per-level accuracy is their mean; an AQuA run's
+    # option counts are summed; a numeric run adds no such section.
+    root = tmp_path / "sweep"
+
+    def group(k: int, n: int) -> dict:
+        return {"n": n, "correct": k, "accuracy": k / n, "accuracy_ci95": [0.0, 1.0]}
+
+    for seed, (alg, geo) in enumerate(((1, 0), (3, 2))):
+        _run(root, f"cot-seed{seed}", "cot", seed, 0.2)
+        metrics = json.loads((root / "runs" / f"cot-seed{seed}" / "metrics.json").read_text())
+        metrics["summary"] |= {"by_subject": {"Algebra": group(alg, 4), "Geometry": group(geo, 2)},
+                               "by_level": {"1": group(alg + geo, 6)}}
+        (root / "runs" / f"cot-seed{seed}" / "metrics.json").write_text(json.dumps(metrics))
+    _run(root, "nocot-seed0", "nocot", 0, 0.2)
+    metrics = json.loads((root / "runs" / "nocot-seed0" / "metrics.json").read_text())
+    metrics["summary"]["options"] = {"predicted": {"C": 3, "none": 1}, "gold": {"A": 2, "C": 2}, "chance_accuracy": 0.2}
+    (root / "runs" / "nocot-seed0" / "metrics.json").write_text(json.dumps(metrics))
+    write_report(root, tmp_path / "r")
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "| cot | 50.0 (4) | 50.0 (2) |" in md  # Algebra (25 % + 75 %) / 2, Geometry (0 % + 100 %) / 2
+    assert "## Accuracy by level" in md and "| cot | 50.0 (6) |" in md
+    assert "| nocot | 0 (2) | 3 (2) | 1 (0) | 20 % |" in md  # A, C, none; chance 20 %
+    assert "| nocot |" not in md.split("## Accuracy by subject")[1].split("##")[0]

@@ -17,7 +17,7 @@ import math
 import re
 from decimal import Decimal
 
-__all__ = ["extract_answer", "answers_match", "parse_gold", "format_number", "canonical_gold"]
+__all__ = ["numbers", "extract_answer", "answers_match", "parse_gold", "format_number", "canonical_gold"]
 
 # One number as it appears in prose. Pieces, in order:
 # - an optional minus sign, ASCII "-" or Unicode "−" (U+2212, which typeset text and some models
@@ -55,13 +55,17 @@ def extract_answer(text: str) -> float | None:
     """
     if not isinstance(text, str):
         raise TypeError(f"extract_answer expects str, got {type(text).__name__}")
-    last = None
-    for last in _NUMBER.finditer(text):
-        pass
-    if last is None:
-        return None
-    value = float(last.group("digits").replace(",", ""))
-    return -value if last.group("sign") else value
+    found = numbers(text)
+    return found[-1] if found else None
+
+
+def numbers(text: str) -> list[float]:
+    """Every number in `text`, in order, read as `extract_answer` reads the last one."""
+    values = []
+    for m in _NUMBER.finditer(text):
+        value = float(m.group("digits").replace(",", ""))
+        values.append(-value if m.group("sign") else value)
+    return values
 
 
 def answers_match(pred: float | None, gold: float, rel_tol: float = 1e-9, abs_tol: float = 0.01) -> bool:

@@ -33,6 +33,8 @@ __all__ = [
     "to_aug_nl",
     "convert_gsm8k",
     "write_jsonl",
+    "math_solution_steps",
+    "rationale_steps",
 ]
 
 Style = Literal["aug", "aug-nl"]
@@ -76,6 +78,70 @@ def gsm8k_record(row: Mapping[str, Any]) -> Record:
         raise ValueError(f"field 'question' must be text, got {type(question).__name__}")
     lines, final = split_gsm8k_solution(row["answer"])
     return Record(question=question.strip(), steps=tuple(lines), answer=canonical_gold(final))
+
+
+_ASY = re.compile(r"\[asy\].*?\[/asy\]", re.DOTALL)
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+# Where a sentence may end: ".", "!" or "?", possibly inside the math that closes right after it
+# ("$r = 3.$  Also"), then whitespace and a capital letter or new math.
+_SENTENCE_END = re.compile(r"[.!?](?:\$\$|\$)?\s+(?=[A-Z$\\])")
+_MATH_TOGGLE = re.compile(r"\\\$|\$\$|\$|\\\[|\\\]|\\\(|\\\)|\\begin\{|\\end\{")
+
+
+def _outside_math(text: str) -> list[bool]:
+    """For each position of `text`, whether it lies outside math (``$…$``, ``$$…$$``, ``\\[…\\]``,
+    ``\\(…\\)``, ``\\begin{…}…\\end{…}``); an escaped ``\\$`` is a dollar sign, not math."""
+    outside = [True] * (len(text) + 1)
+    depth, dollars, pos = 0, "", 0
+    for m in _MATH_TOGGLE.finditer(text):
+        token = m.group(0)
+        if token == "\\$":
+            continue
+        state = depth == 0 and not dollars
+        outside[pos : m.start()] = [state] * (m.start() - pos)
+        if token in ("$", "$$"):
+            dollars = "" if dollars == token else (dollars or token)
+        elif token in ("\\[", "\\(", "\\begin{"):
+            depth += 1
+        else:
+            depth = max(0, depth - 1)
+        outside[m.start() : m.end()] = [False] * (m.end() - m.start())
+        pos = m.end()
+    state = depth == 0 and not dollars
+    outside[pos:] = [state] * (len(outside) - pos)
+    return outside
+
+
+def _sentences(paragraph: str) -> list[str]:
+    outside = _outside_math(paragraph)
+    cuts = [m.end() for m in _SENTENCE_END.finditer(paragraph) if outside[m.end() - 1]]
+    return [paragraph[a:b].strip() for a, b in zip([0, *cuts], [*cuts, len(paragraph)]) if paragraph[a:b].strip()]
+
+
+def math_solution_steps(solution: str) -> tuple[str, ...]:
+    """A MATH solution as NL CoT steps: one step per sentence, as GSM8K's solution lines are.
+
+    A sentence ends at ".", "!" or "?" followed by whitespace and a capital letter or new math,
+    but never inside math: ``$…$``, ``$$…$$``, ``\\[…\\]`` and ``\\begin{align*}…\\end{align*}``
+    stay whole however many lines or periods they hold (MATH often writes the period inside
+    the math that ends a sentence, ``$r = 3.$  Also``, which counts as the end). Paragraph
+    breaks end a step too; whitespace is collapsed to single spaces (steps are joined by spaces
+    in the sequence anyway); Asymptote drawings (``[asy]…[/asy]``) are removed: they are
+    pictures, not reasoning. The last sentence usually states the ``\\boxed{…}`` answer, so the
+    teacher's last-step drop (``teacher_drop_last_step``) leaves out what GSM8k's does: the
+    sentence that gives the result.
+    """
+    paragraphs = _PARAGRAPH_BREAK.split(_ASY.sub("", solution))
+    return tuple(" ".join(sentence.split()) for p in paragraphs for sentence in _sentences(p))
+
+
+def rationale_steps(rationale: str) -> tuple[str, ...]:
+    """An AQuA rationale as NL CoT steps: its non-blank lines, as GSM8K's solution lines.
+
+    AQuA rationales end with a line naming the option (``"Answer: C"``, ``"ANSWER:A"``) in most
+    rows, which is the last step the teacher leaves out.
+    """
+    return tuple(line.strip() for line in rationale.split("\n") if line.strip())
 
 
 def to_aug(record: Record) -> Record | None:

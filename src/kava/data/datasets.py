@@ -9,7 +9,10 @@ reporting accuracy for, the wrong data is worse than stopping.
 
 Gold answers are stored in canonical form (``"2,125"`` -> ``"2125"``, ``43.0`` -> ``"43"``;
 see `kava.data.answers.canonical_gold`), and a row whose gold answer is not a number is a format
-error: an unreadable gold answer would count every prediction for it as wrong.
+error: an unreadable gold answer would count every prediction for it as wrong. MATH-500 and
+AQuA-RAT are the exceptions, and their records say so (``answer_kind``, `kava.data.grading`):
+MATH's gold is LaTeX that math-verify must be able to parse, AQuA's is an option letter with
+the five options kept on the record and written into the question.
 
 Records are validated without requiring steps (evaluation sets have no chain of thought, and
 iCoT's GSM8k-AUG test split has 18 rows with an empty one); training code that needs steps calls
@@ -27,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from kava.data.answers import canonical_gold
-from kava.data.convert import gsm8k_record, to_aug, to_aug_nl
+from kava.data.choice_answers import LETTERS, parse_options
+from kava.data.convert import gsm8k_record, math_solution_steps, rationale_steps, to_aug, to_aug_nl
+from kava.data.grading import check_gold
 from kava.data.records import Record, RecordError
 
 __all__ = [
@@ -173,12 +178,50 @@ def _parse_plain(row: Mapping[str, Any]) -> Record:
     return Record(question=question, steps=_split_cot(cot), answer=answer)
 
 
+def _parse_math500(row: Mapping[str, Any]) -> Record:
+    """MATH-500: ``problem``, ``solution`` (its paragraphs are the NL steps), LaTeX ``answer``,
+    ``subject`` and ``level`` (kept for per-subject and per-level accuracy)."""
+    level = row.get("level")
+    if isinstance(level, bool) or not isinstance(level, (int, str)) or not str(level).strip():
+        raise ValueError(f"field 'level' must be a number 1-5, got {level!r}")
+    record = Record(
+        question=_text(row, "problem").strip(),
+        steps=math_solution_steps(_text(row, "solution")),
+        answer=_text(row, "answer").strip(),
+        answer_kind="math",
+        meta={"subject": _text(row, "subject").strip(), "level": str(level).strip()},
+    )
+    check_gold(record)
+    return record
+
+
+def _parse_aqua(row: Mapping[str, Any]) -> Record:
+    """AQuA-RAT: ``question``, five ``options`` ``"A)…"``, NL ``rationale``, ``correct`` letter.
+
+    The question a model sees lists the options (``Answer Choices: (A) 21 (B) …``, the format
+    of the CoT-prompting papers), since the answer is a choice among them."""
+    options = parse_options(row.get("options"))
+    correct = _text(row, "correct").strip()
+    if correct not in LETTERS:
+        raise ValueError(f"field 'correct' must be one of {', '.join(LETTERS)}, got {correct!r}")
+    choices = " ".join(f"({letter}) {text}" for letter, text in zip(LETTERS, options))
+    return Record(
+        question=f"{_text(row, 'question').strip()}\nAnswer Choices: {choices}",
+        steps=rationale_steps(_text(row, "rationale")),
+        answer=correct,
+        answer_kind="choice",
+        options=options,
+    )
+
+
 _PARSERS: dict[str, Callable[[Any], Record]] = {
     "icot": _parse_icot,
     "gsm8k": gsm8k_record,  # GSM8K jsonl; steps keep the raw solution lines
     "pal": _parse_pal,
     "svamp": _parse_svamp,
     "plain": _parse_plain,
+    "math500": _parse_math500,
+    "aqua": _parse_aqua,
 }
 
 
@@ -187,6 +230,10 @@ def _detect(row: Any) -> str:
     if not isinstance(row, dict):
         raise ValueError(f"expected a JSON object, got {type(row).__name__}")
     keys = set(row)
+    if {"problem", "solution", "answer", "subject", "level"} <= keys:
+        return "math500"
+    if {"question", "options", "correct"} <= keys:
+        return "aqua"
     if {"input", "target"} <= keys:
         return "pal"
     if {"Body", "Question", "Answer"} <= keys:
@@ -198,7 +245,8 @@ def _detect(row: Any) -> str:
         return "gsm8k" if isinstance(answer, str) and "####" in answer else "plain"
     raise ValueError(
         f"unrecognised row with fields {sorted(keys)}; expected question/answer(/steps|cot), "
-        "question/answer with '#### N' (GSM8K), input/target (PAL) or Body/Question/Answer (SVAMP)"
+        "question/answer with '#### N' (GSM8K), input/target (PAL), Body/Question/Answer (SVAMP), "
+        "problem/solution/answer/subject/level (MATH-500) or question/options/rationale/correct (AQuA-RAT)"
     )
 
 
@@ -398,6 +446,24 @@ REGISTRY: dict[str, DatasetSpec] = {
             "SVAMP: all 1,000 problems (question = Body + ' ' + Question)",
             {"test": SplitSpec("svamp/SVAMP.json", "svamp",
                                (HubSource("ChilleD/SVAMP", None, ("train", "test"), "svamp"),))},
+            "test",
+        ),
+        DatasetSpec(
+            "math500",
+            "MATH-500 (the PRM800K test subset of MATH): 500 problems, 7 subjects, levels 1-5; LaTeX answers "
+            "scored by math-verify; the solution's paragraphs are its NL CoT",
+            {"test": SplitSpec("math500/test.jsonl", "math500",
+                               (HubSource("HuggingFaceH4/MATH-500", None, ("test",), "math500"),))},
+            "test",
+        ),
+        DatasetSpec(
+            "aqua",
+            "AQuA-RAT: multiple choice A-E (test 254, dev 254); the options are part of the question, the "
+            "rationale is its NL CoT",
+            {
+                "test": SplitSpec("aqua/test.json", "aqua", (HubSource("deepmind/aqua_rat", "raw", ("test",), "aqua"),)),
+                "dev": SplitSpec("aqua/dev.json", "aqua", (HubSource("deepmind/aqua_rat", "raw", ("validation",), "aqua"),)),
+            },
             "test",
         ),
         DatasetSpec("multiarith", "MultiArith (MAWPS, PAL copy)", {"test": SplitSpec("pal/mawpsmultiarith.jsonl", "pal")}, "test"),

@@ -49,11 +49,17 @@ def answer_part(trace: str, answer_prompt: str) -> str:
     return trace if cut < 0 else trace[cut + len(prompt) :]
 
 
-def read_answer(model, gen: Generation, row: int, mode: str) -> tuple[str, float | None]:
-    """The decoded text of one row and the number it answers (CODI's protocol, docs/method.md §6)."""
+def read_text(model, gen: Generation, row: int, mode: str) -> tuple[str, str]:
+    """The decoded text of one row and the part of it that holds the answer (all of it but in CoT)."""
     tokens = gen.tokens[row]
     text = model.builder.tok.decode(tokens[:-1] if gen.finished[row] else tokens, skip_special_tokens=False)
-    return text, extract_answer(answer_part(text, model.config.answer_prompt) if mode == "cot" else text)
+    return text, answer_part(text, model.config.answer_prompt) if mode == "cot" else text
+
+
+def read_answer(model, gen: Generation, row: int, mode: str) -> tuple[str, float | None]:
+    """The decoded text of one row and the number it answers (CODI's protocol, docs/method.md §6)."""
+    text, part = read_text(model, gen, row, mode)
+    return text, extract_answer(part)
 
 
 def check_mode(model, mode: str | None) -> str:

@@ -22,7 +22,7 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a trained model: a run folder (its final/ or newest checkpoint), "
                         "a checkpoint, or a model / exported folder")
-    parser.add_argument("--dataset", required=True, help="registered dataset name (gsm8k, svamp, ...) or a file")
+    parser.add_argument("--dataset", required=True, help="registered dataset name (gsm8k, svamp, math500, aqua, ...) or a file")
     parser.add_argument("--split", default=None, help="split of a registered dataset (default: its test split)")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N questions")
     parser.add_argument("--batch-size", type=int, default=16)

@@ -22,16 +22,19 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 
-from kava.data.answers import answers_match, parse_gold
+from kava.data.answers import answers_match, extract_answer, parse_gold
+from kava.data.choice_answers import LETTERS
 from kava.data.datasets import LoadedDataset
+from kava.data.grading import grade
 from kava.data.records import Record
-from kava.evaluation.answering import DEFAULT_MAX_NEW_TOKENS, read_answer
+from kava.evaluation.answering import DEFAULT_MAX_NEW_TOKENS, read_text
 from kava.evaluation.decoding import Sampling, generate
 from kava.runtime.outputs import write_atomic
 from kava.runtime.progress import progress as progress_display
@@ -81,7 +84,7 @@ def evaluate(
         raise ValueError("no records to evaluate")
     mode = model.config.inference_mode
     limit = DEFAULT_MAX_NEW_TOKENS[mode] if max_new_tokens is None else max_new_tokens
-    golds = [parse_gold(r.answer) for r in items]
+    golds = [parse_gold(r.answer) if r.answer_kind == "numeric" else None for r in items]
     by_index: dict[int, dict[str, Any]] = dict(done or {})
     order = sorted((i for i in range(len(items)) if i not in by_index), key=lambda i: len(items[i].question))
     was_training = model.training
@@ -109,18 +112,31 @@ def evaluate(
     return EvalResult(predictions, summary)
 
 
-def _prediction(model, index: int, record: Record, gold: float, gen, row: int, latency: float) -> dict[str, Any]:
+def _scored(record: Record, gold: float | None, part: str) -> dict[str, Any]:
+    """The answer fields of a prediction row, by the record's answer kind (`kava.data.grading`).
+
+    Numeric rows keep their historical fields (a float ``answer``; ``gold_value`` is set by the caller); math and
+    choice rows hold the answer text read, the rule that read it and a flag for an unreadable one,
+    plus the labels reports group by (MATH's subject and level)."""
+    if record.answer_kind == "numeric":
+        pred = extract_answer(part)
+        return {"answer": pred, "correct": answers_match(pred, gold)}
+    graded = grade(record, part)
+    return {"answer_kind": record.answer_kind, "answer": graded.answer, "correct": graded.correct,
+            "answer_rule": graded.rule, "answer_flag": graded.flag, **record.meta}
+
+
+def _prediction(model, index: int, record: Record, gold: float | None, gen, row: int, latency: float) -> dict[str, Any]:
     tokens = gen.tokens[row]
-    text, pred = read_answer(model, gen, row, model.config.inference_mode)
+    text, part = read_text(model, gen, row, model.config.inference_mode)
     cache_tokens = gen.cache_tokens[row]
     return {
         "index": index,
         "question": record.question,
         "gold": record.answer,
-        "gold_value": gold,
+        **({"gold_value": gold} if record.answer_kind == "numeric" else {}),
         "prediction": text,
-        "answer": pred,
-        "correct": answers_match(pred, gold),
+        **_scored(record, gold, part),
         "finished": gen.finished[row],
         "forward_passes": gen.forward_passes[row],
         "generated_tokens": len(tokens),
@@ -169,7 +185,68 @@ def summarize(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "mean_latency_s": mean("latency_s"),
         "total_time_s": total_time,
         "questions_per_s": n / total_time,
+        **breakdowns(predictions),
     }
+
+
+GROUP_KEYS = ("subject", "level")  # MATH's labels, which prediction rows carry (`_scored`)
+
+
+def breakdowns(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What a non-numeric answer kind adds to the summary (nothing for numeric rows).
+
+    - ``by_subject`` / ``by_level`` (MATH): accuracy with its interval per group, since one
+      number over 500 problems from 7 subjects and 5 levels hides where a model stands;
+    - ``options`` (multiple choice): how often each letter was predicted and was gold, and the
+      chance accuracy (1 / options), so a model that always says "C" is seen for what it is;
+    - ``answer_rules``: how many answers each extraction rule read, and ``unparseable``: how
+      many answers were found but could not be read (counted wrong).
+    """
+    graded = [p for p in predictions if "answer_rule" in p]
+    if not graded:
+        return {}
+    out: dict[str, Any] = {}
+    for key in GROUP_KEYS:
+        groups: dict[str, list[bool]] = {}
+        for p in graded:
+            if key in p:
+                groups.setdefault(str(p[key]), []).append(bool(p["correct"]))
+        if groups:
+            out[f"by_{key}"] = {name: _group(groups[name]) for name in sorted(groups)}
+    choice = [p for p in graded if p.get("answer_kind") == "choice"]
+    if choice:
+        out["options"] = {
+            "predicted": dict(sorted(Counter(p["answer"] or "none" for p in choice).items())),
+            "gold": dict(sorted(Counter(p["gold"] for p in choice).items())),
+            "chance_accuracy": 1 / len(LETTERS),
+        }
+    out["answer_rules"] = dict(sorted(Counter(p["answer_rule"] for p in graded).items()))
+    out["unparseable"] = sum(p.get("answer_flag") == "unparseable" for p in graded)
+    return out
+
+
+def breakdown_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The breakdowns of a summary (`breakdowns`) as lines for a terminal; none for numeric data."""
+    lines = []
+    for key in GROUP_KEYS:
+        groups = summary.get(f"by_{key}")
+        if groups:
+            cells = [f"{name} {g['correct']}/{g['n']} ({g['accuracy']:.1%})" for name, g in groups.items()]
+            lines.append(f"  by {key}: " + ", ".join(cells))
+    options = summary.get("options")
+    if options:
+        lines.append("  options predicted: " + ", ".join(f"{k} {v}" for k, v in options["predicted"].items())
+                     + "; gold: " + ", ".join(f"{k} {v}" for k, v in options["gold"].items())
+                     + f"; chance accuracy {options['chance_accuracy']:.0%}")
+    if "answer_rules" in summary:
+        lines.append("  answers read by: " + ", ".join(f"{k} {v}" for k, v in summary["answer_rules"].items())
+                     + f"; unparseable {summary['unparseable']}")
+    return lines
+
+
+def _group(correct: list[bool]) -> dict[str, Any]:
+    n, k = len(correct), sum(correct)
+    return {"n": n, "correct": k, "accuracy": k / n, "accuracy_ci95": list(wilson_interval(k, n))}
 
 
 def _run_info(model, records, batch_size: int, max_new_tokens: int, sampling: Sampling | None) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 from kava.config import ConfigError
 from kava.data.datasets import DatasetError, LoadedDataset, load_dataset
 from kava.evaluation.decoding import Sampling
-from kava.evaluation.evaluate import EvaluationStopped, evaluate
+from kava.evaluation.evaluate import EvaluationStopped, breakdown_lines, evaluate
 from kava.evaluation.results import ResultWriter, check_start, load_done
 from kava.model.card import write_card
 from kava.model.kava_model import KavaModel
@@ -119,12 +119,16 @@ def _add_to_card(folder: Path, summary: dict[str, Any]) -> None:
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    """The one line ``kava eval`` prints for a finished evaluation: accuracy with its interval, cost, speed."""
+    """What ``kava eval`` prints for a finished evaluation: one line with accuracy, its interval, cost
+    and speed; for MATH and AQuA indented lines after it with accuracy per subject and level, the
+    predicted and gold option counts, and how the answers were read (`breakdown_lines`)."""
     s = summary
     lo, hi = s["accuracy_ci95"]
-    return (f"{s['dataset']} ({s['mode']}, {s['n']} questions): accuracy {s['accuracy']:.1%} "
-            f"[95% CI {lo:.1%}-{hi:.1%}], mean forward passes {s['mean_forward_passes']:.1f}, "
-            f"mean generated tokens {s['mean_generated_tokens']:.1f}, {s['questions_per_s']:.2f} questions/s")
+    return "\n".join([
+        f"{s['dataset']} ({s['mode']}, {s['n']} questions): accuracy {s['accuracy']:.1%} "
+        f"[95% CI {lo:.1%}-{hi:.1%}], mean forward passes {s['mean_forward_passes']:.1f}, "
+        f"mean generated tokens {s['mean_generated_tokens']:.1f}, {s['questions_per_s']:.2f} questions/s",
+        *breakdown_lines(s)])
 
 
 def _check_counts(**counts: int | None) -> None:

@@ -170,6 +170,43 @@ def format_table(agg: Mapping[str, Mapping[str, Any]], style: str = "markdown",
     return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"])
 
 
+def breakdown_section(summaries: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[str]:
+    """Markdown for the report: accuracy per MATH subject and level, and AQuA's option counts, per row.
+
+    ``summaries``: row → its runs' evaluation summaries. Accuracy per group is the mean over the
+    row's seeds (the number of questions per group beside it); rows without such breakdowns
+    (numeric datasets) add nothing.
+    """
+    lines: list[str] = []
+    for key in ("subject", "level"):
+        table = {row: [s[f"by_{key}"] for s in runs if f"by_{key}" in s] for row, runs in summaries.items()}
+        table = {row: groups for row, groups in table.items() if groups}
+        if not table:
+            continue
+        names = sorted({name for groups in table.values() for g in groups for name in g})
+        lines += [f"## Accuracy by {key} (%, mean over seeds; questions in brackets)", "",
+                  "| row | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        for row, groups in table.items():
+            cells = []
+            for name in names:
+                hits = [g[name] for g in groups if name in g]
+                cells.append(f"{100 * statistics.fmean(h['accuracy'] for h in hits):.1f} ({hits[0]['n']})" if hits else "—")
+            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+        lines.append("")
+    options = {row: [s["options"] for s in runs if "options" in s] for row, runs in summaries.items()}
+    options = {row: o for row, o in options.items() if o}
+    if options:
+        letters = sorted({k for o in options.values() for run in o for k in (*run["predicted"], *run["gold"])})
+        lines += ["## Multiple choice: predicted option counts (summed over seeds; gold in brackets)", "",
+                  "| row | " + " | ".join(letters) + " | chance accuracy |", "|" + "---|" * (len(letters) + 2)]
+        for row, runs in options.items():
+            cells = [f"{sum(r['predicted'].get(k, 0) for r in runs)} ({sum(r['gold'].get(k, 0) for r in runs)})"
+                     for k in letters]
+            lines.append(f"| {row} | " + " | ".join(cells) + f" | {100 * runs[0]['chance_accuracy']:.0f} % |")
+        lines.append("")
+    return lines
+
+
 def _or_blank(value: float | None, blank: str) -> str:
     return blank if value is None else f"{value:.1f}"
 

@@ -112,6 +112,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     ``out``; returns what was collected and the aggregate (row → metric → {mean, std, n})."""
     from kava.experiments.reports import (
         aggregate,
+        breakdown_section,
         final_losses,
         format_table,
         plot_ablation_bars,
@@ -162,6 +163,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     if paper:
         md.append("Paper accuracy: docs/method.md §9 (GSM8k test, mean of 3 seeds), where a row is a paper setting.")
     md += ["", tables["markdown"] or "(no evaluated runs)", ""]
+    md += breakdown_section({row: [r.summary for r in runs] for row, runs in rows.items()})
     if deltas:
         md += _paired_section(deltas, paper)
     spread = _spread(accuracy)
