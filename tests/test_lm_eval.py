@@ -178,3 +178,21 @@ def test_kava_lm_eval_without_the_extra_says_how_to_get_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "lm_eval._cli.harness", None)  # as if lm-eval were not installed
     assert harness_cli.run(argparse.Namespace(passed=["--tasks", "kava_gsm8k"])) == 2
     assert "pip install 'kava[lm-eval]'" in capsys.readouterr().err
+
+
+def test_task_scoring_follows_the_datasets_answer_kind():
+    """MATH answers by LaTeX equivalence and AQuA by letter, as kava eval grades them."""
+    from kava.evaluation.harness_tasks import load, process_results
+
+    math = load("math500", "test", limit=3)["test"]
+    doc = math[0]
+    assert doc["answer_kind"] == "math"
+    assert process_results(doc, [f"so the answer is $\\boxed{{{doc['answer']}}}$"]) == {"exact_match": 1.0}
+    assert process_results(doc, ["\\boxed{123456789}"]) == {"exact_match": 0.0}
+    aqua = load("aqua", "test", limit=2)["test"][0]
+    assert aqua["answer_kind"] == "choice" and len(aqua["options"]) == 5
+    wrong = "A" if aqua["answer"] != "A" else "B"
+    assert process_results(aqua, [f"The answer is ({aqua['answer']})"]) == {"exact_match": 1.0}
+    assert process_results(aqua, [f"The answer is ({wrong})"]) == {"exact_match": 0.0}
+    gsm = load("gsm8k", "test", limit=1)["test"][0]
+    assert process_results(gsm, [f"it is {gsm['answer']}"]) == {"exact_match": 1.0}
