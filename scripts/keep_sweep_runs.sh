@@ -17,8 +17,8 @@ case "$mode" in
       h=$d/history.jsonl; [ -f "$h" ] || h=$d/train/history.jsonl
       "$py" - "$h" "$dst/runs/$n/history.jsonl" <<'PY'
 import json, sys
-from kava.experiments.reports import KV_BASELINE, LOSS_TERMS  # what kava report draws
-keep = ("step", *LOSS_TERMS, KV_BASELINE, "lr")
+from kava.experiments.reports import BASELINES, LOSS_TERMS  # what kava report draws
+keep = ("step", *LOSS_TERMS, *BASELINES.values(), "lr")
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 with open(sys.argv[2], "w") as f:
     for r in rows:

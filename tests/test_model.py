@@ -6,6 +6,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from kava.compression import EVICTIONS
 from kava.config import preset
 from kava.data.sequences import positions_from_mask
 from kava.model.kava_model import KavaModel, KavaOutput
@@ -353,9 +354,10 @@ def test_lora_checkpoint_on_random_base_is_refused(tmp_path):
         KavaModel.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("eviction", ["rkv", "importance", "redundancy", "crop", "random"])
+@pytest.mark.parametrize("eviction", list(EVICTIONS))
 def test_every_eviction_keeps_sorted_cot_entries_in_the_model(eviction, records):
-    model = build("kava", eviction=eviction, num_latents=4)
+    # rkv_recent and streamingllm_sinks below M = 4 (their defaults, 8 and 4, need a larger M)
+    model = build("kava", eviction=eviction, num_latents=4, rkv_recent=1, streamingllm_sinks=2)
     batch = model.builder.training_batch(records)
     with torch.no_grad():
         kv = model(batch, return_internals=True).teacher.kv
@@ -443,8 +445,8 @@ def test_config_choices_come_from_the_tables():
         assert preset("kava", eviction=name).eviction == name
     for name in losses.ELEMENTWISE:
         assert preset("kava", kv_loss=name, codi_loss=name).kv_loss == name
-    with pytest.raises(ConfigError, match="method.eviction: 'h2o' is not one of rkv, importance, redundancy, crop, random"):
-        preset("kava", eviction="h2o")
+    with pytest.raises(ConfigError, match="method.eviction: 'lru' is not one of rkv, importance, redundancy, crop, random, rkv-official, snapkv, h2o, streamingllm"):
+        preset("kava", eviction="lru")
 
 
 def test_the_key_space_of_selection_and_of_matching_are_separate_knobs(records):

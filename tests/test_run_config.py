@@ -177,7 +177,7 @@ def test_every_config_key_says_what_it_does():
     # the rendering reads the fields: type, range, choices, default and the paper's symbol
     assert (by_key["method.num_latents"].symbol, by_key["method.num_latents"].type, by_key["method.num_latents"].default) \
         == ("M", "int, ≥ 1", "24")
-    assert by_key["method.eviction"].type == "one of rkv, importance, redundancy, crop, random"
+    assert by_key["method.eviction"].type == "one of rkv, importance, redundancy, crop, random, rkv-official, snapkv, h2o, streamingllm"
     assert by_key["method.lora_dropout"].type == "number, ≥ 0, < 1"
     assert by_key["train.epochs"].type == "number or null, > 0" and by_key["train.epochs"].default == "null"
     assert by_key["train.report_to"].default == "[tensorboard]"

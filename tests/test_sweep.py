@@ -57,6 +57,22 @@ def test_the_shipped_ablation_grid_has_54_runs_from_an_existing_cot(tmp_path):
     assert (post["kv_key_space"], post["selection_key_space"]) == ("post_rope", "post_rope")
 
 
+def test_the_shipped_evictions_grid_reuses_the_ablation_grids_kept_base_and_cot_runs():
+    """configs/sweeps/demo-evictions.yaml: 4 rules × 3 seeds beside rkv; its base and CoT runs are the
+    ones kept in docs/results/demo-ablation (same configuration), so the sweep does not retrain them."""
+    from kava.experiments.sweep import finished
+
+    root = Path(__file__).resolve().parents[1]
+    plan = load_grid(root / "configs" / "sweeps" / "demo-evictions.yaml")
+    rules = {"rkv-official", "snapkv", "h2o", "streamingllm"}
+    assert len(plan.runs) == 3 * (1 + 1 + len(rules))
+    assert {r.config["method_config"]["eviction"] for r in plan.runs if r.method == "kava"} == rules | {"rkv"}
+    kept = root / "docs" / "results" / "demo-ablation" / "runs"
+    for seed in range(3):
+        for name in (f"cot-seed{seed}", f"kava-seed{seed}"):
+            assert finished(plan.run(name), kept / name), name
+
+
 @pytest.mark.parametrize(("text", "where"), [
     ("base: demo\nmethods: [kava]\nvariants: {bad: {eviction: nope}}\n", "variants.bad: method.eviction: 'nope' is not one of"),
     ("base: demo\nmethods: [kava]\nvariants: {bad: {no_such_knob: 1}}\n", "variants.bad: 'no_such_knob' is neither"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import subprocess
@@ -303,6 +304,25 @@ def test_cli_trains_refuses_to_overwrite_and_exports(tmp_path, capsys):
     batch = trained.builder.training_batch(RECORDS[:3])
     with torch.no_grad():
         assert exported(batch).loss.item() == pytest.approx(trained(batch).loss.item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("eviction", ["rkv-official", "snapkv", "h2o", "streamingllm"])
+def test_kava_train_runs_the_published_eviction_rules(eviction, tmp_path):
+    """Each published rule of the eviction table (the others: test_model) trains through `kava train`'s path."""
+    tok_dir, data_file = tmp_path / "tokenizer", tmp_path / "train.jsonl"
+    make_tokenizer().save_pretrained(tok_dir)
+    data_file.write_text("".join(json.dumps({"question": r.question, "steps": list(r.steps), "answer": r.answer}) + "\n"
+                                 for r in RECORDS))
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    cfg = load_run_config(configs / "tiny-cpu.yaml", [
+        f"output_dir={tmp_path / 'run'}", f"model.tokenizer={tok_dir}", f"data.name={data_file}", "data.limit=null",
+        "train.max_steps=2", "train.save_every=2", "train.report_to=[]", f"method.eviction={eviction}",
+        "method.rkv_recent=2"])  # below the tiny config's M = 6 (the default 8 needs M > 8)
+    result = from_config.train_from_config(cfg)
+    assert result.step == 2 and not result.interrupted
+    history = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    kv = [h["kv"] for h in history if "kv" in h]
+    assert len(kv) == 2 and all(math.isfinite(v) and v > 0 for v in kv)
 
 
 def test_train_from_config_runs_the_tiny_config_and_refuses_a_second_start(tmp_path):

@@ -22,6 +22,7 @@ from kava.runtime.validation import Bool, ConfigError, Int, Number, config_class
 LATENT_MODES = ("jacobi", "sequential")
 KEY_SPACES = ("post_rope", "pre_rope")
 EVICTION_SCOPES = ("per_head", "shared")
+SNAPKV_POOLINGS = ("avgpool", "maxpool")
 FINETUNE = ("lora", "full")
 LORA_DROPOUT_MASKS = ("per_adapter", "per_input")
 CURRICULA = ("none", "coconut", "icot")
@@ -74,6 +75,18 @@ class KavaConfig:
     # of the ablation grid; the demo keeps per_head).
     eviction_scope: Annotated[str, one_of(EVICTION_SCOPES)] = Field(
         "per_head", description="per_head: each layer and KV head keeps its own entries (the paper); shared: one set per example")
+    # The published rules of the eviction table (docs/method.md §4), with their references' defaults.
+    # Their observation window is the teacher's last answer rows, their "recent" tokens the last
+    # CoT entries, their sinks the first ones.
+    rkv_window: Int = Field(8, ge=1, description="rkv-official: the last answer rows whose attention scores the trace (R-KV window_size)")
+    rkv_recent: Int = Field(8, ge=0, description="rkv-official: the last CoT entries always kept (R-KV keeps its window_size most recent tokens); below num_latents")
+    rkv_kernel: Int = Field(7, ge=1, description="rkv-official: max-pool kernel along the trace, odd (R-KV kernel_size)")
+    rkv_threshold: Number = Field(0.5, ge=-1, le=1, description="rkv-official: the cosine above which R-KV zeroes a row's last similar key (cal_similarity)")
+    snapkv_window: Int = Field(32, ge=1, description="snapkv: the last answer rows whose attention is summed (SnapKV window_size)")
+    snapkv_kernel: Int = Field(5, ge=1, description="snapkv: pooling kernel along the trace, odd (SnapKV kernel_size)")
+    snapkv_pooling: Annotated[str, one_of(SNAPKV_POOLINGS)] = Field("avgpool", description="snapkv: avgpool or maxpool (SnapKV pooling)")
+    h2o_heavy_ratio: Number = Field(0.5, ge=0, le=1, description="h2o: the share int(M·ratio) of the M slots for heavy hitters; the rest keep the most recent CoT entries (H2O's runs split equally)")
+    streamingllm_sinks: Int = Field(4, ge=0, description="streamingllm: the first CoT entries kept as attention sinks, at most num_latents (StreamingLLM start_size)")
     kv_key_space: Annotated[str, one_of(KEY_SPACES)] = Field("post_rope", description="the keys L_KV compares")
     # A knob of its own, so that matching pre-RoPE keys does not silently change which entries are
     # kept. The paper: post-RoPE for both.
@@ -120,9 +133,21 @@ class KavaConfig:
             raise ConfigError("method: the configuration trains nothing: enable student_ce, teacher_ce or a distillation weight")
         if self.curriculum == "coconut":
             self._check_coconut()
+        self._check_eviction_rule()
         if self.curriculum == "icot" and (self.uses_student or not self.teacher_uses_cot or self.teacher_drop_last_step):
             raise ConfigError("method.curriculum: icot trains the teacher's CoT alone, its whole trace (student_ce false, "
                               "alpha_codi 0, alpha_kv 0, teacher_drop_last_step false); use method.preset: icot")
+
+    def _check_eviction_rule(self) -> None:
+        """The references' own constraints, checked where the chosen rule reads the knob."""
+        for name in ("rkv_kernel", "snapkv_kernel"):
+            if getattr(self, name) % 2 == 0:  # padding kernel // 2 keeps the length only for odd kernels
+                raise ConfigError(f"method.{name}: must be odd, got {getattr(self, name)}")
+        if self.eviction == "rkv-official" and self.rkv_recent >= self.num_latents:
+            raise ConfigError(f"method.rkv_recent: R-KV keeps fewer recent entries than its budget (num_latents "
+                              f"{self.num_latents}), got {self.rkv_recent}")
+        if self.eviction == "streamingllm" and self.streamingllm_sinks > self.num_latents:
+            raise ConfigError(f"method.streamingllm_sinks: at most num_latents ({self.num_latents}), got {self.streamingllm_sinks}")
 
     def _check_coconut(self) -> None:
         budget = self.thoughts_per_step * self.max_stage

@@ -103,11 +103,12 @@ def teacher_pass(model: Teacher, batch: dict[str, torch.Tensor], cfg: KavaConfig
     mask = batch["t_attention_mask"]
     pos = positions_from_mask(mask)
     need_kv = cfg.alpha_kv > 0 and cfg.uses_student
-    need_importance = need_kv and compression.EVICTIONS[cfg.eviction].needs_importance(cfg.eviction_lambda)
     need_hidden = cfg.alpha_codi > 0 and cfg.uses_student
+    row_mask_full = compression.EVICTIONS[cfg.eviction].query_rows(
+        batch["t_answer_mask"], batch["t_cot_mask"], cfg) if need_kv else None
     capture = nullcontext(None)
-    if need_importance:
-        rows, row_mask = compression.mask_columns(batch["t_answer_mask"])
+    if row_mask_full is not None:
+        rows, row_mask = compression.mask_columns(row_mask_full)
         capture = capture_queries(model.lm.get_decoder(), rows, model.arch.query_module, model.arch.query_heads_first)
     with model.span("teacher"), model.dropout(cfg.teacher_dropout):
         with capture as queries:
@@ -118,45 +119,49 @@ def teacher_pass(model: Teacher, batch: dict[str, torch.Tensor], cfg: KavaConfig
         if need_hidden:
             targets.distill_hidden = states_at(res.hidden_states, batch["t_distill_index"]).detach()
         if need_kv:
-            answer_queries = (queries, rows, row_mask) if need_importance else None
+            answer_queries = (queries, rows, row_mask) if row_mask_full is not None else None
             with model.span("eviction"):
                 targets.kv = compress(model, res, batch, pos, answer_queries, cfg)
     return targets, ce, kv_of(res.cache)
 
 
-def importance(model: Teacher, queries: list[torch.Tensor], rows: torch.Tensor, row_mask: torch.Tensor,
-               cached: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-    """R-KV importance [L, B, H_kv, S] from the answer rows' queries kept during the teacher pass."""
+def query_rows(model: Teacher, queries: list[torch.Tensor], rows: torch.Tensor, row_mask: torch.Tensor,
+               cached: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> compression.QueryRows:
+    """The kept rows' queries (rotated as the attention saw them) with what their attention is
+    recomputed from: the model's scaling, soft-capping and sliding windows."""
     decoder = model.lm.get_decoder()
     attn_layer = decoder.layers[0].self_attn
     B, A = rows.shape
     q = torch.stack(queries).view(model.n_layers, B, A, -1, attn_layer.head_dim).transpose(2, 3)
-    q = rotate(q, pos.gather(1, rows), model.rotaries())  # [L, B, H_q, A, d], as the attention saw them
+    q = rotate(q, pos.gather(1, rows), model.rotaries())  # [L, B, H_q, A, d]
     config = model.lm.config
-    attn = compression.answer_attention(q, cached, mask, rows, attn_layer.scaling,
-                                        softcap=arch.attention_softcap(config), windows=arch.sliding_windows(config))
-    return compression.importance_scores(attn, row_mask, model.n_kv_heads)
+    return compression.QueryRows(q, rows, row_mask, cached, mask, attn_layer.scaling,
+                                 softcap=arch.attention_softcap(config), windows=arch.sliding_windows(config))
 
 
 def compress(model: Teacher, res: Any, batch: dict[str, torch.Tensor], pos: torch.Tensor,
              answer_queries: tuple[list[torch.Tensor], torch.Tensor, torch.Tensor] | None,
              cfg: KavaConfig) -> CompressedKV:
     """The M kept entries per layer and KV head of the teacher pass ``res``; ``answer_queries`` =
-    (queries, rows, row_mask) from `capture_queries` when the eviction scores importance."""
+    (queries, rows, row_mask) from `capture_queries` when the eviction reads query rows."""
     cot = batch["t_cot_mask"]
     cached, values = (t.detach() for t in stack(kv_of(res.cache)))  # [L, B, H, S, d]
     unrotated = unrotate_keys(cached, pos, model.rotaries()) if "pre_rope" in (
         cfg.kv_key_space, cfg.selection_key_space) else None
     keys = unrotated if cfg.kv_key_space == "pre_rope" else cached  # the space L_KV compares in
-    scores_of_importance = redundancy = None
-    if answer_queries is not None:
-        scores_of_importance = importance(model, *answer_queries, cached, batch["t_attention_mask"], pos)
-    if compression.EVICTIONS[cfg.eviction].needs_redundancy(cfg.eviction_lambda):
-        redundancy = compression.redundancy_scores(unrotated if cfg.selection_key_space == "pre_rope" else cached, cot)
+    variant = compression.EVICTIONS[cfg.eviction]
+    selection_keys = unrotated if cfg.selection_key_space == "pre_rope" else cached
+    rows = query_rows(model, *answer_queries, cached, batch["t_attention_mask"], pos) if answer_queries else None
+    importance = redundancy = None
+    if variant.needs_importance(cfg.eviction_lambda):
+        importance = compression.importance_scores(rows.probabilities(), rows.row_mask, model.n_kv_heads)
+    if variant.needs_redundancy(cfg.eviction_lambda):
+        redundancy = compression.redundancy_scores(selection_keys, cot)
     seeds = example_seeds(batch["t_input_ids"], batch["t_attention_mask"], cfg.seed) if cfg.eviction == "random" else None
+    signals = compression.Signals(cot, (model.n_layers, cot.shape[0], model.n_kv_heads, cot.shape[1]), rows, selection_keys)
     scores = compression.eviction_scores(
-        cfg.eviction, cot, model.n_layers, model.n_kv_heads,
-        importance=scores_of_importance, redundancy=redundancy, lam=cfg.eviction_lambda, seeds=seeds,
+        cfg.eviction, cot, model.n_layers, model.n_kv_heads, importance=importance, redundancy=redundancy,
+        lam=cfg.eviction_lambda, seeds=seeds, signals=signals, knobs=cfg,
     )
     if cfg.eviction_scope == "shared":
         scores = scores.mean(dim=(0, 2), keepdim=True).expand_as(scores)
