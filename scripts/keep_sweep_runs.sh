@@ -11,8 +11,9 @@ py=$(dirname "$0")/../.venv/bin/python
 case "$mode" in
   out)
     mkdir -p "$dst/runs"; cp "$src/sweep.json" "$dst/"
-    for m in "$src"/runs/*/metrics.json; do
-      d=$(dirname "$m"); n=$(basename "$d"); mkdir -p "$dst/runs/$n"
+    # only the grid's own runs: a sweep folder seeded with `in` also holds the other grid's runs
+    for n in $("$py" -c 'import json, sys; print(*(r["name"] for r in json.load(open(sys.argv[1]))["runs"]))' "$src/sweep.json"); do
+      d=$src/runs/$n; [ -f "$d/metrics.json" ] || continue; mkdir -p "$dst/runs/$n"
       cp "$d/metrics.json" "$d/config.json" "$dst/runs/$n/"
       h=$d/history.jsonl; [ -f "$h" ] || h=$d/train/history.jsonl
       "$py" - "$h" "$dst/runs/$n/history.jsonl" <<'PY'
