@@ -1,6 +1,7 @@
 """How much each eviction rule's kept set shares with kava's R-KV (`rkv`) on a demo batch.
 
-The teacher pass of a demo CoT model (its seed's kept `final/`, docs/results/demo-ablation) over
+The teacher pass of a demo CoT model (the demo-ablation grid's CoT run of the seed, its `final/` in
+outputs/demo-ablation/runs/cot-seed<S>; `MAKE` below re-makes it) over
 the first N test problems, under the demo's KaVa recipe (M = 8) with only the eviction changed;
 per layer, example and KV head, |kept ∩ kept_rkv| / n_kept, averaged. "chance" is the mean of
 min(M, N_C)/N_C, what two independent uniform choices share on average.
@@ -23,7 +24,8 @@ from kava.demo.tokenizer import build_tokenizer
 from kava.model.kava_model import KavaModel
 from kava.model.teacher_compression import teacher_targets
 
-KEPT = Path(__file__).resolve().parents[1] / "docs" / "results" / "demo-ablation" / "runs"
+KEPT = Path(__file__).resolve().parents[1] / "outputs" / "demo-ablation" / "runs"
+MAKE = "kava sweep configs/sweeps/demo-ablation.yaml --out outputs/demo-ablation --only cot-seed{seed}"
 # The demo-evictions grid's knobs (configs/sweeps/demo-evictions.yaml): R-KV's recent window scaled to M = 8
 OVERRIDES = {"rkv-official": {"rkv_recent": 1}}
 
@@ -44,7 +46,10 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     s = DemoSettings()
-    cot = KavaModel.from_pretrained(KEPT / f"cot-seed{args.seed}" / "final")
+    final = KEPT / f"cot-seed{args.seed}" / "final"
+    if not final.is_dir():
+        raise SystemExit(f"no CoT model in {final}: `{MAKE.format(seed=args.seed)}` makes it (~4 min at one thread)")
+    cot = KavaModel.from_pretrained(final)
     model = demo_model(build_tokenizer(), s.method_config("kava"), args.seed, cot.lm.state_dict()).eval()
     records = SyntheticTask(s.task).test_set(s.test_size)[: args.n]
     batch = model.builder.training_batch(records)

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Keep a sweep's finished runs where they outlive the machine (a folder you commit), and put them back.
-#   scripts/keep_sweep_runs.sh out SWEEP_DIR KEEP_DIR   # finished runs' metrics.json, config.json and
-#       history.jsonl (every 10th step, loss terms, 4 significant digits); a demo CoT run whole
-#       (its model starts its seed's latent runs, and a retrain on another CPU need not match)
-#   scripts/keep_sweep_runs.sh in SWEEP_DIR KEEP_DIR    # back into a new sweep folder: the sweep skips them
-# `kava report KEEP_DIR` reads the kept runs (docs/results/demo-ablation is such a folder).
+# Keep a sweep's finished runs in a folder you commit, and put them back.
+#   scripts/keep_sweep_runs.sh out SWEEP_DIR KEEP_DIR [MODELS_DIR]   # finished runs' metrics.json,
+#       config.json and history.jsonl (every 10th step, loss terms, 4 significant digits) into
+#       KEEP_DIR; a demo CoT run's model (final/, which starts its seed's latent runs; a retrain on
+#       another CPU need not match) into MODELS_DIR, never into KEEP_DIR: no weights are committed
+#   scripts/keep_sweep_runs.sh in SWEEP_DIR KEEP_DIR [MODELS_DIR]    # back into a new sweep folder: the
+#       sweep skips them; a CoT run comes back only with its model from MODELS_DIR (without it the
+#       sweep retrains it, and that seed's latent runs still to run start from the retrained model)
+# MODELS_DIR defaults to outputs/<KEEP_DIR's name> (ignored by git). `kava report KEEP_DIR` reads the
+# kept runs (docs/results/demo-ablation is such a folder).
 set -euo pipefail
-mode=$1 src=$2 dst=$3
+mode=$1 src=$2 dst=$3 models=${4:-outputs/$(basename "$3")}
 py=$(dirname "$0")/../.venv/bin/python
 case "$mode" in
   out)
@@ -27,13 +31,22 @@ with open(sys.argv[2], "w") as f:
             f.write(json.dumps({k: (r[k] if k == "step" else float(f"{r[k]:.4g}")) for k in keep if k in r}) + "\n")
 PY
       if [[ $n == cot-* && -d $d/final ]]; then
-        cp "$d/demo_run.json" "$dst/runs/$n/"; rm -rf "$dst/runs/$n/final"; cp -r "$d/final" "$dst/runs/$n/"
+        cp "$d/demo_run.json" "$dst/runs/$n/"
+        mkdir -p "$models/runs/$n"; rm -rf "$models/runs/$n/final"; cp -r "$d/final" "$models/runs/$n/"
       fi
     done ;;
   in)
     mkdir -p "$src/runs"
     for d in "$dst"/runs/*/; do
-      n=$(basename "$d"); [ -f "$src/runs/$n/metrics.json" ] || cp -r "$d" "$src/runs/$n"
+      n=$(basename "$d"); [ -f "$src/runs/$n/metrics.json" ] && continue
+      if [[ $n == cot-* ]]; then
+        if [ ! -d "$models/runs/$n/final" ]; then
+          echo "$n: no model in $models/runs/$n/final, not restored: the sweep retrains it" >&2; continue
+        fi
+        cp -r "$d" "$src/runs/$n"; cp -r "$models/runs/$n/final" "$src/runs/$n/"
+      else
+        cp -r "$d" "$src/runs/$n"
+      fi
     done ;;
-  *) echo "usage: $0 out|in SWEEP_DIR KEEP_DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 out|in SWEEP_DIR KEEP_DIR [MODELS_DIR]" >&2; exit 2 ;;
 esac
