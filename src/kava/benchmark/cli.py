@@ -19,16 +19,17 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kava.benchmark.bench import BenchSettings, check_demo_dir, format_report, run_bench
+    from kava.runtime import exits
 
     try:
         check_demo_dir(args.demo)
     except FileNotFoundError as e:
-        print(f"kava bench: {e}", file=sys.stderr)
-        return 2
+        print(f"kava bench: error: {e}", file=sys.stderr)
+        return exits.BAD_INPUT
     if args.threads:
         torch.set_num_threads(args.threads)
     report = run_bench(args.out, args.demo, BenchSettings.quick() if args.quick else BenchSettings(),
                        data_dir=args.data_dir)
     print(format_report(report))
     print(f"report in {args.out}/report.json")
-    return 0
+    return exits.OK

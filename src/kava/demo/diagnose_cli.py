@@ -17,13 +17,14 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kava.demo.diagnose import diagnose, format_diagnostics
+    from kava.runtime import exits
 
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         result = diagnose(args.out, seed=args.seed, questions=args.questions)
     except (FileNotFoundError, ValueError) as e:
-        print(f"kava demo-diagnose: {e}", file=sys.stderr)
-        return 2
+        print(f"kava demo-diagnose: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return exits.BAD_INPUT
     print(format_diagnostics(result))
-    return 0
+    return exits.OK

@@ -7,7 +7,9 @@ kava's offline tasks available (``pip install 'kava[lm-eval]'``).
 Every argument goes to lm-eval unchanged; this only imports `kava.evaluation.harness` (which
 registers the model: lm-eval 0.4 has no plugin hook for model types), adds ``--include_path``
 for kava's task folder unless one is given, and ``--device cpu`` when none is given and torch
-sees no GPU (lm-eval's default device is cuda).
+sees no GPU (lm-eval's default device is cuda). Bad input (an unknown task, no kava model at
+``pretrained=``) is one line on stderr and exit status 2 (`kava.runtime.exits`); an unknown
+option is lm-eval's usage message, status 2 too.
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
         setup_logging()
         cli = HarnessCLI()
         cli.execute(cli.parse_args())
+    except (ValueError, FileNotFoundError) as exc:
+        # lm-eval's own checks (an unknown task, a missing --config file) and the kava model type's
+        # (no model at pretrained=, a damaged one, an argument it does not take) raise these before
+        # any result is written: one line and BAD_INPUT, as every kava command refuses bad input.
+        print(f"kava lm-eval: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exits.BAD_INPUT
     finally:
         sys.argv = saved
     return exits.OK

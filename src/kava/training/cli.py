@@ -73,6 +73,7 @@ def _export(cfg, out: Path, source: Path | None) -> int:
     from kava.runtime.layout import FINAL
     from kava.model.persistence import CONFIG_FILE, check_model_dir, find_model_dir
     from kava.model.loading import ModelSource
+    from kava.runtime import exits
     from kava.training.export import export_merged
     from kava.training.from_config import build_model
 
@@ -88,7 +89,7 @@ def _export(cfg, out: Path, source: Path | None) -> int:
                           f"the run config names {model.base_source.to_json()}")
     model.load_trained(trained)
     print(f"wrote {export_merged(model, out, trained_dir=trained)}")
-    return 0
+    return exits.OK
 
 
 def _one_line(e: BaseException) -> str:
