@@ -9,18 +9,20 @@ Recipe (why each step):
    CoT model of the same seed and are trained with their own objective. This mirrors the paper,
    whose student starts from an instruct model that can already reason in text, and it is what
    makes the KV targets meaningful: a teacher that cannot write a CoT has no CoT cache to distil.
-   Their compute is therefore the CoT run plus their own phase (reported in ``summary.json``).
+   Their compute is therefore the CoT run plus their own phase.
 4. Every model is evaluated on the same fixed held-out test problems (settings were chosen on
    the separate validation split, never on the test split).
 5. While training, every run is evaluated a few times on a fixed validation subset: its learning
-   curve (validation accuracy against training time, evaluation excluded) goes into its record,
-   ``summary.json`` and ``learning_curves.png``.
+   curve (validation accuracy against training time, evaluation excluded).
+
+This module is the synthetic-task backend: the settings (`DemoSettings`) and one run (`train_run`).
+`kava demo` runs it as a preset grid of `kava sweep` (`kava.experiments.demo_preset`), which keeps
+each run's record (``metrics.json``) and writes the report.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -32,11 +34,13 @@ from kava.config import KavaConfig, preset
 from kava.data.records import Record
 from kava.demo.task import SyntheticTask, TaskConfig
 from kava.demo.tokenizer import build_tokenizer, tiny_llama_config
-from kava.methods import METHODS, demo_methods, in_order, lookup
+from kava.methods import METHODS, demo_methods, lookup
 from kava.model.card import write_card
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
+from kava.runtime.layout import RUN_CONFIG
 from kava.runtime.outputs import as_json
+from kava.runtime.stop import StoppedAfterSaving
 
 
 DEMO_DATASET = "kava-demo-task"  # the data on the models' cards: kava.demo.task's synthetic GSM8k-AUG-like problems
@@ -102,16 +106,13 @@ class DemoSettings:
         return replace(self, steps={"nocot": 10000, "cot": 3000, "latent": 10000}, curve_points=10)
 
     def curriculum_knobs(self, curriculum: str) -> dict[str, int]:
-        """A curriculum's schedule over the latent phase. The task's traces are 20–30 tokens in 2–3
-        steps. Coconut: its 4 stages (1 to K + 1 at the preset's K = 3) share the phase equally.
-        iCoT: one more token removed every ``stage_steps``, the whole trace gone after 60 % of the
-        phase; the rest trains direct answers, as the model will give them."""
-        steps = self.steps["latent"]
-        if curriculum == "coconut":
-            return {"stage_steps": max(1, steps // 4)}
-        if curriculum == "icot":
-            return {"stage_steps": max(1, int(0.6 * steps) // TRACE_TOKENS), "remove_all_at": TRACE_TOKENS}
-        return {}
+        """A curriculum's schedule over the latent phase, as the curriculum sets it
+        (`kava.curricula.Curriculum.demo_knobs`; Coconut: its stages share the phase equally; iCoT:
+        the whole trace gone after 60 % of it). The task's traces are 20–30 tokens in 2–3 steps."""
+        from kava.curricula import lookup
+
+        kind = lookup(curriculum)
+        return {} if kind is None else kind.demo_knobs(self.steps["latent"], TRACE_TOKENS)
 
     def method_config(self, method: str) -> KavaConfig:
         """The method's preset, fully fine-tuned; a latent method's with the demo's latent recipe,
@@ -152,7 +153,6 @@ def engine_stream(task: SyntheticTask) -> Callable[[int, int], Iterator]:
     return stream
 
 
-RUN_RECORD = "demo_run.json"  # written once a run is trained (and evaluated): what makes it reusable
 CURVE_METRIC = "valid_accuracy"  # the eval_fn value a learning curve plots
 
 
@@ -182,45 +182,16 @@ def _timings(history: list[dict[str, float]]) -> dict[str, Any]:
             "curve_eval_time_s": sum(entry.get("eval_time_s", 0.0) for entry in history)}
 
 
-def _run_identity(config: KavaConfig, train_cfg, task: TaskConfig) -> dict[str, Any]:
-    """What a run was trained with: method, training settings and the task it learnt."""
-    from kava.training.engine import plain_config
-
-    return as_json({"method": config.to_dict(), "train": plain_config(train_cfg), "task": asdict(task)})
-
-
 def trained_task(run_dir: str | Path) -> TaskConfig:
-    """The task a completed demo run was trained on, from its record."""
-    record = json.loads((Path(run_dir) / RUN_RECORD).read_text())
-    if "task" not in record["identity"]:
-        raise ValueError(f"{run_dir} was trained by an older kava demo (no task recorded); run `kava demo` again")
-    return TaskConfig(**record["identity"]["task"])
-
-
-def _in_current_form(identity: dict[str, Any]) -> dict[str, Any]:
-    """A recorded identity with the knobs added since it was written at their defaults, which are
-    the behaviour it was trained with: a new knob does not void earlier runs."""
-    from kava.training.engine import plain_config
-    from kava.training.run_config import TrainConfig
-
-    if "method" not in identity or "train" not in identity:
-        return identity
-    method, train = KavaConfig.from_dict(identity["method"]), TrainConfig(**identity["train"])
-    return as_json({**identity, "method": method.to_dict(), "train": plain_config(train)})
-
-
-def _finished_run(run_dir: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The record of a completed run with exactly these settings; None if it never completed."""
-    path = run_dir / RUN_RECORD
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    saved = _in_current_form(record["identity"])
-    if saved != identity:
-        changed = sorted(f"{part}.{k}" for part in identity for k in identity[part]
-                         if saved.get(part, {}).get(k) != identity[part][k])
-        raise ValueError(f"{run_dir} was trained with other settings ({', '.join(changed)}); choose another --out")
-    return record
+    """The task a demo run was trained on, from the configuration its folder records."""
+    path = Path(run_dir) / RUN_CONFIG
+    try:
+        task = json.loads(path.read_text())["settings"]["task"]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} missing: {run_dir} is not a demo run folder") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} does not record the demo task ({type(e).__name__}: {e})") from None
+    return TaskConfig(**task)
 
 
 @dataclass
@@ -253,19 +224,25 @@ def train_config(s: DemoSettings, method: str, seed: int):
 
 
 def run_identity(s: DemoSettings, method: str, seed: int) -> dict[str, Any]:
-    """The identity a completed run of (method, seed) under ``s`` records in its ``demo_run.json``."""
-    return _run_identity(s.method_config(method), train_config(s, method, seed), s.task)
+    """What a run of (method, seed) under ``s`` trains: its method config, engine settings and task.
+    Two settings that give one identity train the same model (a sweep checks a latent run's CoT
+    model by it)."""
+    from kava.training.engine import plain_config
+
+    return as_json({"method": s.method_config(method).to_dict(), "train": plain_config(train_config(s, method, seed)),
+                    "task": asdict(s.task)})
 
 
 def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data: DemoData, *,
               cot_model: KavaModel | None = None, evaluate_test: bool = True, resume: bool = False,
-              progress: bool = True) -> tuple[dict[str, Any], KavaModel | None]:
-    """Train (and evaluate on the test set) one demo run; returns its record and the trained model.
+              progress: bool = True) -> tuple[dict[str, Any], KavaModel]:
+    """Train (and evaluate on the test set) one demo run; returns what it measured and the model.
 
-    One (method, seed) of the demo, and one run of a sweep over the demo (`kava.experiments`).
-    Latent methods start from ``cot_model`` (the CoT model of the same seed). With ``resume`` a
-    completed run with the same identity is reused (the model returned is then None) and an
-    interrupted one continues from its checkpoint.
+    One (method, seed) of the demo base of `kava sweep` (which `kava demo` runs as a preset grid):
+    the sweep decides whether a run is finished and records the result. Latent methods start from
+    ``cot_model`` (the CoT model of the same seed). With ``resume`` an interrupted run continues
+    from its last checkpoint. The result: ``train_time_s``, the learning ``curve`` and what its
+    evaluations cost, and the test ``summary`` (None without ``evaluate_test``).
     """
     from kava.evaluation.evaluate import evaluate, write_results
     from kava.training.engine import train
@@ -275,98 +252,19 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
     if latent and cot_model is None:
         raise ValueError(f"{method} starts from the CoT model of seed {seed}: train or load it first")
     cfg = train_config(s, method, seed)
-    identity = run_identity(s, method, seed)
-    record = _finished_run(run_dir, identity) if resume else None
-    if record is not None:
-        print(f"[seed {seed}] {method}: reusing the completed run in {run_dir}", flush=True)
-        return record, None
     init = cot_model.lm.state_dict() if latent else None
     model = demo_model(build_tokenizer(), s.method_config(method), seed, init)
     print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
-    # The curve's cadence is left out of the identity (cfg): it does not change the trained model.
+    # Evaluating does not change the trained model: the curve's cadence stays out of the run's identity.
     curve_cfg = replace(cfg, eval_every=max(1, cfg.max_steps // s.curve_points)) if data.curve_eval else cfg
     result = train(model, data.stream, curve_cfg, output_dir=run_dir, eval_fn=data.curve_eval, resume=resume,
                    progress=progress, dataset=DEMO_DATASET)
     if result.interrupted:
-        raise KeyboardInterrupt(f"stopped while training {method}; checkpoint in {result.checkpoint}; "
-                                "continue with --resume")
-    record = {"identity": identity, **_timings(result.history), "summary": None}
+        raise StoppedAfterSaving(f"stopped while training {method}; checkpoint in {result.checkpoint}")
+    record: dict[str, Any] = {**_timings(result.history), "summary": None}
     if evaluate_test:
         ev = evaluate(model, data.test, batch_size=s.eval_batch_size, progress=progress)
         write_results(ev, run_dir / "eval")
         write_card(result.final_dir, result={**ev.summary, "dataset": DEMO_DATASET, "split": "test"})
         record["summary"] = ev.summary
-    (run_dir / RUN_RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return record, model
-
-
-def run_demo(out_dir: str | Path, settings: DemoSettings | None = None, *, progress: bool = True,
-             resume: bool = False) -> dict[str, Any]:
-    """Train and evaluate every method for every seed; write runs, summary.json and plots.
-
-    With ``resume`` an earlier call into the same folder is continued: completed runs are reused
-    (their settings must match), an interrupted one resumes from its last checkpoint.
-    """
-    from kava.experiments.reports import aggregate, format_table, plot_accuracy_vs_passes, plot_learning_curves, write_summary
-
-    s = settings or DemoSettings()
-    if s.threads:
-        torch.set_num_threads(s.threads)
-    out = Path(out_dir)
-    if not resume and (out / "runs").is_dir() and any((out / "runs").iterdir()):
-        raise FileExistsError(f"{out} already holds demo runs: pass --resume to continue them, or choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    data = DemoData.build(s)
-    test = data.test
-    latent = [m for m in s.methods if METHODS[m].latent]
-    order = [m for m in in_order() if not METHODS[m].latent and (m in s.methods or (m == "cot" and latent))]
-    order += latent
-    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in s.methods}
-    train_time: dict[str, list[float]] = {m: [] for m in order}
-    curves: dict[str, list[dict[str, Any]]] = {m: [] for m in order}
-    curve_eval_time = 0.0
-    t_start = time.perf_counter()
-    for seed in s.seeds:
-        cot_model = None
-        for method in order:
-            run_dir = out / "runs" / f"{method}-seed{seed}"
-            record, model = train_run(run_dir, s, method, seed, data, cot_model=cot_model,
-                                      evaluate_test=method in s.methods, resume=resume, progress=progress)
-            if method == "cot":
-                cot_model = model if model is not None else KavaModel.from_pretrained(run_dir / "final")
-            train_time[method].append(record["train_time_s"])
-            # Latent methods continue the CoT run, so their curve starts where its training ended.
-            start = train_time["cot"][-1] if METHODS[method].latent else 0.0
-            # Runs recorded before learning curves existed have none.
-            curves[method].append({"seed": seed, "start_s": start, "points": record.get("curve", [])})
-            curve_eval_time += record.get("curve_eval_time_s", 0.0)
-            if method in s.methods:
-                runs[method].append({**record["summary"], "train_time_s": record["train_time_s"]})
-                print(f"[seed {seed}] {method}: accuracy {100 * record['summary']['accuracy']:.1f}% "
-                      f"forward passes {record['summary']['mean_forward_passes']:.1f}", flush=True)
-    agg = aggregate(runs)
-    for method, row in agg.items():
-        row["train_time_s"] = {"mean": sum(train_time[method]) / len(train_time[method])}
-    extra = {
-        "settings": asdict(s),
-        "test_questions": len(test),
-        "total_time_s": time.perf_counter() - t_start,  # this call; reused runs cost nothing here
-        "train_time_all_runs_s": sum(sum(times) for times in train_time.values()),
-        "curve_eval_time_all_runs_s": curve_eval_time,  # not in the training times
-        # Every trained run (cot too when it only starts the latent methods), per seed.
-        "learning_curves": curves,
-        "recipe": "latent methods start from the CoT model of the same seed; see kava.demo.run",
-    }
-    write_summary(agg, out / "summary.json", extra)
-    plot_accuracy_vs_passes(agg, out / "accuracy_vs_forward_passes.png",
-                            title=f"synthetic task, {len(test)} test questions, {len(s.seeds)} seed(s)")
-    if any(run["points"] for runs in curves.values() for run in runs):
-        plot_learning_curves(curves, out / "learning_curves.png",
-                             title=f"validation accuracy ({s.curve_valid_size} questions) while training")
-    table = format_table(agg)
-    (out / "table.md").write_text(table + "\n")
-    print(table)
-    print(f"total time {extra['total_time_s'] / 60:.1f} min (training of all runs, reused ones included: "
-          f"{extra['train_time_all_runs_s'] / 60:.1f} min; their learning-curve evaluations: "
-          f"{curve_eval_time / 60:.1f} min); results in {out}")
-    return {"methods": agg, **extra}

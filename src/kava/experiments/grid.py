@@ -69,11 +69,13 @@ class RunSpec:
 
 @dataclass
 class Plan:
-    """A parsed grid: its base kind, the runs in the order they go, and the grid's own path."""
+    """A parsed grid: its base kind, the runs in the order they go, and the grid's own path (for a
+    preset grid such as `kava demo`'s, the command that made it)."""
 
     path: Path
     base: str  # "demo" or "train"
     runs: list[RunSpec] = field(default_factory=list)
+    preset: str | None = None  # the command of a grid built in code; None for a grid file
 
     def run(self, name: str) -> RunSpec:
         for spec in self.runs:
@@ -106,7 +108,13 @@ def load_grid(path: str | Path, cot_from: str | Path | None = None) -> Plan:
     if base == "demo":
         if raw.get("eval") is not None:
             fail("eval", "applies to a train base only (the demo evaluates on its own test set)")
-        return _demo_plan(path, methods, seeds, settings, variants, combos, cot_from, fail)
+        from kava.demo.run import DemoSettings
+
+        try:
+            demo = _demo_settings(DemoSettings(), settings)
+        except (ConfigError, TypeError, ValueError) as e:
+            fail("settings", str(e))
+        return _demo_plan(Plan(path, "demo"), demo, methods, seeds, variants, combos, cot_from, fail)
     if not isinstance(base, str):
         fail("base", f"expected demo or the path of a kava train config, got {base!r}")
     if cot_from is not None:
@@ -116,14 +124,15 @@ def load_grid(path: str | Path, cot_from: str | Path | None = None) -> Plan:
 
 # --------------------------------------------------------------------------- the demo base
 
-def _demo_plan(path, methods, seeds, settings, variants, combos, cot_from, fail) -> Plan:
-    from kava.demo.run import DemoSettings
+def demo_plan(settings, command: str = "kava demo") -> Plan:
+    """The preset grid of `kava demo`: every method of ``settings`` (a `DemoSettings`) for each of
+    its seeds, under the base recipe, each latent run starting from its seed's CoT run."""
+    fail = _failer(Path(command))
+    return _demo_plan(Plan(Path(command), "demo", preset=command), settings, list(settings.methods),
+                      list(settings.seeds), {BASE_VARIANT: {}}, [{}], None, fail)
 
-    try:
-        base = _demo_settings(DemoSettings(), settings)
-    except (ConfigError, TypeError, ValueError) as e:
-        fail("settings", str(e))
-    plan = Plan(path, "demo")
+
+def _demo_plan(plan: Plan, base, methods, seeds, variants, combos, cot_from, fail) -> Plan:
     latent = [m for m in methods if METHODS[m].latent]
     for seed in seeds:
         cot_name = None

@@ -1,10 +1,8 @@
-"""The report over a folder of runs: a sweep's (``metrics.json`` per run) or a demo's
-(``demo_run.json`` per run), aggregated over seeds with `kava.experiments.reports`.
+"""The report over a folder of runs (``metrics.json`` per run: `kava sweep`'s, and `kava demo`'s,
+which is a preset sweep), aggregated over seeds with `kava.experiments.reports`.
 
 Nothing is skipped silently: a run folder without a valid metrics file, and a run the sweep
-planned (``sweep.json``) that has no folder, is a *problem*, named on stderr and in the report. A
-demo's CoT run trained only to start the latent methods has no test metrics by design: it is
-listed as a note.
+planned (``sweep.json``) that has no folder, is a *problem*, named on stderr and in the report.
 """
 
 from __future__ import annotations
@@ -21,7 +19,9 @@ from kava.experiments.sweep import CONFIG_FILE, METRICS_FILE, PLAN_FILE, REQUIRE
 from kava.methods import in_order
 
 HISTORY = "history.jsonl"
-PLOTS = ("accuracy_vs_forward_passes.png", "loss_curves.png", "ablation_bars.png", "paired_differences.png")  # what a report may draw
+# What a report may draw.
+PLOTS = ("accuracy_vs_forward_passes.png", "learning_curves.png", "loss_curves.png", "ablation_bars.png",
+         "paired_differences.png")
 
 
 @dataclass
@@ -36,6 +36,9 @@ class RunResult:
     summary: dict[str, Any]
     setting: dict[str, Any]
     history: Path | None  # the training history.jsonl, if kept
+    curve: dict[str, Any] | None = None  # a demo run's learning curve: {seed, start_s, points}
+    train_time_s: float | None = None  # training steps alone (evaluations excluded), across resumes
+    curve_eval_time_s: float = 0.0
 
     @property
     def row(self) -> str:
@@ -58,14 +61,9 @@ def collect(runs_dir: str | Path) -> Collection:
     found = Collection()
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         try:
-            run = _read_run(folder)
+            found.runs.append(_read_run(folder))
         except ValueError as e:
             found.problems.append(f"runs/{folder.name}: {e}")
-            continue
-        if run is None:
-            found.notes.append(f"runs/{folder.name}: trained only to start the latent runs (no test metrics)")
-        else:
-            found.runs.append(run)
     plan = Path(runs_dir) / PLAN_FILE
     if plan.is_file():
         names = [r["name"] for r in json.loads(plan.read_text())["runs"]]
@@ -79,32 +77,15 @@ def collect(runs_dir: str | Path) -> Collection:
     return found
 
 
-def _read_run(folder: Path) -> RunResult | None:
-    """A sweep run (metrics.json, also while unfinished: config.json) or a demo run (demo_run.json)."""
-    from kava.demo.run import RUN_RECORD
-
-    history = folder / HISTORY if (folder / HISTORY).is_file() else None
-    if (folder / METRICS_FILE).exists() or (folder / CONFIG_FILE).exists():
-        m = read_metrics(folder)
-        if history is None and (folder / "train" / HISTORY).is_file():
-            history = folder / "train" / HISTORY
-        return RunResult(folder.name, m["method"], m["seed"], m["variant"], m["knobs"], m["summary"],
-                         m.get("setting", {}), history)
-    if not (folder / RUN_RECORD).exists():
-        raise ValueError(f"no metrics file ({METRICS_FILE} or {RUN_RECORD})")
-    try:
-        record = json.loads((folder / RUN_RECORD).read_text())
-        method, seed = record["identity"]["method"]["method"], record["identity"]["train"]["seed"]
-        summary = record["summary"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{RUN_RECORD} is corrupt ({type(e).__name__}: {e})") from None
-    if summary is None:
-        return None
-    bad = [k for k in REQUIRED if not isinstance(summary.get(k), (int, float))]
-    if bad:
-        raise ValueError(f"{RUN_RECORD}: summary lacks {', '.join(bad)}")
-    setting = {"model": "demo tiny Llama", "train_data": "synthetic", "eval_data": "synthetic test"}
-    return RunResult(folder.name, method, seed, BASE_VARIANT, {}, summary, setting, history)
+def _read_run(folder: Path) -> RunResult:
+    """A run's record (``metrics.json``; a folder with only ``config.json`` is an unfinished run)."""
+    if not (folder / METRICS_FILE).exists() and not (folder / CONFIG_FILE).exists():
+        raise ValueError(f"no {METRICS_FILE}")
+    m = read_metrics(folder)
+    history = next((h for h in (folder / HISTORY, folder / "train" / HISTORY) if h.is_file()), None)
+    curve = {"seed": m["seed"], "start_s": m.get("curve_start_s", 0.0), "points": m["curve"]} if m.get("curve") else None
+    return RunResult(folder.name, m["method"], m["seed"], m["variant"], m["knobs"], m["summary"],
+                     m.get("setting", {}), history, curve, m.get("train_time_s"), m.get("curve_eval_time_s", 0.0))
 
 
 def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dict[str, Any]]:
@@ -117,6 +98,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
         format_table,
         plot_ablation_bars,
         plot_accuracy_vs_passes,
+        plot_learning_curves,
         plot_loss_curves,
         plot_paired_differences,
         write_summary,
@@ -136,10 +118,15 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
         agg[row]["paper_accuracy"] = paper.get(row) if paper else None
     histories = {row: [_history(r.history) for r in runs if r.history] for row, runs in rows.items()}
     histories = {row: h for row, h in histories.items() if h}
+    curves = {row: [r.curve for r in runs if r.curve] for row, runs in rows.items()}
+    curves = {row: c for row, c in curves.items() if c}
     plots = []
     if agg:
         plot_accuracy_vs_passes(agg, out / "accuracy_vs_forward_passes.png", title=f"{Path(runs_dir).name}")
         plots.append("accuracy_vs_forward_passes.png")
+        if curves:
+            plot_learning_curves(curves, out / "learning_curves.png", title="validation accuracy while training")
+            plots.append("learning_curves.png")
         if histories:
             plot_loss_curves(histories, out / "loss_curves.png", title="training losses (mean over seeds)")
             plots.append("loss_curves.png")
@@ -177,7 +164,15 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
         md += ["## Notes", "", *(f"- {n}" for n in found.notes), ""]
     md += ["## Plots", "", *(f"![{p}]({p})" for p in plots), ""]
     (out / "report.md").write_text("\n".join(md))
+    for row, runs in rows.items():
+        times = [r.train_time_s for r in runs if r.train_time_s is not None]
+        if times:
+            agg[row]["train_time_s"] = {"mean": sum(times) / len(times), "n": len(times)}
+    timed = [r for r in found.runs if r.train_time_s is not None]
     write_summary(agg, out / "summary.json", {"runs_dir": where, "problems": found.problems,
+                                               "train_time_all_runs_s": sum(r.train_time_s for r in timed),
+                                               "curve_eval_time_all_runs_s": sum(r.curve_eval_time_s for r in timed),
+                                               "learning_curves": curves,
                                                "notes": found.notes, "plots": plots,
                                                "paired_differences": deltas, "spread_test": spread,
                                                "final_losses": losses})

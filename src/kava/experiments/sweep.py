@@ -25,8 +25,10 @@ from typing import Any
 from kava.experiments.grid import GridError, Plan, RunSpec, demo_settings
 from kava.runtime.outputs import as_json
 
-CONFIG_FILE = "config.json"
-METRICS_FILE = "metrics.json"
+from kava.runtime.layout import RUN_CONFIG as CONFIG_FILE
+from kava.runtime.layout import RUN_METRICS as METRICS_FILE
+from kava.runtime.stop import StoppedAfterSaving
+
 LOG_FILE = "run.log"
 PLAN_FILE = "sweep.json"
 # What a finished run's summary must hold (`kava.experiments.reports.METRICS`): the report reads these.
@@ -131,7 +133,7 @@ def write_plan(plan: Plan, out: Path) -> None:
     """``<out>/sweep.json``: the grid and every run it asks for, so the report can name runs never
     started (rather than report fewer seeds than were asked). The grid is named relative to
     ``out``, so the folder carries no machine path and can be moved or committed."""
-    grid = os.path.relpath(plan.path.resolve(), Path(out).resolve())
+    grid = plan.preset or os.path.relpath(plan.path.resolve(), Path(out).resolve())
     _write_json(out / PLAN_FILE, {"grid": grid, "base": plan.base,
                                   "runs": [{"name": r.name, "method": r.method, "seed": r.seed, "variant": r.variant}
                                            for r in plan.runs]})
@@ -150,7 +152,11 @@ def commands(plan: Plan, out: str | Path, extra: list[str]) -> list[str]:
 
 class DemoRunner:
     """Runs of the demo base: the demo's own `train_run` on its synthetic task, a latent method
-    starting from its seed's CoT model (a run of this sweep, or of ``--cot-from``'s demo)."""
+    starting from its seed's CoT model (a run of this sweep, or of ``--cot-from``'s folder).
+
+    Besides the test summary a run's record keeps its learning curve (``curve``, what its
+    evaluations cost, and ``curve_start_s``: the training time of the CoT run a latent run
+    continues, so curves compare as total compute)."""
 
     def __init__(self, out: Path, progress: bool = True):
         self.out = Path(out)
@@ -165,10 +171,10 @@ class DemoRunner:
         if key not in self._data:  # variants share the task and its test set: built once
             self._data[key] = DemoData.build(s)
         data = self._data[key]
-        cot_model = self.cot_model(spec, s) if spec.cot else None
+        cot_model, cot_metrics = self.cot_model(spec, s) if spec.cot else (None, None)
         record, _ = train_run(run_dir, s, spec.method, spec.seed, data, cot_model=cot_model, resume=True,
                               progress=self.progress)
-        return {"summary": record["summary"], "train_time_s": record["train_time_s"],
+        return {**record, "curve_start_s": cot_metrics["train_time_s"] if cot_metrics else 0.0,
                 "setting": {"model": "demo tiny Llama", "train_data": "synthetic", "eval_data": "synthetic test"},
                 **({"cot_run": str(self.cot_dir(spec))} if spec.cot else {})}
 
@@ -176,37 +182,49 @@ class DemoRunner:
         return Path(spec.cot) if Path(spec.cot).is_absolute() else self.out / "runs" / spec.cot
 
     def cot_model(self, spec: RunSpec, s):
-        """The CoT model of the run's seed, refused unless it was trained with the recipe the
-        latent run assumes (its record's identity)."""
-        from kava.demo.run import RUN_RECORD, _finished_run, run_identity
+        """The CoT model of the run's seed and its record, refused unless that run is finished and
+        trained the model the latent run assumes."""
         from kava.model.kava_model import KavaModel
 
         cot_dir = self.cot_dir(spec)
-        try:
-            record = _finished_run(cot_dir, run_identity(s, "cot", spec.seed))
-        except ValueError as e:
-            raise SweepError(f"{spec.name}: the CoT run it starts from does not fit: {e}") from None
-        if record is None:
-            hint = "train it with kava demo" if Path(spec.cot).is_absolute() else f"run it first (--only {spec.cot})"
-            raise SweepError(f"{spec.name}: its CoT run {cot_dir} is not finished (no {RUN_RECORD}); {hint}")
-        return KavaModel.from_pretrained(cot_dir / "final")
+        problem = cot_problem(cot_dir, s, spec.seed)
+        if problem:
+            hint = "" if Path(spec.cot).is_absolute() else f"; run it first (--only {spec.cot})"
+            raise SweepError(f"{spec.name}: {problem}{hint}")
+        return KavaModel.from_pretrained(cot_dir / "final"), read_metrics(cot_dir)
+
+
+def cot_problem(cot_dir: Path, s, seed: int) -> str | None:
+    """Why ``cot_dir`` cannot start the latent runs of settings ``s`` (a `DemoSettings`) for
+    ``seed``: not a finished demo CoT run, or one trained otherwise; None if it can."""
+    from kava.demo.run import run_identity
+
+    try:
+        metrics = read_metrics(cot_dir)
+    except ValueError as e:
+        return f"its CoT run {cot_dir} is not finished ({e})"
+    config = in_current_form(metrics["config"])
+    if config.get("base") != "demo" or config.get("method") != "cot":
+        return f"{cot_dir} is not a demo CoT run"
+    recorded, wanted = run_identity(demo_settings(config), "cot", seed), run_identity(s, "cot", seed)
+    if recorded != wanted:
+        from kava.runtime.outputs import differences
+
+        return f"the CoT run {cot_dir} was trained with other settings ({'; '.join(differences(recorded, wanted)[:3])})"
+    return None
 
 
 def check_cot_sources(plan: Plan) -> list[str]:
     """The ``--cot-from`` CoT runs the plan needs that are missing or were trained otherwise
     (one line each): found before a sweep starts, not at its fifth run."""
-    from kava.demo.run import _finished_run, run_identity
-
     problems, seen = [], set()
     for spec in plan.runs:
         if not spec.cot or not Path(spec.cot).is_absolute() or spec.cot in seen:
             continue
         seen.add(spec.cot)
-        try:
-            if _finished_run(Path(spec.cot), run_identity(demo_settings(spec.config), "cot", spec.seed)) is None:
-                problems.append(f"--cot-from: {spec.cot} is not a finished demo CoT run")
-        except ValueError as e:
-            problems.append(f"--cot-from: {e}")
+        problem = cot_problem(Path(spec.cot), demo_settings(spec.config), spec.seed)
+        if problem:
+            problems.append(f"--cot-from: {problem}")
     return problems
 
 
@@ -243,8 +261,7 @@ def train_runner(out: Path, progress: bool = True) -> Runner:
                 raise SweepError(f"{spec.name}: training refused to start: {' '.join(str(e).split())}") from None
             report_outcome(result)
             if result.interrupted:
-                raise SweepError(f"{spec.name}: training was interrupted (checkpoint {result.checkpoint}); "
-                                 "run the sweep again to resume it")
+                raise StoppedAfterSaving(f"{spec.name}: training stopped (checkpoint {result.checkpoint})")
         if not main:
             return None
         ev, eval_dir = spec.config["eval"], run_dir / "eval"
@@ -259,7 +276,7 @@ def train_runner(out: Path, progress: bool = True) -> Runner:
             except EvaluationRefused as e:
                 raise SweepError(f"{spec.name}: evaluation refused to start: {e}") from None
             except EvaluationInterrupted as e:
-                raise SweepError(f"{spec.name}: evaluation was interrupted ({e}); run the sweep again to resume it") from None
+                raise StoppedAfterSaving(f"{spec.name}: evaluation stopped ({e})") from None
             print(summary_line(summary))
             print(f"wrote {eval_dir}")
         history = [json.loads(line) for line in (run_dir / "train" / "history.jsonl").read_text().splitlines() if line]

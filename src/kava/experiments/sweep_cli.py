@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         train_runner,
     )
     from kava.runtime.outputs import FolderInUse
+    from kava.runtime.stop import StoppedAfterSaving
 
     try:
         plan = load_grid(args.grid, args.cot_from)
@@ -65,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, SweepError, FolderInUse) as e:
         print(f"kava sweep: error: {' '.join(str(e).split())}", file=sys.stderr)
         return exits.BAD_INPUT
-    except KeyboardInterrupt as e:
-        print(f"\nkava sweep: interrupted. {e} Run the same command again to resume.", file=sys.stderr)
+    except StoppedAfterSaving as e:
+        print(f"\nkava sweep: interrupted. {e}. Run the same command again to resume.", file=sys.stderr)
         return exits.INTERRUPTED
     print(f"ran {len(done['ran'])}, skipped {len(done['skipped'])} finished run(s)", file=sys.stderr)
     if not args.only:

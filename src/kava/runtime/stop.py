@@ -42,3 +42,8 @@ class StopSignal:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class StoppedAfterSaving(Exception):
+    """A run stopped by a signal at a safe point, its state saved: running it again with resume
+    continues it (`kava.runtime.exits.INTERRUPTED`). A second Ctrl-C is ``KeyboardInterrupt`` instead."""

@@ -1,4 +1,8 @@
-"""``kava demo``: the main job — KaVa vs CoT vs No-CoT trained and compared on CPU in minutes."""
+"""``kava demo``: the main job — KaVa vs CoT vs No-CoT trained and compared on CPU in minutes.
+
+A preset grid of `kava sweep` (`kava.experiments.demo_preset`): the flags pick the methods, seeds
+and steps; runs go to OUT/runs/, the report (`kava report`) to OUT/report/.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from kava.methods import demo_methods
 
     default, full = demo_methods(), demo_methods(full=True)
-    parser.add_argument("--out", default="outputs/demo", help="output folder (runs, summary.json, plot)")
+    parser.add_argument("--out", default="outputs/demo", help="output folder (runs/, and report/: table, summary.json, plots)")
     parser.add_argument("--full", action="store_true",
                         help=f"add {', '.join(m for m in full if m not in default)}, and run 3 seeds")
     parser.add_argument("--long", action="store_true",
@@ -27,8 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kava.demo.run import DemoSettings, run_demo
+    from kava.demo.run import DemoSettings
+    from kava.experiments import demo_preset
+    from kava.experiments.sweep import SweepError
     from kava.methods import in_order
+    from kava.runtime import exits
+    from kava.runtime.outputs import FolderInUse
+    from kava.runtime.stop import StoppedAfterSaving
 
     settings = DemoSettings.full() if args.full else DemoSettings()
     if args.long:
@@ -40,20 +49,28 @@ def run(args: argparse.Namespace) -> int:
         if not methods or unknown or len(set(methods)) != len(methods):
             print(f"kava demo: --methods must name each of {', '.join(choices)} at most once, got {args.methods!r}",
                   file=sys.stderr)
-            return 2
+            return exits.BAD_INPUT
         settings.methods = methods
     if args.seeds is not None:
         if args.seeds < 1:
             print("kava demo: --seeds must be >= 1", file=sys.stderr)
-            return 2
+            return exits.BAD_INPUT
         settings.seeds = tuple(range(args.seeds))
     settings.threads = args.threads
     try:
-        run_demo(args.out, settings, resume=args.resume)
-    except (FileExistsError, ValueError) as e:
-        print(f"kava demo: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        print(f"\nkava demo: interrupted. {e}", file=sys.stderr)
-        return 130
-    return 0
+        demo_preset.run_demo(args.out, settings, resume=args.resume, command=_command(args))
+    except (FileExistsError, ValueError, SweepError, FolderInUse) as e:
+        print(f"kava demo: {' '.join(str(e).split())}", file=sys.stderr)
+        return exits.BAD_INPUT
+    except StoppedAfterSaving as e:
+        print(f"\nkava demo: interrupted. {e}; continue with --resume", file=sys.stderr)
+        return exits.INTERRUPTED
+    return exits.OK
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that names this demo's grid (recorded in OUT/sweep.json)."""
+    flags = [f for f, on in (("--full", args.full), ("--long", args.long)) if on]
+    flags += [f"--methods {args.methods}"] if args.methods is not None else []
+    flags += [f"--seeds {args.seeds}"] if args.seeds is not None else []
+    return " ".join(["kava demo", *flags])
