@@ -9,7 +9,7 @@ from kava.api import generate
 from kava.config import ConfigError, preset
 from kava.data.curriculum import CoconutSchedule
 from kava.data.records import Record
-from kava.data.sequences import positions_from_mask
+from kava.model.sequences import positions_from_mask
 from kava.model.kava_model import KavaModel
 from kava.training.engine import train
 

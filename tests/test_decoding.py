@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kava.data.sequences import positions_from_mask
+from kava.model.sequences import positions_from_mask
 from kava.evaluation.decoding import Generation, Sampling, generate, top_p_filter
 from kava.model.kava_model import KavaModel
 

@@ -8,7 +8,7 @@ from transformers import DynamicCache
 
 from kava.compression import EVICTIONS
 from kava.config import preset
-from kava.data.sequences import positions_from_mask
+from kava.model.sequences import positions_from_mask
 from kava.model.kava_model import KavaModel, KavaOutput
 from kava.model.cache import kv_of, stack
 from kava.model.loading import ModelSource

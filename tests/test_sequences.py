@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kava.config import preset
-from kava.data.sequences import positions_from_mask
+from kava.model.sequences import positions_from_mask
 from kava.model.kava_model import KavaModel
 
 from conftest import make_tokenizer, tiny_model

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from kava.data.sequences import positions_from_mask
+from kava.model.sequences import positions_from_mask
 from kava.model.cache import cache_of
 
 MODES = ("latent", "cot", "direct")

@@ -37,7 +37,7 @@ from lm_eval.api.registry import register_model
 from tqdm import tqdm
 from transformers import DynamicCache
 
-from kava.data.sequences import positions_from_mask
+from kava.model.sequences import positions_from_mask
 from kava.evaluation.answering import DEFAULT_MAX_NEW_TOKENS, answer_part, answer_questions, check_mode
 from kava.evaluation.decoding import Sampling
 from kava.model.kava_model import KavaModel

@@ -23,7 +23,7 @@ from transformers import DynamicCache
 
 from kava.data.answers import answers_match, extract_answer, parse_gold
 from kava.data.records import Record
-from kava.data.sequences import SequenceBuilder, positions_from_mask
+from kava.model.sequences import SequenceBuilder, positions_from_mask
 from kava.evaluation.decoding import Opening, decode_from
 from kava.model.cache import cache_of, kv_of
 from kava.model.teacher_compression import teacher_targets

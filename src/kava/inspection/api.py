@@ -16,7 +16,7 @@ import torch
 from kava.config import KavaConfig
 from kava.data.answers import extract_answer
 from kava.data.records import Record
-from kava.data.sequences import SequenceBuilder
+from kava.model.sequences import SequenceBuilder
 from kava.evaluation.answering import Answer, answer_questions
 from kava.inspection.kept_tokens import KeptTokens, kept_tokens
 from kava.inspection.latent_tokens import LatentTokens, pass_labels, top_tokens

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from kava.config import KavaConfig
-from kava.data.sequences import LATENT, SequenceBuilder, positions_from_mask
+from kava.model.sequences import LATENT, SequenceBuilder, positions_from_mask
 from kava.losses import TERMS, DistillTerm, term_on, token_ce, weighted_total
 from kava.model import arch, persistence
 from kava.model.cache import KV, cache_of, stack

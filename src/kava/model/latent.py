@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
-from kava.data.sequences import positions_from_mask
+from kava.model.sequences import positions_from_mask
 from kava.model.cache import KV, cache_of, kv_of
 
 # Sees the last-layer hidden states [B, M, D] at the M latent slots of a pass (see `run_latents`).

@@ -23,7 +23,7 @@ from transformers import DynamicCache, PreTrainedModel
 
 from kava import compression
 from kava.config import KavaConfig
-from kava.data.sequences import positions_from_mask
+from kava.model.sequences import positions_from_mask
 from kava.losses import token_ce
 from kava.model import arch
 from kava.model.cache import KV, kv_of, stack

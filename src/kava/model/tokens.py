@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kava.data.sequences import SPECIAL_TOKENS
+from kava.model.sequences import SPECIAL_TOKENS
 from kava.model.arch import embedding_scale
 
 

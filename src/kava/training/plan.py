@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from kava.config import ConfigError, KavaConfig
-from kava.data.sequences import SPECIAL_TOKENS, SequenceBuilder
+from kava.model.sequences import SPECIAL_TOKENS, SequenceBuilder
 from kava.model.known_shapes import ModelShape, model_shape
 
 GB = 1e9
