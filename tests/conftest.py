@@ -35,7 +35,13 @@ from kava.training.run_config import TrainConfig
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-DATA_DIR = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+# Real data: the loader has no built-in folder (flag, else $KAVA_DATA_DIR, else the hub), so the
+# tests name the project's copy, ../shared/data beside the checkout, through the environment, unless
+# KAVA_DATA_DIR already names another copy. Subprocesses the tests start inherit it.
+_SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
+if not os.environ.get("KAVA_DATA_DIR"):
+    os.environ["KAVA_DATA_DIR"] = str(_SHARED_DATA)
+DATA_DIR = Path(os.environ["KAVA_DATA_DIR"]).expanduser()
 
 CORPUS = [
     "Tom has 12 apples. He gets 7 more. How many apples does he have?",

@@ -1,4 +1,5 @@
-"""The dataset registry on the real files in ../shared/data, malformed input, and the converter."""
+"""The dataset registry on the real files (the folder conftest names in KAVA_DATA_DIR: ../shared/data
+unless set), where data is looked for, malformed input, and the converter."""
 
 from __future__ import annotations
 
@@ -15,21 +16,23 @@ from kava.data.convert import convert_gsm8k, gsm8k_record, to_aug, write_jsonl
 from kava.data.datasets import (
     DatasetFormatError,
     DatasetNotFoundError,
-    data_dir_candidates,
     dataset_names,
     load_dataset,
+    named_data_dir,
 )
 from kava.data.records import Record
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
+from conftest import DATA_DIR
 
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")
+REPO = Path(__file__).resolve().parents[1]
+DATA = DATA_DIR  # read through the environment (conftest), passed below as data_dir=
+
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA} (KAVA_DATA_DIR)")
 
 
 @pytest.fixture(autouse=True)
 def _no_env_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A developer's KAVA_DATA_DIR must not change what these tests read.
+    # Inside a test, KAVA_DATA_DIR is unset: each test names the folder it means (data_dir= or setenv).
     monkeypatch.delenv("KAVA_DATA_DIR", raising=False)
 
 
@@ -103,24 +106,60 @@ def test_formats_are_read_as_documented() -> None:
     assert hard[0].answer == "-9867630" and hard.split == "test"
 
 
+def _gsm8k_folder(folder: Path, question: str) -> Path:
+    (folder / "gsm8k").mkdir(parents=True)
+    (folder / "gsm8k" / "test.jsonl").write_text(json.dumps({"question": question, "answer": "a <<1+1=2>>2\n#### 2"}) + "\n")
+    return folder
+
+
 @needs_data
-def test_default_data_dir_is_found_from_repo_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_without_a_named_folder_the_hub_is_tried_never_a_built_in_path(monkeypatch: pytest.MonkeyPatch, no_hub) -> None:
+    # Run from the repository root, where ../shared/data exists: it is still not read.
     monkeypatch.chdir(REPO)
-    assert data_dir_candidates()[0] == DATA
-    assert len(load_dataset("gsm8k-aug", "valid")) == 500
-    monkeypatch.chdir(tmp_path)  # elsewhere: falls back to the repository's ../shared/data
-    assert DATA in data_dir_candidates()
-    assert len(load_dataset("gsm8k-aug", "valid", limit=3)) == 3
+    assert named_data_dir() is None
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("gsm8k", "test")
+    message = str(info.value)
+    assert "no data folder named" in message and "the `datasets` package is not installed" in message
+    assert "KAVA_DATA_DIR" in message and "--data-dir" in message and "gsm8k/test.jsonl" in message
+    assert "shared" not in message and "\n" not in message
 
 
-def test_env_data_dir_is_the_only_folder_searched(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_hub) -> None:
-    (tmp_path / "gsm8k").mkdir()
-    (tmp_path / "gsm8k" / "test.jsonl").write_text(json.dumps({"question": "q?", "answer": "a <<1+1=2>>2\n#### 2"}) + "\n")
-    monkeypatch.setenv("KAVA_DATA_DIR", str(tmp_path))
-    assert data_dir_candidates() == [tmp_path]
-    assert load_dataset("gsm8k").records == [Record("q?", ("a <<1+1=2>>2",), "2")]
-    with pytest.raises(DatasetNotFoundError, match="gsm8k/train.jsonl"):
-        load_dataset("gsm8k", "train")  # exists in ../shared/data, but the user named this folder
+def test_order_flag_then_env_then_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = _fake_hub(monkeypatch, {("openai/gsm8k", "test"): [{"question": "hub?", "answer": "b <<2+2=4>>4\n#### 4"}]})
+    env, flag = _gsm8k_folder(tmp_path / "env", "env?"), _gsm8k_folder(tmp_path / "flag", "flag?")
+    assert load_dataset("gsm8k").records[0].question == "hub?" and calls == [("openai/gsm8k", "main", "test")]
+    monkeypatch.setenv("KAVA_DATA_DIR", str(env))
+    assert named_data_dir() == env
+    assert load_dataset("gsm8k").records == [Record("env?", ("a <<1+1=2>>2",), "2")]
+    assert named_data_dir(flag) == flag
+    assert load_dataset("gsm8k", data_dir=flag).source == str(flag / "gsm8k" / "test.jsonl")
+    assert len(calls) == 1  # a named folder that holds the file: the hub is not asked
+    monkeypatch.setenv("KAVA_DATA_DIR", "")  # empty: as if unset
+    assert named_data_dir() is None and load_dataset("gsm8k").source == "hub:openai/gsm8k/main[test]"
+
+
+def test_a_named_folder_without_the_file_is_an_error_not_a_fall_through(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The hub would answer, and the env folder holds the file: neither is used for a folder that lacks it.
+    calls = _fake_hub(monkeypatch, {("openai/gsm8k", "train"): [{"question": "hub?", "answer": "b\n#### 4"}]})
+    env = _gsm8k_folder(tmp_path / "env", "env?")
+    (env / "gsm8k" / "train.jsonl").write_text((env / "gsm8k" / "test.jsonl").read_text())
+    monkeypatch.setenv("KAVA_DATA_DIR", str(env))
+    flag = _gsm8k_folder(tmp_path / "flag", "flag?")
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("gsm8k", "train", data_dir=flag)  # in $KAVA_DATA_DIR and on the hub, not in the named folder
+    message = str(info.value)
+    assert f"the data folder {flag} (named by data_dir= / --data-dir) has no gsm8k/train.jsonl" in message
+    assert str(flag / "gsm8k" / "train.jsonl") in message and "openai/gsm8k" in message and "\n" not in message
+    monkeypatch.setenv("KAVA_DATA_DIR", str(flag))
+    with pytest.raises(DatasetNotFoundError, match=r"data folder .*flag \(named by \$KAVA_DATA_DIR\) has no gsm8k/train"):
+        load_dataset("gsm8k", "train")
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DatasetNotFoundError, match=f"the data folder {missing} .* does not exist"):
+        load_dataset("gsm8k", "train", data_dir=missing)
+    assert calls == []
 
 
 @needs_data
@@ -258,10 +297,15 @@ def test_missing_dataset_says_what_was_looked_for(tmp_path: Path, no_hub) -> Non
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("gsm8k", "test", data_dir=tmp_path)
     message = str(info.value)
-    assert str(tmp_path / "gsm8k" / "test.jsonl") in message
+    assert str(tmp_path / "gsm8k" / "test.jsonl") in message and "openai/gsm8k" in message and "\n" not in message
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("gsm8k", "test")  # no folder named: the hub, which is not installed
+    message = str(info.value)
     assert "KAVA_DATA_DIR" in message and "pip install datasets" in message and "openai/gsm8k" in message
     assert "\n" not in message
-    with pytest.raises(DatasetNotFoundError, match="no hub source"):
+    with pytest.raises(DatasetNotFoundError, match="no hub source.*KAVA_DATA_DIR"):
+        load_dataset("multiarith")
+    with pytest.raises(DatasetNotFoundError, match=r"has no pal/mawpsmultiarith\.jsonl"):
         load_dataset("multiarith", data_dir=tmp_path)
 
 
@@ -306,12 +350,14 @@ def _fake_hub(monkeypatch: pytest.MonkeyPatch, tables: dict[tuple[str, str], lis
     return calls
 
 
-def test_hub_used_only_when_local_file_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_hub_used_only_when_no_folder_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     row = {"Body": "Dan had 4 apples.", "Question": "How many?", "Answer": 4.0}
     calls = _fake_hub(monkeypatch, {("ChilleD/SVAMP", "train"): [row, row], ("ChilleD/SVAMP", "test"): [row]})
-    ds = load_dataset("svamp", data_dir=tmp_path)
+    ds = load_dataset("svamp")
     assert len(ds) == 3 and ds.source == "hub:ChilleD/SVAMP[train+test]" and ds[0].answer == "4"
     assert calls == [("ChilleD/SVAMP", None, "train"), ("ChilleD/SVAMP", None, "test")]
+    with pytest.raises(DatasetNotFoundError, match="svamp/SVAMP.json"):
+        load_dataset("svamp", data_dir=tmp_path)
     (tmp_path / "svamp").mkdir()
     (tmp_path / "svamp" / "SVAMP.json").write_text(json.dumps([row]))
     assert load_dataset("svamp", data_dir=tmp_path).source == str(tmp_path / "svamp" / "SVAMP.json")
@@ -324,12 +370,12 @@ def test_hub_rows_are_checked_and_failures_reported(monkeypatch: pytest.MonkeyPa
         {"question": "B?", "cot": "<<1+1=2>>", "answer": "n/a"},
     ]})
     with pytest.raises(DatasetFormatError, match=r"zen-E/GSM8k-Aug\[train\] row 2: field 'answer'"):
-        load_dataset("gsm8k-aug", "train", data_dir=tmp_path)
-    ds = load_dataset("gsm8k-aug", "train", data_dir=tmp_path, skip_bad=True)
+        load_dataset("gsm8k-aug", "train")
+    ds = load_dataset("gsm8k-aug", "train", skip_bad=True)
     assert ds.records == [Record("A?", ("<<1+1=2>>", "<<2*2=4>>"), "4")] and ds.skipped == 1
     _fake_hub(monkeypatch, {})
     with pytest.raises(DatasetNotFoundError, match="hub load failed") as info:
-        load_dataset("gsm8k-aug-nl", "train", data_dir=tmp_path)
+        load_dataset("gsm8k-aug-nl", "train")
     assert "whynlp/gsm8k-aug-nl: ConnectionError" in str(info.value) and "zen-E/GSM8k-Aug-NL" in str(info.value)
     assert isinstance(info.value.__cause__, ConnectionError)
 

@@ -186,6 +186,30 @@ def test_cli_evaluates_a_saved_checkpoint(tmp_path, capsys):
     assert "accuracy" in capsys.readouterr().out
 
 
+def test_cli_data_dir_is_the_only_folder_read(tmp_path, capsys):
+    """``--data-dir`` beats $KAVA_DATA_DIR (conftest's ../shared/data), and a folder without the
+    file is one line naming both, before the model loads."""
+    lm = tiny_model()
+    model = KavaModel(lm, make_tokenizer(), preset("nocot", finetune="full"),
+                      base_source=ModelSource("config", config=lm.config.to_dict()))
+    model.save_pretrained(tmp_path / "ckpt")
+    folder = tmp_path / "data"
+    (folder / "gsm8k").mkdir(parents=True)
+    (folder / "gsm8k" / "test.jsonl").write_text(json.dumps({"question": "Tom has 12 apples.", "answer": "x\n#### 12"}) + "\n")
+    args = eval_args(model=tmp_path / "ckpt", dataset="gsm8k", split="train", data_dir=folder, out=tmp_path / "e1",
+                     no_progress=True)
+    assert cli.run(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kava eval: error: ") and err.count("\n") == 1
+    assert f"the data folder {folder} (named by data_dir= / --data-dir) has no gsm8k/train.jsonl" in err
+    assert not (tmp_path / "e1").exists()
+    args = eval_args(model=tmp_path / "ckpt", dataset="gsm8k", data_dir=folder, out=tmp_path / "e2", max_new_tokens=2,
+                     no_progress=True)
+    assert cli.run(args) == 0
+    summary = json.loads((tmp_path / "e2" / "summary.json").read_text())
+    assert summary["n"] == 1 and summary["source"] == str(folder / "gsm8k" / "test.jsonl")
+
+
 def test_evaluate_checkpoint_is_kava_eval_as_a_function(tmp_path, capsys):
     """The function under ``kava eval``: it returns the summary it writes, refuses what the command
     refuses (before writing anything) with the command's message, and resumes."""

@@ -13,9 +13,10 @@ import pytest
 from kava.data.datasets import DatasetFormatError, DatasetNotFoundError, load_dataset
 from kava.data.math_answers import parse_math
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")
+from conftest import DATA_DIR
+
+DATA = DATA_DIR  # the folder conftest names in KAVA_DATA_DIR (../shared/data unless set), passed as data_dir=
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA} (KAVA_DATA_DIR)")
 
 AQUA_ROW = {"question": "What is 2+3?", "options": ["A)4", "B)5", "C)6", "D)7", "E)8"],
             "rationale": "2 + 3 = 5\nAnswer: B", "correct": "B"}
@@ -25,6 +26,7 @@ MATH_ROW = {"problem": "Compute $1+\\frac12$.", "solution": "We add.\n\nSo $\\bo
 
 @pytest.fixture(autouse=True)
 def _no_env_data_dir(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Inside a test, KAVA_DATA_DIR is unset: each test names the folder it means.
     monkeypatch.delenv("KAVA_DATA_DIR", raising=False)
 
 
@@ -109,16 +111,19 @@ def _fake_hub(monkeypatch: pytest.MonkeyPatch, tables: dict) -> list:
     return calls
 
 
-def test_hub_ids_used_only_when_the_local_copy_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_hub_ids_used_only_when_no_folder_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls = _fake_hub(monkeypatch, {("HuggingFaceH4/MATH-500", "test"): [MATH_ROW],
                                     ("deepmind/aqua_rat", "validation"): [AQUA_ROW]})
-    assert load_dataset("math500", data_dir=tmp_path).source == "hub:HuggingFaceH4/MATH-500[test]"
-    dev = load_dataset("aqua", "dev", data_dir=tmp_path)
+    with pytest.raises(DatasetNotFoundError, match=f"data folder {tmp_path} .*has no math500/test.jsonl"):
+        load_dataset("math500", data_dir=tmp_path)  # a named folder without the file: never the hub
+    assert calls == []
+    assert load_dataset("math500").source == "hub:HuggingFaceH4/MATH-500[test]"
+    dev = load_dataset("aqua", "dev")
     assert dev.source == "hub:deepmind/aqua_rat/raw[validation]" and dev[0].answer == "B"
     assert calls == [("HuggingFaceH4/MATH-500", None, "test"), ("deepmind/aqua_rat", "raw", "validation")]
     # never a substitute: the test split is not on this fake hub, and dev is not taken for it
-    with pytest.raises(DatasetNotFoundError, match="aqua/test.json.*deepmind/aqua_rat: ConnectionError"):
-        load_dataset("aqua", "test", data_dir=tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="deepmind/aqua_rat: ConnectionError.*aqua/test.json"):
+        load_dataset("aqua", "test")
 
 
 # --------------------------------------------------------------------------- NL traces

@@ -5,6 +5,7 @@ any weight is loaded, and the one-line refusal of an unknown model shape."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,21 @@ def test_train_warns_before_loading_weights(tmp_path, monkeypatch, capsys):
         train_from_config(tiny_cfg(tmp_path, "data.limit=8"))
     warned = [line for line in events[0].splitlines() if "warning" in line]
     assert len(warned) == 1 and "does not fit in 0 GB" in warned[0]
+
+
+def test_plan_reads_the_named_data_folder_only(tmp_path, monkeypatch, capsys):
+    cfg = tiny_cfg(tmp_path)  # gsm8k-train-aug: gsm8k/train.jsonl
+    shared = Path(os.environ["KAVA_DATA_DIR"])  # conftest: ../shared/data unless set
+    monkeypatch.delenv("KAVA_DATA_DIR")
+    with pytest.raises(ConfigError, match="reads local data only and no data folder is named: set KAVA_DATA_DIR"):
+        planning.plan(cfg, tokenizer=make_tokenizer())
+    with pytest.raises(ConfigError, match=f"not in the data folder {tmp_path} \\(no gsm8k/train.jsonl\\)"):
+        planning.plan(cfg, tokenizer=make_tokenizer(), data_dir=tmp_path)
+    assert planning.plan(cfg, tokenizer=make_tokenizer(), data_dir=shared).records > 0
+    config = ROOT / "configs" / "tiny-cpu.yaml"
+    assert main(["plan", "--config", str(config), "--data-dir", str(tmp_path)]) == exits.BAD_INPUT
+    assert f"not in the data folder {tmp_path}" in capsys.readouterr().err
+    assert main(["plan", "--config", str(config), "--data-dir", str(shared)]) == exits.OK
 
 
 def test_unknown_shape_is_one_line(tmp_path, capsys):

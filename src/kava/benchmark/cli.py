@@ -11,7 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demo", default="outputs/demo", help="a finished `kava demo` folder: its trained models are "
                         "timed answering questions")
     parser.add_argument("--quick", action="store_true", help="fewer rounds: under 10 minutes on 2 cores")
-    parser.add_argument("--data-dir", default=None, help="where GSM8k-AUG lives (default: ./data, ../shared/data)")
+    parser.add_argument("--data-dir", default=None, help="folder holding gsm8k-aug/valid.txt (default: "
+                        "$KAVA_DATA_DIR, else the hub id); a named folder without the file is an error")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 

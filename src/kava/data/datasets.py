@@ -1,11 +1,18 @@
-"""One registry for every dataset kava trains or evaluates on, read from local files first.
+"""One registry for every dataset kava trains or evaluates on, from a local folder or the hub.
 
 `load_dataset` turns a registered name (``gsm8k-aug``, ``svamp``, …) or a file path into
-`Record`s. Local copies come first so that tests, benchmarks and air-gapped machines need no
-hub access; the hub (through the optional ``datasets`` package) is used only when the local file
-is missing. A name always means that dataset: when neither source is available the loader raises
-`DatasetNotFoundError` instead of substituting a look-alike, because silently training on, or
-reporting accuracy for, the wrong data is worse than stopping.
+`Record`s. Where a registered name is read from, in this order (`named_data_dir`):
+
+1. the folder passed explicitly: ``data_dir=`` here, ``--data-dir`` on the commands;
+2. else the folder in ``$KAVA_DATA_DIR``;
+3. else the dataset's hub id (through the optional ``datasets`` package, ``pip install kava[hub]``).
+
+There is no built-in folder. A named folder (1 or 2) is the only source: when it lacks the file,
+loading raises `DatasetNotFoundError` naming the folder and the file instead of falling through
+to the hub, so a run never reads other data than the folder its user named. A name always means
+that dataset: when its source cannot provide it the loader raises instead of substituting a
+look-alike, because silently training on, or reporting accuracy for, the wrong data is worse
+than stopping.
 
 Gold answers are stored in canonical form (``"2,125"`` -> ``"2125"``, ``43.0`` -> ``"43"``;
 see `kava.data.answers.canonical_gold`), and a row whose gold answer is not a number is a format
@@ -44,7 +51,7 @@ __all__ = [
     "REGISTRY",
     "dataset_entry",
     "dataset_names",
-    "data_dir_candidates",
+    "named_data_dir",
     "load_dataset",
 ]
 
@@ -56,7 +63,8 @@ class DatasetError(Exception):
 
 
 class DatasetNotFoundError(DatasetError, FileNotFoundError):
-    """Neither the local file nor the hub could provide the dataset; the message says how to get it."""
+    """The named data folder lacks the file, or (no folder named) the hub cannot provide it; the
+    message names the folder and file, or says how to point at local files."""
 
 
 class DatasetFormatError(DatasetError, ValueError):
@@ -496,21 +504,20 @@ def dataset_entry(name: str, split: str | None = None) -> DatasetSpec | None:
     return spec
 
 
-def data_dir_candidates(data_dir: str | Path | None = None) -> list[Path]:
-    """Folders searched for local copies, in order.
+def named_data_dir(data_dir: str | Path | None = None) -> Path | None:
+    """The local data folder in force (absolute), or None for the hub: `data_dir` (``data_dir=``,
+    a command's ``--data-dir``) when given, else ``$KAVA_DATA_DIR`` when set and not empty.
 
-    An explicit `data_dir`, else ``$KAVA_DATA_DIR``, is the only folder searched: a user who
-    names a folder must not get files from another. Otherwise ``../shared/data`` relative to the
-    current directory, then relative to the repository root (for runs from elsewhere).
+    There is no default folder: with neither, registered datasets come from their hub ids.
     """
-    if data_dir is not None:
-        return [Path(data_dir).expanduser()]
+    if data_dir is not None and str(data_dir) != "":
+        return Path(data_dir).expanduser().resolve()
     env = os.environ.get(ENV_DATA_DIR)
-    if env:
-        return [Path(env).expanduser()]
-    cwd = (Path.cwd() / ".." / "shared" / "data").resolve()
-    repo = (Path(__file__).resolve().parents[3] / ".." / "shared" / "data").resolve()
-    return [cwd] if cwd == repo else [cwd, repo]
+    return Path(env).expanduser().resolve() if env else None
+
+
+def _named_by(data_dir: str | Path | None) -> str:
+    return "data_dir= / --data-dir" if data_dir is not None and str(data_dir) != "" else f"${ENV_DATA_DIR}"
 
 
 # --------------------------------------------------------------------------- loading
@@ -528,8 +535,11 @@ def load_dataset(
     `name_or_path`: a name from `dataset_names()` or a path to a ``.txt`` (iCoT), ``.jsonl`` or
     ``.json`` file, whose format is detected from the extension and the row keys. `split`
     defaults to the name's evaluation split (``test``; ``train`` for the derived sets) and must
-    be None for a file. `skip_bad` skips malformed rows (counted in ``skipped``) instead of
-    raising `DatasetFormatError`. `limit` keeps the first `limit` records and stops reading there.
+    be None for a file. `data_dir` is the folder a registered name is read from (else
+    ``$KAVA_DATA_DIR``, else the hub: `named_data_dir`); a named folder that lacks the file raises
+    `DatasetNotFoundError`, it never falls through to the hub. `skip_bad` skips malformed rows
+    (counted in ``skipped``) instead of raising `DatasetFormatError`. `limit` keeps the first
+    `limit` records and stops reading there.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
@@ -570,37 +580,56 @@ def _load_registered(
 ) -> LoadedDataset:
     split = spec.default_split if split is None else split
     split_spec = spec.splits[split]
-    looked = [folder / split_spec.local for folder in data_dir_candidates(data_dir)]
-    for path in looked:
-        if path.is_file():
-            return _load_file(path, spec.name, split, split_spec.fmt, skip_bad=skip_bad, limit=limit, derive=spec.derive)
-    return _load_hub(spec, split, split_spec, looked, skip_bad=skip_bad, limit=limit)
+    folder = named_data_dir(data_dir)
+    if folder is None:
+        return _load_hub(spec, split, split_spec, skip_bad=skip_bad, limit=limit)
+    path = folder / split_spec.local
+    if not path.is_file():
+        raise DatasetNotFoundError(_not_in_folder(spec, split, split_spec, folder, _named_by(data_dir)))
+    return _load_file(path, spec.name, split, split_spec.fmt, skip_bad=skip_bad, limit=limit, derive=spec.derive)
 
 
-def _not_found(spec: DatasetSpec, split: str, split_spec: SplitSpec, looked: list[Path], why: str) -> str:
-    where = " or ".join(str(p) for p in looked)
-    hubs = ", ".join(h.repo for h in split_spec.hub)
-    fixes = f"set {ENV_DATA_DIR} (or data_dir=) to a folder holding {split_spec.local}, or pass a file path"
-    if hubs:
-        fixes += f", or `pip install datasets` with hub access ({hubs})"
-    extra = ""
+def _offline_hint(spec: DatasetSpec, split: str) -> str:
     if spec.name == "gsm8k-aug" and split == "train":
-        extra = "; for a small offline training set use 'gsm8k-train-aug' (derived from gsm8k/train.jsonl, not GSM8k-AUG)"
+        return "; for a small offline training set use 'gsm8k-train-aug' (derived from gsm8k/train.jsonl, not GSM8k-AUG)"
     if spec.name == "gsm8k-aug-nl" and split == "train":
-        extra = "; for a small offline training set use 'gsm8k-train-aug-nl' (derived from gsm8k/train.jsonl, not GSM8k-AUG-NL)"
-    return f"dataset '{spec.name}' split '{split}': no local file {where}; {why}. To fix: {fixes}{extra}"
+        return "; for a small offline training set use 'gsm8k-train-aug-nl' (derived from gsm8k/train.jsonl, not GSM8k-AUG-NL)"
+    return ""
+
+
+def _not_in_folder(spec: DatasetSpec, split: str, split_spec: SplitSpec, folder: Path, named_by: str) -> str:
+    """A named folder without the file: name both, and every way on; never a silent fall-through."""
+    state = "does not exist" if not folder.exists() else f"has no {split_spec.local}"
+    fixes = f"put {split_spec.local} into {folder}, or name the folder that holds it ({named_by})"
+    hubs = ", ".join(h.repo for h in split_spec.hub)
+    if hubs:
+        fixes += (f", or name no folder (unset {ENV_DATA_DIR}, no --data-dir / data_dir=) to load it from the hub "
+                  f"({hubs}; needs `pip install datasets` and hub access)")
+    return (f"dataset '{spec.name}' split '{split}': the data folder {folder} (named by {named_by}) {state} "
+            f"(looked for {folder / split_spec.local}). To fix: {fixes}{_offline_hint(spec, split)}")
+
+
+def _no_source(spec: DatasetSpec, split: str, split_spec: SplitSpec, why: str) -> str:
+    """No folder named and the hub cannot help: say how to point at local files."""
+    hubs = ", ".join(h.repo for h in split_spec.hub)
+    fixes = (f"set {ENV_DATA_DIR} (or pass --data-dir / data_dir=) to a folder holding {split_spec.local}, "
+             "or pass the file's path")
+    if hubs:
+        fixes += f", or reach the hub ({hubs}; needs `pip install datasets` and network access)"
+    return (f"dataset '{spec.name}' split '{split}': no data folder named ({ENV_DATA_DIR} unset, no --data-dir / "
+            f"data_dir=), so the hub was the source, and {why}. To fix: {fixes}{_offline_hint(spec, split)}")
 
 
 def _load_hub(
-    spec: DatasetSpec, split: str, split_spec: SplitSpec, looked: list[Path], *, skip_bad: bool, limit: int | None
+    spec: DatasetSpec, split: str, split_spec: SplitSpec, *, skip_bad: bool, limit: int | None
 ) -> LoadedDataset:
     if not split_spec.hub:
-        raise DatasetNotFoundError(_not_found(spec, split, split_spec, looked, "it has no hub source"))
+        raise DatasetNotFoundError(_no_source(spec, split, split_spec, "it has no hub source"))
     try:
         import datasets as hf_datasets
     except ImportError as exc:
         raise DatasetNotFoundError(
-            _not_found(spec, split, split_spec, looked, "hub fallback unavailable: the `datasets` package is not installed")
+            _no_source(spec, split, split_spec, "the hub is unavailable: the `datasets` package is not installed")
         ) from exc
 
     failures: list[str] = []
@@ -609,7 +638,7 @@ def _load_hub(
         try:
             parts = [hf_datasets.load_dataset(hub.repo, hub.config, split=s) for s in hub.splits]
         except Exception as exc:  # network, auth or missing-split errors: try the next copy, report all
-            failures.append(f"{hub.repo}: {type(exc).__name__}: {exc}")
+            failures.append(f"{hub.repo}: {type(exc).__name__}: {' '.join(str(exc).split())}")
             last_exc = exc
             continue
         source = f"hub:{hub.repo}" + (f"/{hub.config}" if hub.config else "") + f"[{'+'.join(hub.splits)}]"
@@ -623,5 +652,5 @@ def _load_hub(
         return LoadedDataset(name=spec.name, split=split, source=source, records=records, skip_reasons=reasons,
                              left_out=left_out)
     raise DatasetNotFoundError(
-        _not_found(spec, split, split_spec, looked, "hub load failed (" + "; ".join(failures) + ")")
+        _no_source(spec, split, split_spec, "the hub load failed (" + "; ".join(failures) + ")")
     ) from last_exc

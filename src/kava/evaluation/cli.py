@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (needs --temperature)")
     parser.add_argument("--seed", type=int, default=None, help="sampling seed (needs --temperature; default 0)")
     parser.add_argument("--skip-bad", action="store_true", help="skip malformed dataset rows instead of stopping")
+    parser.add_argument("--data-dir", default=None, help="folder a registered dataset is read from (default: "
+                        "$KAVA_DATA_DIR, else its hub id); a named folder without the file is an error")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
             args.model, args.dataset, split=args.split, limit=args.limit, batch_size=args.batch_size, out=args.out,
             resume=args.resume, overwrite=args.overwrite, max_new_tokens=args.max_new_tokens,
             temperature=args.temperature, top_p=args.top_p, seed=args.seed, skip_bad=args.skip_bad,
-            device=args.device, progress=not args.no_progress)
+            device=args.device, progress=not args.no_progress, data_dir=args.data_dir)
     except EvaluationRefused as exc:
         print(f"kava eval: error: {exc}", file=sys.stderr)
         return exits.BAD_INPUT

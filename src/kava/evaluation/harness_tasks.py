@@ -1,7 +1,7 @@
 """The data and scoring behind kava's offline lm-eval tasks (`kava.evaluation.harness.TASKS_DIR`).
 
-The tasks read kava's local copies through `kava.data.datasets.load_dataset` (never the hub
-when a local file is there, never a substitute) and score an answer with the rule ``kava eval``
+The tasks read their data through `kava.data.datasets.load_dataset` (the folder in
+``$KAVA_DATA_DIR``, else the hub id; never a substitute) and score an answer with the rule ``kava eval``
 uses, so the two agree question by question. Kept apart from `kava.evaluation.harness` because
 lm-eval imports a task's functions from its folder by file, without the model.
 """

@@ -63,6 +63,7 @@ def evaluate_checkpoint(
     skip_bad: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    data_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the model in ``model_dir`` (a run folder, a checkpoint, or a model / exported
     folder) on ``dataset`` (a registered name or a file) and write ``predictions.jsonl`` and
@@ -70,6 +71,8 @@ def evaluate_checkpoint(
 
     The arguments are ``kava eval``'s flags (``--batch-size`` is ``batch_size``; ``progress`` is
     ``not --no-progress``). Greedy unless ``temperature``; ``top_p`` and ``seed`` need it.
+    ``data_dir`` (``--data-dir``) is the folder a registered ``dataset`` is read from; else
+    ``$KAVA_DATA_DIR``, else its hub id (`kava.data.datasets.named_data_dir`).
     Raises `EvaluationRefused` before the model loads when the inputs do not go together, and
     `EvaluationInterrupted` when stopped by a signal (the predictions so far are kept), and
     `kava.runtime.disk.WriteFailed` when the disk refuses a write. A notice of
@@ -83,7 +86,7 @@ def evaluate_checkpoint(
             check_start(out, resume=resume, overwrite=overwrite)
             _check_device(device)
             check_model_dir(find_model_dir(model_dir))
-            data = load_dataset(dataset, split, skip_bad=skip_bad, limit=limit)
+            data = load_dataset(dataset, split, data_dir=data_dir, skip_bad=skip_bad, limit=limit)
             if not data.records:
                 raise DatasetError(f"--dataset: no questions left in {data.source}")
             settings = _settings(model_dir, data, sampling, skip_bad=skip_bad, max_new_tokens=max_new_tokens,

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config values, e.g. train.lr=1e-4")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--data-dir", default=None, help="folder the config's registered datasets are read from "
+                        "(default: $KAVA_DATA_DIR, else their hub ids); a named folder without the file is an error")
     parser.add_argument("--export", type=Path, metavar="DIR",
                         help="instead of training: merge the trained LoRA into the base and write a standalone model to DIR")
     parser.add_argument("--from", dest="export_from", type=Path, metavar="DIR",
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_run_config(args.config, args.overrides)
         if args.export is not None:
             return _export(cfg, args.export, args.export_from)
-        result = train_from_config(cfg, resume=args.resume, progress=not args.no_progress)
+        result = train_from_config(cfg, resume=args.resume, progress=not args.no_progress, data_dir=args.data_dir)
     except (RefusedStart, *INPUT_ERRORS) as e:
         print(f"kava train: error: {_one_line(e)}", file=sys.stderr)
         return exits.BAD_INPUT

@@ -39,16 +39,18 @@ class RefusedStart(Exception):
     a refused start."""
 
 
-def train_from_config(cfg, *, resume: bool = False, progress: bool = True):
+def train_from_config(cfg, *, resume: bool = False, progress: bool = True, data_dir: str | Path | None = None):
     """Train the run `cfg` (a `RunConfig`) describes, or continue it (`resume`); returns the
-    engine's `TrainResult`. Raises `RefusedStart` when the inputs refuse a start."""
+    engine's `TrainResult`. Raises `RefusedStart` when the inputs refuse a start. `data_dir` is
+    the folder its registered datasets are read from (``--data-dir``; else ``$KAVA_DATA_DIR``,
+    else the hub: `kava.data.datasets.named_data_dir`)."""
     from kava.runtime.outputs import hold
     from kava.training.engine import train
 
     main = os.environ.get("RANK", "0") == "0"
     with contextlib.ExitStack() as owned:
         try:
-            data, eval_fn = check_start(cfg, resume, main)
+            data, eval_fn = check_start(cfg, resume, main, data_dir=data_dir)
             if main:
                 owned.enter_context(hold(cfg.output_dir))
                 _report_data(data)
@@ -74,7 +76,7 @@ def report_outcome(result: TrainResult, echo: Callable[[str], None] = print) -> 
     echo(f"trained model: {result.final_dir}" if result.final_dir else f"interrupted; resume from {result.checkpoint}")
 
 
-def check_start(cfg, resume: bool, main: bool):
+def check_start(cfg, resume: bool, main: bool, data_dir: str | Path | None = None):
     """Everything that can refuse a start, checked before anything slow or written: the output
     folder (free, not a file, not an earlier run unless resuming), the split of the batch over
     the processes, the training records, and on ``--resume`` that this is the same run.
@@ -97,10 +99,10 @@ def check_start(cfg, resume: bool, main: bool):
 
         if not torch.cuda.is_available():
             raise ConfigError(f"train.cpu: {world} processes without a GPU need train.cpu: true")
-    data = load_records(cfg)
+    data = load_records(cfg, data_dir)
     if resume:
         check_resume(cfg, fitted, len(data), world)
-    return data, make_eval_fn(cfg)
+    return data, make_eval_fn(cfg, data_dir)
 
 
 def check_resume(cfg, fitted, n_records: int, world: int) -> None:
@@ -179,11 +181,12 @@ def _warn_if_too_big(cfg, tokenizer, records) -> None:
         print(warning, file=sys.stderr)
 
 
-def load_records(cfg):
+def load_records(cfg, data_dir: str | Path | None = None):
     """The training data, each record checked up front: a bad row should stop the run now, not at hour 5."""
     from kava.data.datasets import load_dataset
 
-    data = load_dataset(cfg.data.name, cfg.data.split, skip_bad=cfg.data.skip_bad, limit=cfg.data.limit)
+    data = load_dataset(cfg.data.name, cfg.data.split, data_dir=data_dir, skip_bad=cfg.data.skip_bad,
+                        limit=cfg.data.limit)
     if not data.records:
         raise DatasetError(f"data.name: no training records in {data.source}")
     need_steps = cfg.method.teacher_uses_cot and cfg.method.uses_teacher
@@ -199,7 +202,7 @@ def _report_data(data) -> None:
     print(f"training on {len(data)} records of {data.name} ({data.source})", file=sys.stderr)
 
 
-def make_eval_fn(cfg):
+def make_eval_fn(cfg, data_dir: str | Path | None = None):
     """``eval_fn`` for the engine from the config's ``eval`` section (None without one)."""
     if cfg.eval is None:
         return None
@@ -207,7 +210,7 @@ def make_eval_fn(cfg):
     from kava.evaluation.evaluate import evaluate
 
     spec = cfg.eval
-    data = load_dataset(spec.name, spec.split, limit=spec.limit)
+    data = load_dataset(spec.name, spec.split, data_dir=data_dir, limit=spec.limit)
 
     def eval_fn(model) -> dict[str, float]:
         s = evaluate(model, data, batch_size=spec.batch_size, max_new_tokens=spec.max_new_tokens, progress=False).summary

@@ -142,12 +142,14 @@ class Plan:
 # --------------------------------------------------------------------------- the API
 
 def plan(run_config, processes: int = 1, device_memory: int | None = None, *, tokenizer: Any = None,
-         records: list | None = None) -> Plan:
+         records: list | None = None, data_dir: str | Path | None = None) -> Plan:
     """Plan the run `run_config` (a `RunConfig`) describes on `processes` processes.
 
     `device_memory` (bytes) is what each process may use; None: the config's device (a CPU
     config: this machine's RAM; a GPU config: the local GPU's, else `DEFAULT_GPU_MEMORY`).
-    `tokenizer` and `records` spare the load when the caller has them (``kava train``).
+    `tokenizer` and `records` spare the load when the caller has them (``kava train``); without
+    `records` the config's data is read from the local folder `data_dir` (else ``$KAVA_DATA_DIR``;
+    `kava.data.datasets.named_data_dir`), never from the hub.
     Raises `ConfigError` for a model whose shape is unknown offline or a batch that does not split.
     """
     cfg, method = run_config, run_config.method
@@ -161,7 +163,7 @@ def plan(run_config, processes: int = 1, device_memory: int | None = None, *, to
     device, memory, on_gpu = _device(cfg, device_memory)
     act_bytes = 2 if on_gpu and _mixed(cfg) in ("bf16", "fp16") else _BYTES[cfg.model.dtype]
     precision = _precision(cfg, on_gpu)
-    lengths, n_records, records_source = _lengths(cfg, method, tokenizer, records)
+    lengths, n_records, records_source = _lengths(cfg, method, tokenizer, records, data_dir)
 
     w = counts.weights_bytes
     g = counts.trainable_bytes
@@ -405,28 +407,33 @@ def _tokenizer(cfg):
     return tok
 
 
-def _lengths(cfg, method: KavaConfig, tokenizer, records: list | None) -> tuple[Lengths, int, str]:
+def _lengths(cfg, method: KavaConfig, tokenizer, records: list | None,
+             data_dir: str | Path | None = None) -> tuple[Lengths, int, str]:
     """Length percentiles over the first `LENGTH_SAMPLE` records, the number of records and where they came from.
 
     Without given records the answer is cached per process by everything it depends on, so
     planning many configs (docs/plan.md) tokenizes each dataset once per tokenizer."""
     if records is not None:
         return _measure_lengths(cfg, method, tokenizer, records)
+    from kava.data.datasets import named_data_dir
+
+    folder = named_data_dir(data_dir)
     key = (getattr(tokenizer, "kava_plan_name", None), cfg.data.name, cfg.data.split, cfg.data.limit,
            method.teacher_drop_last_step, method.teacher_uses_cot, method.answer_prompt, method.use_chat_template,
-           _is_smollm2_run(cfg))
+           _is_smollm2_run(cfg), folder and str(folder.resolve()))
     if key[0] is None:
-        return _measure_lengths(cfg, method, tokenizer, None)
+        return _measure_lengths(cfg, method, tokenizer, None, folder)
     if key not in _LENGTHS:
-        _LENGTHS[key] = _measure_lengths(cfg, method, tokenizer, None)
+        _LENGTHS[key] = _measure_lengths(cfg, method, tokenizer, None, folder)
     return _LENGTHS[key]
 
 
 _LENGTHS: dict[tuple, tuple[Lengths, int, str]] = {}
 
 
-def _measure_lengths(cfg, method: KavaConfig, tokenizer, records: list | None) -> tuple[Lengths, int, str]:
-    from kava.data.datasets import data_dir_candidates, dataset_entry, load_dataset
+def _measure_lengths(cfg, method: KavaConfig, tokenizer, records: list | None,
+                     folder: Path | None = None) -> tuple[Lengths, int, str]:
+    from kava.data.datasets import ENV_DATA_DIR, dataset_entry, load_dataset
     from kava.model.tokens import add_special_tokens
 
     name, split = cfg.data.name, cfg.data.split
@@ -434,14 +441,19 @@ def _measure_lengths(cfg, method: KavaConfig, tokenizer, records: list | None) -
     n_records = None
     if records is None:
         spec = dataset_entry(name, split)
-        if spec is not None and not any((d / spec.splits[split].local).is_file() for d in data_dir_candidates()):
+        if spec is not None and folder is None:
+            raise ConfigError(f"data.name: kava plan reads local data only and no data folder is named: set "
+                              f"{ENV_DATA_DIR} (or pass --data-dir) to a folder holding {spec.splits[split].local}")
+        if spec is not None and not (folder / spec.splits[split].local).is_file():
             if (name, split) not in HUB_ONLY_SPLITS:
-                raise ConfigError(f"data.name: {name} [{split}] is not on this machine; kava plan reads local data only")
+                raise ConfigError(f"data.name: {name} [{split}] is not in the data folder {folder} (no "
+                                  f"{spec.splits[split].local}); kava plan reads local data only")
             (name, split), n_records = HUB_ONLY_SPLITS[(name, split)]
             where += f" (hub only: {n_records:,} records as published; lengths from the local {name} [{split}])"
-        full = load_dataset(name, split, limit=cfg.data.limit) if n_records is None else None
+        full = load_dataset(name, split, data_dir=folder, limit=cfg.data.limit) if n_records is None else None
         n_records = len(full) if full is not None else min(n_records, cfg.data.limit or n_records)
-        records = (full.records if full is not None else load_dataset(name, split, limit=LENGTH_SAMPLE).records)
+        records = (full.records if full is not None
+                   else load_dataset(name, split, data_dir=folder, limit=LENGTH_SAMPLE).records)
     else:
         n_records = len(records)
     sample = records[:LENGTH_SAMPLE]
@@ -554,7 +566,7 @@ def render(p: Plan) -> str:
     return "\n".join(lines)
 
 
-def markdown(paths: list[Path]) -> str:
+def markdown(paths: list[Path], data_dir: str | Path | None = None) -> str:
     """docs/plan.md: every config on its stated device (one process), and a GPU config on one and
     eight 80 GB GPUs; then the plan against measured peaks (docs/bench/plan_vs_measured.json)."""
     import json
@@ -580,7 +592,7 @@ def markdown(paths: list[Path]) -> str:
         if "distributed_type" in (yaml.safe_load(Path(path).read_text()) or {}):
             continue  # an accelerate launch config (configs/accelerate_fsdp.yaml), not a run
         cfg = load_run_config(path)
-        own = plan(cfg, processes=1, device_memory=int(DEFAULT_GPU_MEMORY))
+        own = plan(cfg, processes=1, device_memory=int(DEFAULT_GPU_MEMORY), data_dir=data_dir)
         n = own.lengths
         gc = " (grad. ckpt.)" if cfg.train.gradient_checkpointing else ""
         if cfg.train.cpu:
@@ -588,7 +600,7 @@ def markdown(paths: list[Path]) -> str:
         else:
             stated = f"GPU: {size(own.configured.bytes)}{gc}"
             one = f"{size(own.configured.bytes)} {'fits' if own.configured.fits else '**does not fit**'}"
-            p8 = plan(cfg, processes=8, device_memory=int(DEFAULT_GPU_MEMORY))
+            p8 = plan(cfg, processes=8, device_memory=int(DEFAULT_GPU_MEMORY), data_dir=data_dir)
             fsdp, ddp = p8.row("FSDP", 8, cfg.train.gradient_checkpointing), p8.row("DDP", 8, cfg.train.gradient_checkpointing)
             eight = f"{size(fsdp.bytes)} ({size(ddp.bytes)}) {'fits' if fsdp.fits else '**does not fit**'}"
         out.append(f"| {path.name} | {own.model} ({_short(own.shape_source)}) | {own.trainable_params:,} | "

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpu-memory", metavar="SIZE",
                         help="memory of one device, e.g. 80GB or 24GiB (default: the config's device: this machine's "
                              "RAM for a CPU config, the local GPU's or 80 GB for a GPU config)")
+    parser.add_argument("--data-dir", default=None, help="folder the config's registered datasets are read from "
+                        "(default: $KAVA_DATA_DIR; kava plan reads local data only)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
         if args.processes < 1:
             raise ValueError(f"--processes: must be at least 1, got {args.processes}")
         if args.markdown:
-            print(markdown(list(args.markdown)), end="")
+            print(markdown(list(args.markdown), data_dir=args.data_dir), end="")
             return exits.OK
         if args.config is None:
             raise ValueError("--config: required (or --markdown CONFIG...)")
         memory = parse_bytes(args.gpu_memory) if args.gpu_memory else None
         cfg = load_run_config(args.config, args.overrides)
-        result = plan(cfg, processes=args.processes, device_memory=memory)
+        result = plan(cfg, processes=args.processes, device_memory=memory, data_dir=args.data_dir)
     except (ValueError, *INPUT_ERRORS) as e:
         print(f"kava plan: error: {' '.join(str(e).split())}", file=sys.stderr)
         return exits.BAD_INPUT
