@@ -5,7 +5,9 @@ wrapped with LoRA at init (a no-op) and prompted in kava's plain-text format ``Q
 ``Q The answer is:`` (direct), which it was never trained on, so accuracies are near zero. What
 the run shows is the cost side: forward passes, generated tokens, cache size and speed.
 
-Usage: python benchmarks/eval_smollm2.py [--limit 50] [--batch-size 16] [--out DIR] [--threads N]
+Usage: python benchmarks/eval_smollm2.py [--limit 50] [--batch-size 16] [--out DIR] [--threads N] [--data-dir DIR]
+
+GSM8k is read from --data-dir, else $KAVA_DATA_DIR (e.g. ../shared/data), else the hub (openai/gsm8k).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import torch
 
 from kava.config import preset
-from kava.data.datasets import load_dataset
+from kava.data.datasets import DatasetError, load_dataset
 from kava.evaluation.evaluate import evaluate, write_results
 from kava.model.kava_model import KavaModel
 from kava.model.loading import smollm2_source
@@ -36,14 +38,19 @@ def main() -> None:
     parser.add_argument("--out", default="outputs/bench/eval_smollm2")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 avoids oversubscription when other jobs share the cores)")
+    parser.add_argument("--data-dir", default=None,
+                        help="folder holding gsm8k/test.jsonl (default: $KAVA_DATA_DIR, else the hub)")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    try:
+        data = load_dataset("gsm8k", "test", data_dir=args.data_dir, limit=args.limit)
+    except DatasetError as e:
+        parser.error(str(e))
 
     t0 = time.perf_counter()
     base_lm, base_tok = smollm2_source().load()
     print(f"loaded SmolLM2-135M-Instruct in {time.perf_counter() - t0:.0f} s")
-    data = load_dataset("gsm8k", "test", limit=args.limit)
     limits = {"cot": args.cot_max_new_tokens, "direct": args.direct_max_new_tokens}
     summaries = {}
     for mode, name in MODES.items():

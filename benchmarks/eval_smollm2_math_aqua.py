@@ -18,6 +18,8 @@ instead of ``summary.json``, which marks a complete one.
 Usage: python benchmarks/eval_smollm2_math_aqua.py [--jobs math500:direct,aqua:cot,...]
        [--batch-size 16] [--cot-limit math500=N,aqua=N] [--threads 1] [--stop-at HH:MM] [--out DIR]
        python benchmarks/eval_smollm2_math_aqua.py --rescore [--out DIR]
+
+The sets are read from --data-dir, else $KAVA_DATA_DIR (e.g. ../shared/data), else their hub ids.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 import torch
 
 from kava.config import preset
-from kava.data.datasets import load_dataset
+from kava.data.datasets import DatasetError, load_dataset
 from kava.data.grading import grade
 from kava.evaluation.answering import answer_part
 from kava.evaluation.evaluate import EvaluationStopped, evaluate, summarize
@@ -62,9 +64,14 @@ def main() -> None:
     parser.add_argument("--stop-at", default=None, help="UTC time HH:MM: stop after the batch in flight then "
                         "(the predictions so far are kept; rerun to resume)")
     parser.add_argument("--rescore", action="store_true", help="score the predictions in --out again, decoding nothing")
+    parser.add_argument("--data-dir", default=None, help="folder holding math500/ and aqua/ "
+                        "(default: $KAVA_DATA_DIR, else the hub)")
     args = parser.parse_args()
     if args.rescore:
-        rescore(Path(args.out))
+        try:
+            rescore(Path(args.out), args.data_dir)
+        except DatasetError as e:
+            parser.error(str(e))
         return
     torch.set_num_threads(args.threads)
     cot_limit = _pairs(args.cot_limit)
@@ -74,13 +81,20 @@ def main() -> None:
         hour, minute = map(int, args.stop_at.split(":"))
         deadline = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
 
+    loaded = {}
+    for job in args.jobs.split(","):  # every job's data first: a missing set stops the run before any work
+        dataset, mode = job.split(":")
+        limit = args.limit if args.limit is not None else (cot_limit.get(dataset) if mode == "cot" else None)
+        try:
+            loaded[job] = load_dataset(dataset, "test", data_dir=args.data_dir, limit=limit)
+        except DatasetError as e:
+            parser.error(str(e))
+
     t0 = time.perf_counter()
     base_lm, base_tok = smollm2_source().load()
     print(f"loaded SmolLM2-135M-Instruct in {time.perf_counter() - t0:.0f} s", flush=True)
-    for job in args.jobs.split(","):
+    for job, data in loaded.items():
         dataset, mode = job.split(":")
-        limit = args.limit if args.limit is not None else (cot_limit.get(dataset) if mode == "cot" else None)
-        data = load_dataset(dataset, "test", limit=limit)
         tokens = COT_TOKENS[dataset] if mode == "cot" else DIRECT_TOKENS
         out = Path(args.out) / f"{dataset}-{mode}"
         if (out / "summary.json").is_file():
@@ -110,11 +124,11 @@ def main() -> None:
               f"rules {json.dumps(s['answer_rules'])}, {s['total_time_s']:.0f} s", flush=True)
 
 
-def rescore(out: Path) -> None:
+def rescore(out: Path, data_dir: str | None = None) -> None:
     """Grade every job's stored predictions again with the current checkers (module docstring)."""
     for folder in sorted(p for p in out.iterdir() if (p / "eval_run.json").is_file()):
         settings = json.loads((folder / "eval_run.json").read_text())
-        data = load_dataset(settings["dataset"], settings["split"], limit=settings["questions"])
+        data = load_dataset(settings["dataset"], settings["split"], data_dir=data_dir, limit=settings["questions"])
         prompt = preset(PRESETS[settings["mode"]]).answer_prompt
         rows = [json.loads(line) for line in (folder / "predictions.jsonl").read_text().splitlines() if line.strip()]
         rows.sort(key=lambda p: p["index"])

@@ -19,7 +19,8 @@ iterations, R-KV eviction, bf16 autocast over fp32 master weights (what `acceler
 and CoT alternate, one each per round, and their ratio is the median over rounds of the paired
 ratios; every timing waits for the GPU (`torch.cuda.synchronize`).
 
-    python benchmarks/gpu_check.py --prepare .gpu        # here: tokenizer + records the GPU machine lacks
+    python benchmarks/gpu_check.py --prepare .gpu [--data-dir ../shared/data]   # here: tokenizer + records
+                                                         # the GPU machine lacks (data: else $KAVA_DATA_DIR, else the hub)
     bash benchmarks/gpu_check.sh                         # there (device `run`, carry .gpu and .whl)
     python benchmarks/gpu_check.py --assets .gpu --device cpu --smoke --out /tmp/g   # the CPU smoke run
 
@@ -61,14 +62,15 @@ SMOKE_KNOBS = {"num_latents": 4, "num_iterations": 1, "lora_r": 4}
 METHODS = ("kava", "cot")
 
 
-def prepare(assets: Path, n_records: int) -> None:
-    """Save SmolLM2's tokenizer and ``n_records`` GSM8k-AUG validation records into ``assets``."""
+def prepare(assets: Path, n_records: int, data_dir: str | None = None) -> None:
+    """Save SmolLM2's tokenizer and ``n_records`` GSM8k-AUG validation records into ``assets``
+    (read from `data_dir`, else ``$KAVA_DATA_DIR``, else the hub)."""
     from kava.data.datasets import load_dataset
     from kava.model.loading import smollm2_source
 
+    records = load_dataset("gsm8k-aug", "valid", data_dir=data_dir, limit=n_records).records
     assets.mkdir(parents=True, exist_ok=True)
     smollm2_source().load_tokenizer().save_pretrained(assets / "tokenizer")
-    records = load_dataset("gsm8k-aug", "valid", limit=n_records).records
     with open(assets / "records.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps({"question": r.question, "steps": list(r.steps), "answer": r.answer}) + "\n")
@@ -216,6 +218,7 @@ def demo_part(out: Path, device: str, smoke: bool) -> dict[str, Any]:
     import dataclasses
 
     from kava.demo import run as demo
+    from kava.experiments.demo_preset import run_demo
 
     settings = (demo.DemoSettings(steps={"nocot": 2, "cot": 2, "latent": 2}, test_size=8, eval_batch_size=8,
                                   curve_points=0, threads=1) if smoke else demo.DemoSettings())
@@ -224,7 +227,7 @@ def demo_part(out: Path, device: str, smoke: bool) -> dict[str, Any]:
         demo.train_config = lambda s, method, seed: dataclasses.replace(on_cpu(s, method, seed), cpu=False)
     try:
         t0 = time.perf_counter()
-        result = demo.run_demo(out / "demo", settings, progress=False)
+        result = run_demo(out / "demo", settings, progress=False)
         wall = time.perf_counter() - t0
     finally:
         demo.train_config = on_cpu
@@ -346,10 +349,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch1-questions", type=int, default=8)
     p.add_argument("--cot-tokens", type=int, default=100, help="CoT answer length (GSM8k-AUG traces: ~100 tokens)")
     p.add_argument("--records", type=int, default=64, help="with --prepare: how many")
+    p.add_argument("--data-dir", default=None, help="with --prepare: folder holding gsm8k-aug/valid.txt "
+                   "(default: $KAVA_DATA_DIR, else the hub)")
     p.add_argument("--smoke", action="store_true", help="tiny models, M = 4, T = 1, a shrunk demo: a check that it runs (CPU)")
     a = p.parse_args(argv)
     if a.prepare:
-        prepare(a.prepare, a.records)
+        from kava.data.datasets import DatasetError
+
+        try:
+            prepare(a.prepare, a.records, a.data_dir)
+        except DatasetError as e:
+            p.error(str(e))
         return 0
     if a.out is None:
         p.error("--out is required to measure")

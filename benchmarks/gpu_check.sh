@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The performance issue's GPU check, as one device `run` (carry: .gpu .whl; see gpu_check.py).
 # Prepared here first (no GPU needed):
-#   python benchmarks/gpu_check.py --prepare .gpu
+#   python benchmarks/gpu_check.py --prepare .gpu --data-dir ../shared/data   (or KAVA_DATA_DIR set)
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 -d .whl transformers==5.24.0 peft==0.21.2 pydantic==2.14.4 \
 #     pydantic-core==2.50.5 annotated-types typing-inspection

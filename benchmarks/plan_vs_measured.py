@@ -11,11 +11,16 @@ are added with the planner's estimate for the same settings.
 
     python benchmarks/plan_vs_measured.py            # writes docs/bench/plan_vs_measured.json
     python benchmarks/plan_vs_measured.py --replan   # the planner's side again, the measurements kept
+
+The configs' data is read from ``--data-dir``, else ``$KAVA_DATA_DIR`` (e.g. ../shared/data): the
+planner reads local data only. The folder is passed to every child process as ``KAVA_DATA_DIR``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -122,7 +127,18 @@ def replan(row: dict) -> dict:
 
 
 def main() -> None:
-    if "--replan" in sys.argv[1:]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replan", action="store_true", help="the planner's side again, the measurements kept")
+    parser.add_argument("--data-dir", default=None, help="folder holding the configs' data (default: $KAVA_DATA_DIR)")
+    args = parser.parse_args()
+    from kava.data.datasets import ENV_DATA_DIR, named_data_dir
+
+    folder = named_data_dir(args.data_dir)
+    if folder is None:
+        parser.error(f"no data folder named: pass --data-dir or set {ENV_DATA_DIR} (e.g. ../shared/data); "
+                     "the planner reads local data only")
+    os.environ[ENV_DATA_DIR] = str(folder)  # the planner here and each child process read this folder
+    if args.replan:
         rows = [replan(r) for r in json.loads(OUT.read_text())["rows"] if "overrides" in r]
     else:
         rows = [measure(c, o) for c, o in RUNS]

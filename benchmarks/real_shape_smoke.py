@@ -17,8 +17,10 @@ and runs every stage a user would, each as its own ``kava`` process (``python -m
 Per stage it records the exit status, the child's peak RSS (``os.wait4``'s rusage of that very
 process), wall time and ``os.getloadavg()``; per training run s/step (the engine's ``step_time_s``
 from history.jsonl), checkpoint and final/ folder bytes; then the export's bytes and how many
-questions the evaluation answered. Training data is GSM8k-AUG's local validation split (the
-385k-row train split is hub-only), the first ``--records`` records.
+questions the evaluation answered. Training data is GSM8k-AUG's validation split (the
+385k-row train split is hub-only), the first ``--records`` records, read from ``--data-dir``, else
+``$KAVA_DATA_DIR`` (e.g. ../shared/data), else the hub; checked before any shape runs, and the
+folder is passed to every ``kava`` process as ``KAVA_DATA_DIR``.
 
 A shape is run only when its estimated peak fits the memory available now (`free`'s "available"):
 the estimate scales the fp32 weight bytes by the largest peak-RSS-to-weights ratio measured so far
@@ -377,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="torch threads of each kava process (OMP_NUM_THREADS; on a busy machine 1 beats 2)")
     p.add_argument("--tiny", action="store_true", help="a cut-down Qwen2.5-0.5B and M 4, T 1, r 8 (the test's run)")
     p.add_argument("--markdown-only", action="store_true", help="rewrite the .md from the JSON, measure nothing")
+    p.add_argument("--data-dir", default=None, help="folder holding gsm8k-aug/ (default: $KAVA_DATA_DIR, else the hub)")
     a = p.parse_args(argv)
     if a.markdown_only:
         if not a.out.is_file():
@@ -390,6 +393,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--shapes: {', '.join(unknown)} not among {', '.join(SHAPES)}")
     if a.records < BATCH_SIZE * 3:
         p.error(f"--records {a.records}: 3 steps of batch {BATCH_SIZE} need at least {BATCH_SIZE * 3}")
+    from kava.data.datasets import ENV_DATA_DIR, DatasetError, load_dataset, named_data_dir
+
+    try:  # the data of every stage, before any work: a missing folder or file is one line now
+        for split in ("valid", "test"):
+            load_dataset("gsm8k-aug", split, data_dir=a.data_dir, limit=1)
+    except DatasetError as e:
+        p.error(str(e))
+    if named_data_dir(a.data_dir) is not None:  # each kava process (run_kava) reads the same folder
+        os.environ[ENV_DATA_DIR] = str(named_data_dir(a.data_dir))
     shapes = {"tiny-qwen2": TINY} if a.tiny else {n: SHAPES[n] for n in names}
     knobs = {"num_latents": 4, "num_iterations": 1, "lora_r": 8} if a.tiny else None
     earlier = json.loads(a.out.read_text()) if a.out.is_file() else {"runs": [], "skipped": []}

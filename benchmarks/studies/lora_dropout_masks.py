@@ -105,7 +105,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3, help="LoRA's lr (the demo's full fine-tuning uses 1e-3)")
     p.add_argument("--valid", type=int, default=200)
     p.add_argument("--runs", type=Path, default=Path("outputs/bench/lora_dropout_masks"), help="training runs' folder")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--data-dir", default=None, help="folder holding gsm8k-aug/valid.txt (default: $KAVA_DATA_DIR, "
+                   "else the hub)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("outputs/bench"))
     a = p.parse_args()
@@ -114,7 +115,12 @@ def main() -> None:
     path = a.out / "lora_dropout_masks.json"
     report = json.loads(path.read_text()) if path.exists() else {}
     if a.cost:
-        report["cost"] = cost(a.rounds, a.batch, a.data_dir)
+        from kava.data.datasets import DatasetError
+
+        try:
+            report["cost"] = cost(a.rounds, a.batch, a.data_dir)
+        except DatasetError as e:
+            p.error(str(e))
         print(json.dumps(report["cost"], indent=2), flush=True)
     if a.train:
         report["training"] = train(a.demo, [int(s) for s in a.seeds.split(",")], a.steps, a.lr, a.valid, a.runs)

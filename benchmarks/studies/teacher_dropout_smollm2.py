@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from kava.config import preset
-from kava.data.datasets import load_dataset
+from kava.data.datasets import DatasetError, load_dataset
 from kava.model.kava_model import KavaModel
 from kava.model.loading import ModelSource
 from kava.model.teacher_compression import teacher_targets
@@ -63,13 +63,18 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default="outputs/bench/teacher_dropout")
+    p.add_argument("--data-dir", default=None, help="folder holding gsm8k/train.jsonl and gsm8k-aug/valid.txt "
+                   "(default: $KAVA_DATA_DIR, else the hub)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        train = load_dataset("gsm8k-train-aug", data_dir=args.data_dir).records[: args.steps * args.batch_size]
+        valid = load_dataset("gsm8k-aug", "valid", data_dir=args.data_dir).records[: args.valid]
+    except DatasetError as e:
+        p.error(str(e))
 
     lm, tok = ModelSource.parse("smollm2").load()
-    train = load_dataset("gsm8k-train-aug").records[: args.steps * args.batch_size]
-    valid = load_dataset("gsm8k-aug", "valid").records[: args.valid]
     models: dict[str, KavaModel] = {}
     for on in (True, False):
         torch.manual_seed(0)  # same LoRA init, projection and new rows for both
