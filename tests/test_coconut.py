@@ -7,7 +7,7 @@ import torch
 
 from kava.api import generate
 from kava.config import ConfigError, preset
-from kava.data.curriculum import CoconutSchedule
+from kava.curricula.coconut import CoconutSchedule
 from kava.data.records import Record
 from kava.model.sequences import positions_from_mask
 from kava.model.kava_model import KavaModel

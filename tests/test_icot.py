@@ -9,7 +9,7 @@ import torch
 
 from kava.api import generate
 from kava.config import ConfigError, preset
-from kava.data.curriculum import ICoTSchedule, offset_probabilities
+from kava.curricula.icot import ICoTSchedule, offset_probabilities
 from kava.model.kava_model import KavaModel
 from kava.training.engine import train
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
+from kava import curricula
 from kava.compression import EVICTIONS
 from kava.losses import ELEMENTWISE, TERMS, term_on
 from kava.methods import METHODS, lookup
@@ -25,7 +26,7 @@ EVICTION_SCOPES = ("per_head", "shared")
 SNAPKV_POOLINGS = ("avgpool", "maxpool")
 FINETUNE = ("lora", "full")
 LORA_DROPOUT_MASKS = ("per_adapter", "per_input")
-CURRICULA = ("none", "coconut", "icot")
+CURRICULA = curricula.CHOICES  # "none" and every registered curriculum (kava.curricula)
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 def _not_blank(text: str) -> str:
@@ -100,7 +101,7 @@ class KavaConfig:
     codi_loss: Annotated[str, one_of(ELEMENTWISE)] = Field("smooth_l1", description="the elementwise loss of L_CODI")
     kv_loss: Annotated[str, one_of(ELEMENTWISE)] = Field("smooth_l1", description="the elementwise loss of L_KV")
     kv_layerwise_std: Bool = Field(True, description="normalise L_CODI and L_KV per layer by the teacher's standard deviation")
-    # Curricula (kava.data.curriculum). Coconut: at stage k the first k trace steps become k·c
+    # Curricula (kava.curricula). Coconut: at stage k the first k trace steps become k·c
     # continuous thoughts, the rest stays text (the official GSM8k run: c = 2, K = 3, 3 epochs a
     # stage). iCoT: one more trace token removed from the front each stage (the official GSM8k run:
     # Δ = 8 tokens an epoch, λ = 4, everything from 39 on). Both reset the optimizer when a stage
@@ -131,12 +132,10 @@ class KavaConfig:
         """The checks that span knobs (the single-knob ones sit on the fields)."""
         if not (self.uses_student or self.uses_teacher):
             raise ConfigError("method: the configuration trains nothing: enable student_ce, teacher_ce or a distillation weight")
-        if self.curriculum == "coconut":
-            self._check_coconut()
+        curriculum = curricula.lookup(self.curriculum)
+        if curriculum is not None:
+            curriculum.check_config(self)
         self._check_eviction_rule()
-        if self.curriculum == "icot" and (self.uses_student or not self.teacher_uses_cot or self.teacher_drop_last_step):
-            raise ConfigError("method.curriculum: icot trains the teacher's CoT alone, its whole trace (student_ce false, "
-                              "alpha_codi 0, alpha_kv 0, teacher_drop_last_step false); use method.preset: icot")
 
     def _check_eviction_rule(self) -> None:
         """The references' own constraints, checked where the chosen rule reads the knob."""
@@ -148,18 +147,6 @@ class KavaConfig:
                               f"{self.num_latents}), got {self.rkv_recent}")
         if self.eviction == "streamingllm" and self.streamingllm_sinks > self.num_latents:
             raise ConfigError(f"method.streamingllm_sinks: at most num_latents ({self.num_latents}), got {self.streamingllm_sinks}")
-
-    def _check_coconut(self) -> None:
-        budget = self.thoughts_per_step * self.max_stage
-        if self.num_latents != budget:
-            raise ConfigError(f"method.num_latents: Coconut answers after K·c = {self.max_stage}·{self.thoughts_per_step} = "
-                              f"{budget} thoughts, so num_latents must be {budget}, got {self.num_latents}")
-        if self.start_stage > self.max_stage + 1:
-            raise ConfigError(f"method.start_stage: at most K + 1 = {self.max_stage + 1}, got {self.start_stage}")
-        if self.uses_teacher or not self.student_ce or self.latent_mode != "sequential" or self.use_projection:
-            raise ConfigError("method.curriculum: coconut trains the student's CE alone, its thoughts sequential and "
-                              "unprojected (teacher_ce false, alpha_codi 0, alpha_kv 0, latent_mode sequential, "
-                              "use_projection false); use method.preset: coconut")
 
     # ---- derived behaviour -------------------------------------------------------------
     def _runs(self, loss_pass: str) -> bool:
@@ -182,24 +169,22 @@ class KavaConfig:
 
     @property
     def inference_mode(self) -> Literal["latent", "cot", "direct"]:
-        """How a model trained with this config answers: latents, a written CoT, or directly."""
-        if self.uses_student:
-            return "latent"
-        return "cot" if self.teacher_uses_cot and self.curriculum != "icot" else "direct"
+        """How a model trained with this config answers: latents, a written CoT, or directly (a
+        curriculum may change it: iCoT's model has no trace left to write)."""
+        mode = "latent" if self.uses_student else "cot" if self.teacher_uses_cot else "direct"
+        curriculum = curricula.lookup(self.curriculum)
+        return mode if curriculum is None else curriculum.answer_mode(self, mode)
 
-    def curriculum_schedule(self):
-        """The stage schedule of a curriculum (`kava.data.curriculum`); None without one. Training
+    def curriculum_schedule(self) -> curricula.Curriculum | None:
+        """The curriculum's schedule under this config (`kava.curricula`); None without one. Training
         asks for it first, so a run without ``stage_steps`` stops before its first step."""
-        if self.curriculum == "none":
+        curriculum = curricula.lookup(self.curriculum)
+        if curriculum is None:
             return None
         if self.stage_steps < 1:
             raise ConfigError(f"method.stage_steps: the {self.curriculum} curriculum needs the optimizer steps per stage "
                               f"(> 0), got {self.stage_steps}")
-        from kava.data.curriculum import CoconutSchedule, ICoTSchedule
-
-        if self.curriculum == "coconut":
-            return CoconutSchedule(self.thoughts_per_step, self.max_stage, self.stage_steps, self.start_stage)
-        return ICoTSchedule(self.stage_steps, self.removal_smoothing, self.remove_all_at, seed=self.seed)
+        return curriculum.from_config(self)
 
     @property
     def lora_enabled(self) -> bool:

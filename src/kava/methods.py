@@ -85,7 +85,7 @@ register(Method("nocot", {"student_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.
                 demo=True, full_demo=True, bench=4, bench_answers="direct"))
 register(Method("pause", {"num_iterations": 0, "teacher_ce": False, "alpha_codi": 0.0, "alpha_kv": 0.0}, latent=True,
                 keeps=("num_iterations", "alpha_codi"), order=5, full_demo=True))
-# The curricula (kava.data.curriculum): both continue from the CoT model, and keep their own M, T
+# The curricula (kava.curricula): both continue from the CoT model, and keep their own M, T
 # and α_CODI (iCoT has no student; Coconut's thoughts are K·c, its loss the student CE alone).
 # The bench times each across its curriculum (`kava.benchmark.bench.curriculum_batches`); their
 # answers are not timed: iCoT answers as No-CoT does, and Coconut's model is trained by `--full` only.

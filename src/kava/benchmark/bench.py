@@ -228,14 +228,13 @@ def time_inference(models: dict[str, Any], questions: Sequence[str], batch_size:
 def curriculum_batches(builder, groups: Sequence[Sequence[Any]]) -> list[Batch]:
     """A curriculum method's batches, one per group of records: batch i is built at step
     i·end / (n − 1), from the curriculum's first step to ``end``, the step from which it no longer
-    changes (Coconut: every trace step a thought; iCoT: the longest trace of the groups gone)."""
+    changes on the groups' traces (`Curriculum.settled_at`; Coconut: every trace step a thought;
+    iCoT: the longest trace of the groups gone)."""
     cfg = builder.config
     schedule = cfg.curriculum_schedule()
-    if cfg.curriculum == "coconut":
-        end = schedule.complete_at
-    else:
-        end = schedule.complete_at(max(len(builder.cot_ids(r.steps, drop_last=cfg.teacher_drop_last_step))
-                                       for group in groups for r in group))
+    longest = max((len(builder.cot_ids(r.steps, drop_last=cfg.teacher_drop_last_step)) for group in groups for r in group),
+                  default=0)
+    end = schedule.settled_at(longest)
     return [builder.training_batch(group, step=i * end // max(1, len(groups) - 1)) for i, group in enumerate(groups)]
 
 

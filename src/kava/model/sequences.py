@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from kava.config import ConfigError, KavaConfig
-from kava.data.curriculum import CoconutStage, ICoTSchedule
+from kava.curricula import Curriculum, StudentStage
 from kava.data.records import Record
 
 BOT, EOT, LATENT = "<bot>", "<eot>", "<latent>"
@@ -109,8 +109,9 @@ class SequenceBuilder:
     def training_batch(self, records: Sequence[Record], step: int | None = None) -> dict[str, torch.Tensor]:
         """Tensors for one training step; keys ``t_*`` feed the teacher pass, ``s_*`` the student.
 
-        ``step`` (optimizer steps done) is needed by a curriculum (Coconut): it sets the stage, so
-        the student writes the trace steps left after its thoughts (``s_num_latents`` of them)."""
+        ``step`` (optimizer steps done) is needed by a curriculum (`kava.curricula`): it sets the
+        stage, which shapes the teacher's trace (iCoT removes its first tokens) or the student's
+        sequence (Coconut writes the trace steps left after its ``s_num_latents`` thoughts)."""
         if not records:
             raise ValueError("empty batch")
         cfg = self.config
@@ -122,22 +123,23 @@ class SequenceBuilder:
             r.validate(need_steps=need_steps, where=f"batch record {i}")
         batch: dict[str, torch.Tensor] = {}
         if cfg.uses_teacher:
-            batch.update(self._teacher(records, schedule if cfg.curriculum == "icot" else None, step))
+            batch.update(self._teacher(records, schedule, step))
         if cfg.uses_student:
-            batch.update(self._student(records, schedule.at(step) if cfg.curriculum == "coconut" else None))
+            batch.update(self._student(records, None if schedule is None else schedule.student_stage(step)))
         return batch
 
-    def _teacher(self, records: Sequence[Record], removal: ICoTSchedule | None = None,
+    def _teacher(self, records: Sequence[Record], curriculum: Curriculum | None = None,
                  step: int | None = None) -> dict[str, torch.Tensor]:
-        """``[bos] Q C' P A [eos]``; under iCoT's ``removal`` at ``step``, C' loses its first tokens."""
+        """``[bos] Q C' P A [eos]``; under a ``curriculum`` C' is its trace at ``step`` (iCoT's loses
+        its first tokens)."""
         cfg = self.config
         q_ids = [self.question_ids(r.question) for r in records]
         question = self._left_pad(q_ids, "q")
         rest = []
         for r, q in zip(records, q_ids):
             c = self.cot_ids(r.steps, drop_last=cfg.teacher_drop_last_step) if cfg.teacher_uses_cot else []
-            if removal is not None:
-                c = c[removal.removed(step, len(c), bytes(str(q + c), "utf-8")):]
+            if curriculum is not None:
+                c = curriculum.teacher_trace(step, c, bytes(str(q + c), "utf-8"))
             rest.append((c, self.prompt_ids, self.answer_ids(r.answer)))
         B, Lq = question["q_ids"].shape
         S = Lq + max(sum(len(p) for p in row) for row in rest)
@@ -181,9 +183,10 @@ class SequenceBuilder:
             mask[b, L - len(s) :] = 1
         return {f"{name}_ids": ids, f"{name}_mask": mask}
 
-    def _student(self, records: Sequence[Record], stage: CoconutStage | None = None) -> dict[str, torch.Tensor]:
-        """``<eot> P A [eos]`` after the latents; at a Coconut stage ``<eot> C_rest P A [eos]``, the
-        trace steps its thoughts have not replaced written out before the answer."""
+    def _student(self, records: Sequence[Record], stage: StudentStage | None = None) -> dict[str, torch.Tensor]:
+        """``<eot> P A [eos]`` after the latents; at a curriculum's ``stage`` (Coconut's)
+        ``<eot> C_rest P A [eos]``, the trace steps its thoughts have not replaced written out
+        before the answer, after ``stage.thoughts`` latents."""
         out = self.student_prefix([r.question for r in records])
         answers = [self.answer_ids(r.answer) for r in records]
         rests = [[] if stage is None else self.cot_ids(stage.remaining(r.steps), drop_last=False) for r in records]

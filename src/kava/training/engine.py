@@ -117,9 +117,8 @@ def train(
     output_dir = Path(output_dir)
     schedule = model.config.curriculum_schedule()  # a curriculum without its stage length stops here
     records, stream = data_source(data)
-    if model.config.curriculum == "coconut" and records is not None and all(len(r.steps) <= 1 for r in records):
-        raise ConfigError("method.curriculum: Coconut replaces a trace's steps one stage at a time, but every training "
-                          "record has a single step (traces without step boundaries); split them into steps")
+    if schedule is not None and records is not None:
+        schedule.check_records(records)  # e.g. Coconut needs traces of several steps
     total = cfg.total_steps(None if records is None else len(records))
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1, got {stop_after}")
