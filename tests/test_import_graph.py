@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("API and commands", ("kava.api", "kava.infer_cli", "kava.cli")),
 ]
 
-# The rules the issue spells out, checked on their own so a failure names them plainly.
+# The layering rules of docs/design.md, checked on their own so a failure names them plainly.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "kava.model": ("kava.evaluation", "kava.inspection", "kava.training", "kava.experiments", "kava.demo",
                    "kava.benchmark", "kava.api", "kava.cli", "kava.infer_cli"),

@@ -1,6 +1,6 @@
 """One demo-recipe experiment on the validation split: train one method, log accuracy over time.
 
-The search behind `DemoSettings` (issue: the default `kava demo` must show KaVa working). Each
+The search behind `DemoSettings` (the goal: the default `kava demo` shows KaVa working). Each
 call trains one method (from scratch, or from a CoT checkpoint for the latent methods), evaluates
 it on the validation split every ``--eval-every`` steps, and appends one JSON line to ``--log``
 (settings, validation accuracy per eval, wall time). Never touches the test split.

@@ -1,7 +1,7 @@
 """Every method kava trains, registered once: its preset and where it takes part.
 
-A method's name used to be repeated in the presets, the demo, the report's row order and the
-bench; they all read `METHODS` now, so a new baseline is one `register` call (here, or in a module
+A method's name is written once, here: the presets, the demo, the report's row order and the
+bench all read it from `METHODS`, so a new baseline is one `register` call (here, or in a module
 of its own imported before use). Imports nothing of kava's but the config error: `kava.config`,
 which nearly every module imports, reads this registry.
 """

@@ -6,7 +6,7 @@ into groups of up to three digits, each group one token, as Llama-3's tokenizer 
 (``1234`` → ``123`` ``4``). The task's values are below 1000, so each is one token and an
 operation is one lookup (``19 - 5 = 14``) rather than digit-by-digit carrying. On the validation
 split this lifted CoT from 59 % to 81 % at the same 2500 steps, with shorter traces
-(``../shared/docs/demo-probes.md``).
+(docs/demo.md, "How the recipe was chosen").
 
 Spaces follow the Metaspace scheme: a space becomes ``▁`` glued to the next word or number
 (``▁has``, ``▁42``) or stands alone before a punctuation mark (``▁`` ``<``). Because no space is ever

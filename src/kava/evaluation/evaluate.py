@@ -161,7 +161,7 @@ def summarize(predictions: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Accuracy with its 95 % Wilson interval, mean costs and throughput of a list of predictions.
 
     ``total_time_s`` is the decoding time, the sum of the questions' latencies (their batches'
-    wall times), so it adds up correctly over the sessions of a resumed evaluation.
+    wall times), so it adds up correctly over the processes of a resumed evaluation.
     """
     n = len(predictions)
     correct = sum(p["correct"] for p in predictions)

@@ -1,8 +1,7 @@
 """The paper's reference numbers (docs/method.md §9), so a report can set ours beside them.
 
 GSM8k test accuracy (%), mean of 3 seeds. Transcribed once, here; `tests/test_report_cli.py` reads
-the original spec's table again (``../shared/docs/method.md``, when present; docs/method.md §9
-holds the same table) and checks it against this one.
+the table of docs/method.md §9 and checks it against this one.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Writes the disk refuses: full, over quota, read-only, or not ours to write.
 
-A full disk in the middle of a checkpoint used to end in a long traceback from whichever library
-happened to be writing, and left its ``.tmp`` staging folder behind. Every write of a run now
+Without this module, a full disk in the middle of a checkpoint would end in a long traceback from
+whichever library happened to be writing, and leave its ``.tmp`` staging folder behind. Every write of a run
 goes through `guarded` (or `kava.runtime.outputs`' ``write_atomic`` / ``append_bytes``, which use it): when the disk refuses,
 the staging folder is removed, a half-appended line is cut off again, and `WriteFailed` carries
 one line naming the folder, the reason and the bytes the write needs — the commands print it and

@@ -394,7 +394,7 @@ def _log(accelerator, bar, history_file: Path, entry: dict[str, float]) -> None:
 
 def _card_facts(state: TrainerState, history: list[dict[str, Any]], accelerator, dataset: str | None) -> dict[str, Any]:
     """What ``final/``'s model card says of the run: data, steps, settings and time spent in steps
-    (summed over the history, so a resumed run counts every session's steps once)."""
+    (summed over the history, so a resumed run counts the steps of every process that ran it once)."""
     return {
         "dataset": dataset,
         "steps": state.step,
