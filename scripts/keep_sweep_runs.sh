@@ -31,7 +31,6 @@ with open(sys.argv[2], "w") as f:
             f.write(json.dumps({k: (r[k] if k == "step" else float(f"{r[k]:.4g}")) for k in keep if k in r}) + "\n")
 PY
       if [[ $n == cot-* && -d $d/final ]]; then
-        cp "$d/demo_run.json" "$dst/runs/$n/"
         mkdir -p "$models/runs/$n"; rm -rf "$models/runs/$n/final"; cp -r "$d/final" "$models/runs/$n/"
       fi
     done ;;

@@ -7,7 +7,10 @@ import json
 import pytest
 import torch
 
-from kava.demo.run import DemoSettings, run_demo
+from kava.demo.run import DemoSettings
+from kava.experiments.demo_preset import run_demo
+from kava.experiments.sweep import SweepError
+from kava.runtime.stop import StoppedAfterSaving
 
 
 def _small(**over) -> DemoSettings:
@@ -16,26 +19,33 @@ def _small(**over) -> DemoSettings:
     return DemoSettings(**(base | over))
 
 
-def test_demo_pipeline_writes_summary_runs_and_plot(tmp_path):
+def _metrics(root, run: str) -> dict:
+    return json.loads((root / "runs" / run / "metrics.json").read_text())
+
+
+def test_demo_is_a_sweep_with_a_report(tmp_path):
     out = run_demo(tmp_path, _small(), progress=False)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["methods"]) == {"nocot", "kava"}
-    assert summary["test_questions"] == 6
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    # cot is a run of the grid (the latent methods start from it), so it is reported too.
+    assert set(summary["methods"]) == {"nocot", "cot", "kava"}
+    assert json.loads((tmp_path / "sweep.json").read_text())["grid"] == "kava demo"
     kava = summary["methods"]["kava"]
     # 1 init + T iterations + 1 (<eot> P) + one per further answer token: T + 1 + tokens with T = 2.
     assert kava["forward_passes"]["mean"] == pytest.approx(3 + kava["generated_tokens"]["mean"])
-    assert (tmp_path / "accuracy_vs_forward_passes.png").exists()
-    # cot was trained (the latent methods start from it) but not reported, as asked.
+    for plot in ("accuracy_vs_forward_passes.png", "learning_curves.png", "loss_curves.png"):
+        assert (tmp_path / "report" / plot).exists()
     assert (tmp_path / "runs" / "cot-seed0" / "final" / "kava_config.json").exists()
     assert (tmp_path / "runs" / "kava-seed0" / "eval" / "predictions.jsonl").exists()
+    assert not list(tmp_path.rglob("demo_run.json"))  # one run record: metrics.json
+    assert _metrics(tmp_path, "kava-seed0")["cot_run"] == str(tmp_path / "runs" / "cot-seed0")
     assert out["methods"].keys() == summary["methods"].keys()
 
 
-def test_demo_records_learning_curves_of_every_trained_run(tmp_path):
+def test_demo_records_learning_curves_of_every_run(tmp_path):
     run_demo(tmp_path, _small(), progress=False)
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     curves = summary["learning_curves"]
-    assert set(curves) == {"nocot", "cot", "kava"}  # cot too: the latent methods start from it
+    assert set(curves) == {"nocot", "cot", "kava"}
     for method, runs in curves.items():
         [run] = runs
         points = run["points"]
@@ -43,51 +53,50 @@ def test_demo_records_learning_curves_of_every_trained_run(tmp_path):
         times = [p["train_time_s"] for p in points]
         assert 0 < times[0] < times[1]
         assert all(0 <= p["accuracy"] <= 1 for p in points)
-        record = json.loads((tmp_path / "runs" / f"{method}-seed0" / "demo_run.json").read_text())
-        assert record["curve"] == points and record["train_time_s"] == pytest.approx(times[-1])
+        metrics = _metrics(tmp_path, f"{method}-seed0")
+        assert metrics["curve"] == points and metrics["train_time_s"] == pytest.approx(times[-1])
     # kava continues the cot run: its curve starts where cot's training ended.
     assert curves["kava"][0]["start_s"] == pytest.approx(curves["cot"][0]["points"][-1]["train_time_s"])
     assert curves["nocot"][0]["start_s"] == 0
-    records = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("*/demo_run.json")]
+    records = [json.loads(f.read_text()) for f in (tmp_path / "runs").glob("*/metrics.json")]
     assert len(records) == 3
     assert summary["curve_eval_time_all_runs_s"] == pytest.approx(sum(r["curve_eval_time_s"] for r in records))
-    assert (tmp_path / "learning_curves.png").exists()
+    assert summary["train_time_all_runs_s"] == pytest.approx(sum(r["train_time_s"] for r in records))
 
 
-def test_rerun_needs_resume_which_reuses_completed_runs(tmp_path):
+def test_rerun_needs_resume_which_reuses_finished_runs(tmp_path):
     first = run_demo(tmp_path, _small(), progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         run_demo(tmp_path, _small(), progress=False)
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}
+    report = json.loads((tmp_path / "report" / "summary.json").read_text())
     again = run_demo(tmp_path, _small(), progress=False, resume=True)
     assert again["methods"] == first["methods"]  # same numbers, read back rather than recomputed
-    # The recorded training time of every run (cot included) is carried over, not re-measured.
+    # The recorded training time of every run and the learning curves are carried over, not re-measured.
     assert again["train_time_all_runs_s"] == pytest.approx(first["train_time_all_runs_s"])
-    assert again["learning_curves"] == first["learning_curves"]  # so are the learning curves
-    assert again["learning_curves"]["kava"][0]["points"]
+    assert json.loads((tmp_path / "report" / "summary.json").read_text())["learning_curves"] == report["learning_curves"]
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps
 
 
 def test_resume_refuses_runs_made_with_other_settings(tmp_path):
     run_demo(tmp_path, _small(), progress=False)
-    with pytest.raises(ValueError, match=r"nocot-seed0 was trained with other settings \(train.max_steps\)"):
+    # A run records the demo's whole settings, so the first run of the grid (cot) is already refused.
+    with pytest.raises(SweepError, match=r"cot-seed0 holds a finished run with other settings \(settings.steps.nocot"):
         run_demo(tmp_path, _small(steps={"nocot": 3, "cot": 2, "latent": 2}), progress=False, resume=True)
 
 
 def test_runs_recorded_before_a_knob_existed_are_reused(tmp_path):
     """A knob added later (here teacher_dropout) defaults to the behaviour the run was trained with:
     its absence from an older record does not void the run; a recorded value that differs does."""
-    from kava.demo.run import RUN_RECORD
-
     run_demo(tmp_path, _small(), progress=False)
-    path = tmp_path / "runs" / "kava-seed0" / RUN_RECORD
+    path = tmp_path / "runs" / "kava-seed0" / "metrics.json"
     record = json.loads(path.read_text())
-    del record["identity"]["method"]["teacher_dropout"]
+    del record["config"]["method_config"]["teacher_dropout"]
     path.write_text(json.dumps(record))
     run_demo(tmp_path, _small(), progress=False, resume=True)
-    record["identity"]["method"]["teacher_dropout"] = False
+    record["config"]["method_config"]["teacher_dropout"] = False
     path.write_text(json.dumps(record))
-    with pytest.raises(ValueError, match=r"kava-seed0 was trained with other settings \(method.teacher_dropout\)"):
+    with pytest.raises(SweepError, match=r"kava-seed0 holds a finished run with other settings \(method_config.teacher_dropout"):
         run_demo(tmp_path, _small(), progress=False, resume=True)
 
 
@@ -95,7 +104,7 @@ def test_resume_refuses_runs_trained_on_another_task(tmp_path):
     from kava.demo.task import TaskConfig
 
     run_demo(tmp_path, _small(), progress=False)
-    with pytest.raises(ValueError, match=r"trained with other settings \(task.max_ops\)"):
+    with pytest.raises(SweepError, match=r"other settings \(settings.task.max_ops"):
         run_demo(tmp_path, _small(task=TaskConfig(max_ops=4)), progress=False, resume=True)
 
 
@@ -111,14 +120,15 @@ def test_interrupted_latent_run_resumes_from_its_checkpoint(tmp_path, monkeypatc
 
     s = _small(steps={"nocot": 2, "cot": 2, "latent": 4})
     monkeypatch.setattr(engine, "train", stop_kava_after_one_step)
-    with pytest.raises(KeyboardInterrupt, match="--resume"):
+    with pytest.raises(StoppedAfterSaving, match="checkpoint"):
         run_demo(tmp_path, s, progress=False)
+    assert not (tmp_path / "runs" / "kava-seed0" / "metrics.json").exists()  # not counted as finished
     monkeypatch.setattr(engine, "train", real_train)
     out = run_demo(tmp_path, s, progress=False, resume=True)
     history = (tmp_path / "runs" / "kava-seed0" / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in history] == [1, 2, 3, 4]  # continued, not restarted
     # The curve and the training time count the steps from before the interruption too.
-    record = json.loads((tmp_path / "runs" / "kava-seed0" / "demo_run.json").read_text())
+    record = _metrics(tmp_path, "kava-seed0")
     assert [p["step"] for p in record["curve"]] == [2, 4]
     assert record["train_time_s"] == pytest.approx(sum(json.loads(line)["step_time_s"] for line in history))
     # ... and it ends where an uninterrupted run ends: the same answers to every test question.
@@ -129,13 +139,24 @@ def test_interrupted_latent_run_resumes_from_its_checkpoint(tmp_path, monkeypatc
     assert answers[0] == answers[1]
 
 
-def test_curve_settings_leave_a_run_reusable(tmp_path):
-    first = run_demo(tmp_path, _small(methods=("nocot",), curve_points=0), progress=False)
-    assert first["learning_curves"]["nocot"][0]["points"] == [] and first["curve_eval_time_all_runs_s"] == 0
-    assert not (tmp_path / "learning_curves.png").exists()
-    # Evaluating more often does not change the trained model: the run is reused, with the curve it has.
-    again = run_demo(tmp_path, _small(methods=("nocot",), curve_points=2), progress=False, resume=True)
-    assert again["learning_curves"] == first["learning_curves"]
+def test_a_demo_folder_starts_a_sweeps_latent_runs(tmp_path):
+    """`kava sweep --cot-from DEMO` takes the demo's CoT runs; one trained otherwise is refused."""
+    from kava.experiments.grid import demo_plan
+    from kava.experiments.sweep import check_cot_sources
+
+    run_demo(tmp_path / "demo", _small(), progress=False)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("base: demo\nmethods: [kava]\nseeds: [0]\nsettings: {steps_nocot: 2, steps_cot: 2, steps_latent: 2, "
+                    "batch_size: 4, test_size: 6, eval_batch_size: 3, num_latents: 3, num_iterations: 2, "
+                    "curve_points: 2, curve_valid_size: 4}\n")
+    from kava.experiments.grid import load_grid
+
+    assert check_cot_sources(load_grid(grid, cot_from=tmp_path / "demo")) == []
+    grid.write_text(grid.read_text().replace("steps_cot: 2", "steps_cot: 3"))
+    [problem] = check_cot_sources(load_grid(grid, cot_from=tmp_path / "demo"))
+    assert "trained with other settings" in problem and "train.max_steps" in problem
+    assert [r.name for r in demo_plan(_small(seeds=(0, 1))).runs] == [
+        "cot-seed0", "nocot-seed0", "kava-seed0", "cot-seed1", "nocot-seed1", "kava-seed1"]
 
 
 def test_diagnostics_of_a_finished_demo(tmp_path):
@@ -180,10 +201,11 @@ def test_latent_ablation_removes_the_question_from_the_latents_and_is_undone(tmp
 def test_long_flag_trains_every_method_longer_with_the_same_recipe(monkeypatch, full):
     import argparse
 
-    from kava.demo import cli, run
+    from kava.experiments import demo_cli as cli
+    from kava.experiments import demo_preset
 
     seen = {}
-    monkeypatch.setattr(run, "run_demo", lambda out, settings, **kw: seen.update(settings=settings))
+    monkeypatch.setattr(demo_preset, "run_demo", lambda out, settings, **kw: seen.update(settings=settings))
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     assert cli.run(parser.parse_args(["--long"] + (["--full"] if full else []))) == 0
@@ -202,10 +224,11 @@ def test_long_flag_trains_every_method_longer_with_the_same_recipe(monkeypatch, 
 def test_methods_flag_picks_a_subset_and_refuses_unknown_or_repeated_names(monkeypatch, capsys):
     import argparse
 
-    from kava.demo import cli, run
+    from kava.experiments import demo_cli as cli
+    from kava.experiments import demo_preset
 
     seen = {}
-    monkeypatch.setattr(run, "run_demo", lambda out, settings, **kw: seen.update(settings=settings))
+    monkeypatch.setattr(demo_preset, "run_demo", lambda out, settings, **kw: seen.update(settings=settings))
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     assert cli.run(parser.parse_args(["--full", "--methods", "cot, pccot"])) == 0

@@ -24,7 +24,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("kava.model",)),
     ("training and evaluation", ("kava.training", "kava.evaluation")),
     ("inspection", ("kava.inspection",)),
-    ("experiments, demo and benchmark", ("kava.experiments", "kava.demo", "kava.benchmark")),
+    ("demo (the synthetic-task backend)", ("kava.demo",)),
+    ("experiments and benchmark", ("kava.experiments", "kava.benchmark")),
     ("API and commands", ("kava.api", "kava.infer_cli", "kava.cli")),
 ]
 
@@ -173,6 +174,13 @@ def test_no_import_cycles(graph):
 def test_imports_point_down_the_layers(graph):
     bad = upward_edges(graph)
     assert not bad, "imports of a higher layer:\n" + "\n".join(bad)
+
+
+def test_the_demo_is_a_backend_below_the_experiments(graph):
+    """`kava demo` is a preset grid of the sweep: the sweep and its report call the demo's backend,
+    never the reverse (an import of experiments from demo/ would be the loop this layering removed)."""
+    assert "kava.demo.run" in graph["kava.experiments.sweep"]
+    assert not [t for m, e in graph.items() if inside(m, "kava.demo") for t in e if inside(t, "kava.experiments")]
 
 
 def test_model_and_evaluation_import_nothing_above_them(graph):

@@ -14,8 +14,7 @@ import torch
 from kava import losses
 from kava.experiments import reports
 from kava.config import PRESETS, KavaConfig, preset
-from kava.demo import cli as demo_cli
-from kava.demo import run
+from kava.experiments import demo_cli, demo_preset
 from kava.demo.run import DemoSettings, train_config
 from kava.experiments.results import collect
 from kava.methods import METHODS, Method, benched, demo_methods, in_order, register
@@ -107,15 +106,16 @@ def _demo_record(root, name: str, method: str) -> None:
     summary = {"accuracy": 0.5, "mean_forward_passes": 6.0, "mean_generated_tokens": 2.0, "mean_cache_tokens": 49.0,
                "mean_latency_s": 0.002}
     (root / "runs" / name).mkdir(parents=True)
-    record = {"identity": {"method": {"method": method}, "train": {"seed": 0}}, "summary": summary}
-    (root / "runs" / name / run.RUN_RECORD).write_text(json.dumps(record))
+    record = {"name": name, "method": method, "seed": 0, "variant": "base", "knobs": {}, "config": {},
+              "summary": summary}
+    (root / "runs" / name / "metrics.json").write_text(json.dumps(record))
 
 
 def test_a_new_baseline_is_one_register_call(kava_m4, tmp_path, monkeypatch):
     assert "kava-m4" in PRESETS and preset("kava-m4") == KavaConfig(method="kava-m4", num_latents=4)
     # The demo: a --methods choice, trained from the CoT model with the demo's recipe but its own M.
     seen = {}
-    monkeypatch.setattr(run, "run_demo", lambda out, settings, **kw: seen.update(settings=settings))
+    monkeypatch.setattr(demo_preset, "run_demo", lambda out, settings, **kw: seen.update(settings=settings))
     parser = argparse.ArgumentParser()
     demo_cli.add_arguments(parser)
     assert demo_cli.run(parser.parse_args(["--methods", "cot,kava-m4"])) == 0

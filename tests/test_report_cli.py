@@ -163,18 +163,26 @@ def test_missing_or_corrupt_metrics_are_named_never_skipped(runs, tmp_path, caps
     assert main(["report", str(tmp_path / "nowhere")]) == 2
 
 
-def test_demo_runs_are_read_from_their_records(tmp_path):
+def test_a_folder_without_metrics_is_a_problem_and_curves_are_drawn(tmp_path):
+    """A run folder with neither metrics.json nor config.json is named; the demo's learning curves
+    (a run's ``curve``, placed after the CoT training it continues) become learning_curves.png."""
     root = tmp_path / "demo"
-    for name, summary in (("cot-seed0", None), ("kava-seed0", _summary(0.3)), ("kava-seed1", _summary(0.5))):
-        (root / "runs" / name).mkdir(parents=True)
-        identity = {"method": {"method": name.split("-")[0]}, "train": {"seed": int(name[-1])}}
-        (root / "runs" / name / "demo_run.json").write_text(json.dumps({"identity": identity, "summary": summary}))
+    points = [{"step": 1, "train_time_s": 0.5, "accuracy": 0.2}, {"step": 2, "train_time_s": 1.0, "accuracy": 0.4}]
+    for name, seed, acc in (("kava-seed0", 0, 0.3), ("kava-seed1", 1, 0.5)):
+        _run(root, name, "kava", seed, acc)
+        path = root / "runs" / name / "metrics.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"curve": points, "curve_start_s": 7.0,
+                                                                   "curve_eval_time_s": 0.25}))
     (root / "runs" / "pccot-seed0").mkdir()
     found, agg = write_report(root, tmp_path / "r")
     assert list(agg) == ["kava"] and agg["kava"]["accuracy"]["mean"] == pytest.approx(0.4)
     assert agg["kava"]["paper_accuracy"] is None  # the synthetic task is no paper setting
-    assert found.problems == ["runs/pccot-seed0: no metrics file (metrics.json or demo_run.json)"]
-    assert found.notes == ["runs/cot-seed0: trained only to start the latent runs (no test metrics)"]
+    assert found.problems == ["runs/pccot-seed0: no metrics.json"]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["learning_curves"]["kava"] == [{"seed": s, "start_s": 7.0, "points": points} for s in (0, 1)]
+    assert summary["curve_eval_time_all_runs_s"] == pytest.approx(0.5)
+    assert summary["train_time_all_runs_s"] == pytest.approx(2.0)
+    assert (tmp_path / "r" / "learning_curves.png").is_file() and "learning_curves.png" in summary["plots"]
 
 
 def test_paper_lookup_matches_only_paper_settings():

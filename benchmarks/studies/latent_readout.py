@@ -83,7 +83,7 @@ def readout(run_dir: Path, n_valid: int, batch: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("runs", nargs="+", type=Path, help="demo run folders (each holding final/ and demo_run.json)")
+    p.add_argument("runs", nargs="+", type=Path, help="demo run folders (each holding final/ and config.json)")
     p.add_argument("--valid", type=int, default=200)
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--threads", type=int, default=1)

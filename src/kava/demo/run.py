@@ -87,8 +87,8 @@ class DemoSettings:
     save_every: int = 200  # checkpoint interval: an interrupted demo resumes from here
     # Learning curves: each run is evaluated every max_steps // curve_points steps and at its end
     # (curve_points = 0: never) on the first curve_valid_size validation questions. Evaluating does
-    # not change what is trained, so these stay out of a run's identity: --resume reuses runs, with
-    # the curves they were recorded with.
+    # not change what is trained (`run_identity` leaves these out), but a run's record holds its
+    # curve, so a finished run is reused only with the curve settings it was recorded with.
     curve_points: int = 5
     curve_valid_size: int = 100
     threads: int | None = None  # torch CPU threads; None keeps torch's default

@@ -31,7 +31,7 @@ from kava.model.card import write_card
 from kava.model.kava_model import KavaModel
 from kava.model.persistence import check_model_dir, find_model_dir
 from kava.runtime.outputs import hold
-from kava.runtime.stop import StopSignal
+from kava.runtime.stop import StopSignal, StoppedAfterSaving
 
 
 class EvaluationRefused(ValueError):
@@ -40,7 +40,7 @@ class EvaluationRefused(ValueError):
     The message is one line naming the problem (what ``kava eval`` prints, exit status 2)."""
 
 
-class EvaluationInterrupted(Exception):
+class EvaluationInterrupted(StoppedAfterSaving):
     """SIGINT / SIGTERM stopped the evaluation after a batch; the predictions so far are kept in
     the output folder and ``resume=True`` continues (``kava eval`` exits with status 75). The
     message says how far it got and where the predictions are; the caller says how to resume."""
