@@ -27,7 +27,7 @@ from kava.cli import SUBCOMMANDS, main
 from kava.runtime import exits
 
 from conftest import TRAIN_RECORDS as RECORDS
-from conftest import make_tokenizer
+from test_reliability import run_config, trained, write_jsonl  # noqa: F401  (trained: a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,48 +40,6 @@ def status_of(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as e:
         return e.code
-
-
-def write_jsonl(path: Path, records) -> Path:
-    path.write_text("".join(json.dumps({"question": r.question, "steps": list(r.steps), "answer": r.answer}) + "\n"
-                            for r in records))
-    return path
-
-
-def run_config(root: Path, out: str, **train) -> Path:
-    """A `kava train` config: a tiny random Llama with LoRA on the test records, a local tokenizer."""
-    tok_dir, data = root / "tokenizer", root / "train.jsonl"
-    if not tok_dir.is_dir():
-        make_tokenizer().save_pretrained(tok_dir)
-    if not data.is_file():
-        write_jsonl(data, RECORDS)
-    path = root / f"{out}.yaml"
-    path.write_text(yaml.safe_dump({
-        "output_dir": str(root / out),
-        "model": {"source": {"config": {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-                                        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}},
-                  "tokenizer": str(tok_dir)},
-        "method": {"preset": "kava", "num_latents": 4, "lora_r": 4},
-        "data": {"name": str(data)},
-        "train": {"batch_size": 4, "micro_batch_size": 4, "max_steps": 2, "save_every": 100, "report_to": [], **train},
-    }))
-    return path
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A finished 2-step `kava train` run: ``<root>/run/final``, and ``<root>/questions.jsonl``."""
-    import torch
-
-    root = tmp_path_factory.mktemp("trained")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["train", "--config", str(run_config(root, "run")), "--no-progress"]) == exits.OK
-    finally:
-        torch.set_num_threads(threads)
-    write_jsonl(root / "questions.jsonl", RECORDS[:6])
-    return root
 
 
 def signal_after(monkeypatch, owner, name: str, calls: int, sig: int = signal.SIGTERM) -> None:
@@ -203,7 +161,8 @@ def test_eval_stopped_by_sigterm_keeps_the_predictions_so_far_and_exits_INTERRUP
 
     signal_after(monkeypatch, evaluate_module, "generate", calls=1)
     out = tmp_path / "eval"
-    argv = ["eval", "--model", str(trained / "run" / "final"), "--dataset", str(trained / "questions.jsonl"),
+    questions = write_jsonl(tmp_path / "questions.jsonl", RECORDS[:6])
+    argv = ["eval", "--model", str(trained / "run" / "final"), "--dataset", str(questions),
             "--out", str(out), "--batch-size", "2", "--max-new-tokens", "2", "--no-progress"]
     assert main(argv) == exits.INTERRUPTED
     assert "--resume" in capsys.readouterr().err
@@ -218,7 +177,8 @@ def test_sweep_stopped_by_sigterm_keeps_the_runs_checkpoint_and_exits_INTERRUPTE
     base = yaml.safe_load((trained / "run.yaml").read_text())
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({**base, "train": {**base["train"], "max_steps": 3}}))
     grid = tmp_path / "grid.yaml"
-    grid.write_text(f"base: base.yaml\neval: {{dataset: {trained / 'questions.jsonl'}, limit: 2, max_new_tokens: 2}}\n"
+    questions = write_jsonl(tmp_path / "questions.jsonl", RECORDS[:6])
+    grid.write_text(f"base: base.yaml\neval: {{dataset: {questions}, limit: 2, max_new_tokens: 2}}\n"
                     "methods: [kava]\n")
     signal_after(monkeypatch, engine, "_train_step", calls=1)
     out = tmp_path / "sweep"
