@@ -24,6 +24,10 @@ the five options kept on the record and written into the question.
 Records are validated without requiring steps (evaluation sets have no chain of thought, and
 iCoT's GSM8k-AUG test split has 18 rows with an empty one); training code that needs steps calls
 ``record.validate(need_steps=True)``.
+
+iCoT's multiplication (``mult4``, ``mult5``; `kava.data.multiplication`) has digit-sequence
+answers (``answer_kind`` ``digits``), and its ``train`` split is generated, seeded, leaving out
+every problem of the dataset's valid and test splits (in either operand order).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from kava.data.answers import canonical_gold
 from kava.data.choice_answers import LETTERS, parse_options
 from kava.data.convert import gsm8k_record, math_solution_steps, rationale_steps, to_aug, to_aug_nl
 from kava.data.grading import check_gold
+from kava.data.multiplication import generate_problems, looks_like_mult, mult_record, parse_mult_line, problem_key
 from kava.data.records import Record, RecordError
 
 __all__ = [
@@ -144,7 +149,10 @@ def _gold(row: Mapping[str, Any], key: str) -> str:
 
 
 def _parse_icot(line: str) -> Record:
-    """iCoT text line: ``question||<<e1>> <<e2>> #### N``."""
+    """iCoT text line: ``question||<<e1>> <<e2>> #### N``; a multiplication row (``a * b||…``, digits
+    spaced) is read as one (`kava.data.multiplication`)."""
+    if looks_like_mult(line):
+        return parse_mult_line(line)
     if "||" not in line:
         raise ValueError("expected 'question||steps #### answer', found no '||'")
     question, _, rest = line.partition("||")
@@ -230,6 +238,7 @@ _PARSERS: dict[str, Callable[[Any], Record]] = {
     "plain": _parse_plain,
     "math500": _parse_math500,
     "aqua": _parse_aqua,
+    "mult": parse_mult_line,  # iCoT multiplication .txt rows
 }
 
 
@@ -328,7 +337,7 @@ def _collect(
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
             row_fmt = fmt or _detect(payload)
-            if row_fmt != "icot" and not isinstance(payload, dict):
+            if row_fmt not in ("icot", "mult") and not isinstance(payload, dict):
                 raise ValueError(f"expected a JSON object, got {type(payload).__name__}")
             record = _PARSERS[row_fmt](payload).validate(need_steps=False, where=where)
         except RecordError as exc:
@@ -373,6 +382,11 @@ class SplitSpec:
     local: str  # path relative to the data dir
     fmt: str
     hub: tuple[HubSource, ...] = ()
+    # n > 0: the split is generated n×n multiplication (`_generate_split`), not read; `local` is
+    # then the file it needs (its problems are left out).
+    generate: int = 0
+    # A split kept from the public files (iCoT's 5×5 test): refused, saying so, unless present.
+    held_back: bool = False
 
 
 @dataclass(frozen=True)
@@ -388,6 +402,8 @@ class DatasetSpec:
 def _aug_hub(repo: str, split: str) -> HubSource:
     return HubSource(repo, None, (split,), "plain")
 
+
+MULT_TRAIN_SIZE = 100_000  # generated multiplication training problems when no limit is given (iCoT's: 808,000)
 
 _GSM8K_TRAIN = SplitSpec("gsm8k/train.jsonl", "gsm8k", (HubSource("openai/gsm8k", "main", ("train",), "gsm8k"),))
 
@@ -473,6 +489,28 @@ REGISTRY: dict[str, DatasetSpec] = {
                 "dev": SplitSpec("aqua/dev.json", "aqua", (HubSource("deepmind/aqua_rat", "raw", ("validation",), "aqua"),)),
             },
             "test",
+        ),
+        DatasetSpec(
+            "mult4",
+            "4x4 multiplication (iCoT): digits least significant first, partial products as CoT; valid/test "
+            f"1,000 each, train generated ({MULT_TRAIN_SIZE:,} unless limited) without any valid/test problem",
+            {
+                "train": SplitSpec("mult/4x4/valid.txt", "mult", generate=4),
+                "valid": SplitSpec("mult/4x4/valid.txt", "mult"),
+                "test": SplitSpec("mult/4x4/test.txt", "mult"),
+            },
+            "test",
+        ),
+        DatasetSpec(
+            "mult5",
+            "5x5 multiplication (iCoT): valid 1,000; test held back (iCoT's test_bigbench, not public here); "
+            f"train generated ({MULT_TRAIN_SIZE:,} unless limited) without any valid (or test, when present) problem",
+            {
+                "train": SplitSpec("mult/5x5/valid.txt", "mult", generate=5),
+                "valid": SplitSpec("mult/5x5/valid.txt", "mult"),
+                "test": SplitSpec("mult/5x5/test.txt", "mult", held_back=True),
+            },
+            "valid",
         ),
         DatasetSpec("multiarith", "MultiArith (MAWPS, PAL copy)", {"test": SplitSpec("pal/mawpsmultiarith.jsonl", "pal")}, "test"),
         DatasetSpec("addsub", "AddSub (MAWPS, PAL copy)", {"test": SplitSpec("pal/mawpsaddsub.jsonl", "pal")}, "test"),
@@ -581,12 +619,57 @@ def _load_registered(
     split = spec.default_split if split is None else split
     split_spec = spec.splits[split]
     folder = named_data_dir(data_dir)
+    if split_spec.generate:
+        return _generate_split(spec, split, split_spec, folder, _named_by(data_dir), limit)
+    if split_spec.held_back and (folder is None or not (folder / split_spec.local).is_file()):
+        where = f"the data folder {folder} has no {split_spec.local}" if folder else "no data folder is named"
+        raise DatasetNotFoundError(
+            f"dataset '{spec.name}' split '{split}' is held back: it is not among the public files ({where}) and no "
+            f"other split stands in for it; use another split ({', '.join(s for s in spec.splits if s != split)}) "
+            f"or put the file at {split_spec.local} in the data folder")
     if folder is None:
         return _load_hub(spec, split, split_spec, skip_bad=skip_bad, limit=limit)
     path = folder / split_spec.local
     if not path.is_file():
         raise DatasetNotFoundError(_not_in_folder(spec, split, split_spec, folder, _named_by(data_dir)))
     return _load_file(path, spec.name, split, split_spec.fmt, skip_bad=skip_bad, limit=limit, derive=spec.derive)
+
+
+def _generate_split(spec: DatasetSpec, split: str, split_spec: SplitSpec, folder: Path | None, named_by: str,
+                    limit: int | None) -> LoadedDataset:
+    """A generated multiplication split (`kava.data.multiplication.generate_problems`, seed 0):
+    the first `limit` (else `MULT_TRAIN_SIZE`) problems of the seeded stream that are not a
+    problem of the dataset's read splits in either order; those it meets are left out, listed."""
+    n = split_spec.generate
+    read = {name: s for name, s in spec.splits.items() if not s.generate}
+    if folder is None:
+        raise DatasetNotFoundError(
+            f"dataset '{spec.name}' split '{split}' is generated without any problem of its {'/'.join(read)} splits, "
+            f"so it needs the data folder holding them: set {ENV_DATA_DIR} (or pass --data-dir / data_dir=) to it")
+    exclude: set[tuple[int, int]] = set()
+    sources = []
+    for name, s in read.items():
+        path = folder / s.local
+        if not path.is_file():
+            if s.held_back:
+                continue
+            raise DatasetNotFoundError(
+                f"dataset '{spec.name}' split '{split}' is generated without any problem of split '{name}', but the "
+                f"data folder {folder} (named by {named_by}) has no {s.local}; put it there or name the folder that holds it")
+        exclude.update(problem_key(r) for r in _load_file(path, spec.name, name, s.fmt, skip_bad=False, limit=None).records)
+        sources.append(name)
+    count = MULT_TRAIN_SIZE if limit is None else limit
+    records: list[Record] = []
+    left_out: list[str] = []
+    for number, (a, b) in enumerate(generate_problems(n), start=1):
+        if len(records) >= count:
+            break
+        if (min(a, b), max(a, b)) in exclude:
+            left_out.append(f"generated problem {number}: same operands as a {'/'.join(sources)} problem")
+            continue
+        records.append(mult_record(a, b, n))
+    source = f"generated {n}x{n} multiplication (seed 0) without the {spec.name} {'/'.join(sources)} problems of {folder}"
+    return LoadedDataset(name=spec.name, split=split, source=source, records=records, left_out=left_out)
 
 
 def _offline_hint(spec: DatasetSpec, split: str) -> str:

@@ -4,6 +4,8 @@
   (`kava.data.answers`); the prediction row keeps its historical form (a float ``answer``).
 - ``math`` (MATH-500): LaTeX equivalence through math-verify (`kava.data.math_answers`).
 - ``choice`` (AQuA-RAT): the option letter (`kava.data.choice_answers`).
+- ``digits`` (iCoT multiplication): the exact digit sequence after the answer marker
+  (`kava.data.digit_answers`).
 
 For ``math`` and ``choice`` a `Graded` holds the extracted answer text, whether it is right,
 the extraction rule that matched, and a flag when the answer was found but could not be read
@@ -16,12 +18,13 @@ from dataclasses import dataclass
 
 from kava.data.answers import parse_gold
 from kava.data.choice_answers import LETTERS, extract_choice
+from kava.data.digit_answers import normal_digits, read_digits
 from kava.data.math_answers import extract_math_answer, math_equal, parse_math
 from kava.data.records import Record
 
 __all__ = ["ANSWER_KINDS", "Graded", "check_gold", "grade"]
 
-ANSWER_KINDS = ("numeric", "math", "choice")
+ANSWER_KINDS = ("numeric", "math", "choice", "digits")
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,9 @@ def check_gold(record: Record) -> None:
         if record.answer not in LETTERS or len(record.options) != len(LETTERS):
             raise ValueError(f"gold answer {record.answer!r} must be one of {', '.join(LETTERS)} "
                              f"with {len(LETTERS)} options (got {len(record.options)})")
+    elif kind == "digits":
+        if normal_digits(record.answer) != record.answer:
+            raise ValueError(f"gold answer {record.answer!r} must be digits separated by single spaces")
     else:
         raise ValueError(f"unknown answer kind {kind!r}; expected one of {', '.join(ANSWER_KINDS)}")
 
@@ -63,4 +69,7 @@ def grade(record: Record, text: str) -> Graded:
     if record.answer_kind == "choice":
         letter, rule = extract_choice(text, record.options)
         return Graded(letter, letter == record.answer, rule)
+    if record.answer_kind == "digits":
+        digits, rule, flag = read_digits(text)
+        return Graded(digits, flag is None and digits == record.answer, rule, flag)
     raise ValueError(f"grade() scores math and choice records, not {record.answer_kind!r}")
