@@ -331,7 +331,7 @@ def test_unknown_names_and_splits(tmp_path: Path) -> None:
         load_dataset("svamp", "train", data_dir=tmp_path)
     assert set(dataset_names()) == {
         "gsm8k-aug", "gsm8k-aug-nl", "gsm8k", "gsm8k-train-aug", "gsm8k-train-aug-nl",
-        "gsm8k-hard", "svamp", "math500", "aqua", "mult4", "mult5", "multiarith", "addsub", "singleeq",
+        "gsm8k-hard", "svamp", "math500", "aqua", "prosqa", "mult4", "mult5", "multiarith", "addsub", "singleeq",
     }
 
 

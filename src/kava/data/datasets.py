@@ -25,6 +25,10 @@ Records are validated without requiring steps (evaluation sets have no chain of 
 iCoT's GSM8k-AUG test split has 18 rows with an empty one); training code that needs steps calls
 ``record.validate(need_steps=True)``.
 
+Coconut's ProsQA (``prosqa``; `kava.data.prosqa`) has concept answers (``answer_kind``
+``concept``); its ``train`` split is generated, seeded, without any problem of its valid and
+test splits.
+
 iCoT's multiplication (``mult4``, ``mult5``; `kava.data.multiplication`) has digit-sequence
 answers (``answer_kind`` ``digits``), and its ``train`` split is generated, seeded, leaving out
 every problem of the dataset's valid and test splits (in either operand order).
@@ -45,6 +49,7 @@ from kava.data.choice_answers import LETTERS, parse_options
 from kava.data.convert import gsm8k_record, math_solution_steps, rationale_steps, to_aug, to_aug_nl
 from kava.data.grading import check_gold
 from kava.data.multiplication import generate_problems, looks_like_mult, mult_record, parse_mult_line, problem_key
+from kava.data.prosqa import generate_rows, prosqa_record
 from kava.data.records import Record, RecordError
 
 __all__ = [
@@ -238,6 +243,7 @@ _PARSERS: dict[str, Callable[[Any], Record]] = {
     "plain": _parse_plain,
     "math500": _parse_math500,
     "aqua": _parse_aqua,
+    "prosqa": prosqa_record,  # Coconut's ProsQA JSON rows
     "mult": parse_mult_line,  # iCoT multiplication .txt rows
 }
 
@@ -249,6 +255,8 @@ def _detect(row: Any) -> str:
     keys = set(row)
     if {"problem", "solution", "answer", "subject", "level"} <= keys:
         return "math500"
+    if {"idx_to_symbol", "edges", "root", "target", "neg_target"} <= keys:
+        return "prosqa"
     if {"question", "options", "correct"} <= keys:
         return "aqua"
     if {"input", "target"} <= keys:
@@ -405,6 +413,9 @@ def _aug_hub(repo: str, split: str) -> HubSource:
 
 MULT_TRAIN_SIZE = 100_000  # generated multiplication training problems when no limit is given (iCoT's: 808,000)
 
+PROSQA_TRAIN_SIZE = 17_886  # generated ProsQA training problems when no limit is given (Coconut's train split)
+_PROSQA_GENERATED = "prosqa-generated"  # the format of a generated ProsQA split (`_generate_prosqa`)
+
 _GSM8K_TRAIN = SplitSpec("gsm8k/train.jsonl", "gsm8k", (HubSource("openai/gsm8k", "main", ("train",), "gsm8k"),))
 
 REGISTRY: dict[str, DatasetSpec] = {
@@ -512,6 +523,17 @@ REGISTRY: dict[str, DatasetSpec] = {
             },
             "valid",
         ),
+        DatasetSpec(
+            "prosqa",
+            "ProsQA (Coconut): 'Is Tom a A or B?' over a random DAG of made-up concepts; valid 300, test 500; "
+            f"train generated ({PROSQA_TRAIN_SIZE:,} unless limited) without any valid/test problem; concept answers",
+            {
+                "train": SplitSpec("prosqa/valid.json", _PROSQA_GENERATED),
+                "valid": SplitSpec("prosqa/valid.json", "prosqa"),
+                "test": SplitSpec("prosqa/test.json", "prosqa"),
+            },
+            "test",
+        ),
         DatasetSpec("multiarith", "MultiArith (MAWPS, PAL copy)", {"test": SplitSpec("pal/mawpsmultiarith.jsonl", "pal")}, "test"),
         DatasetSpec("addsub", "AddSub (MAWPS, PAL copy)", {"test": SplitSpec("pal/mawpsaddsub.jsonl", "pal")}, "test"),
         DatasetSpec("singleeq", "SingleEq (MAWPS, PAL copy)", {"test": SplitSpec("pal/mawpssingleeq.jsonl", "pal")}, "test"),
@@ -618,6 +640,9 @@ def _load_registered(
 ) -> LoadedDataset:
     split = spec.default_split if split is None else split
     split_spec = spec.splits[split]
+    if split_spec.fmt == _PROSQA_GENERATED:
+        return _generate_prosqa(spec, split, named_data_dir(data_dir), _named_by(data_dir), skip_bad=skip_bad,
+                                limit=limit)
     folder = named_data_dir(data_dir)
     if split_spec.generate:
         return _generate_split(spec, split, split_spec, folder, _named_by(data_dir), limit)
@@ -670,6 +695,32 @@ def _generate_split(spec: DatasetSpec, split: str, split_spec: SplitSpec, folder
         records.append(mult_record(a, b, n))
     source = f"generated {n}x{n} multiplication (seed 0) without the {spec.name} {'/'.join(sources)} problems of {folder}"
     return LoadedDataset(name=spec.name, split=split, source=source, records=records, left_out=left_out)
+
+
+def _generate_prosqa(spec: DatasetSpec, split: str, folder: Path | None, named_by: str, *, skip_bad: bool,
+                     limit: int | None) -> LoadedDataset:
+    """A generated ProsQA split (`kava.data.prosqa.generate_rows`, seed 0): the first `limit` (else
+    `PROSQA_TRAIN_SIZE`) problems of the seeded stream, none equal to a problem of the read splits."""
+    read = {name: s for name, s in spec.splits.items() if s.fmt != _PROSQA_GENERATED}
+    if folder is None:
+        raise DatasetNotFoundError(
+            f"dataset '{spec.name}' split '{split}' is generated without any problem of its {'/'.join(read)} splits, "
+            f"so it needs the data folder holding them: set {ENV_DATA_DIR} (or pass --data-dir / data_dir=) to it")
+    public: list[dict[str, str]] = []
+    for name, s in read.items():
+        path = folder / s.local
+        if not path.is_file():
+            raise DatasetNotFoundError(
+                f"dataset '{spec.name}' split '{split}' is generated without any problem of split '{name}', but the "
+                f"data folder {folder} (named by {named_by}) has no {s.local}; put it there or name the folder that holds it")
+        public.extend({"question": r.question}
+                      for r in _load_file(path, spec.name, name, s.fmt, skip_bad=False, limit=None).records)
+    count = PROSQA_TRAIN_SIZE if limit is None else limit
+    source = f"generated ProsQA (seed 0) without the {spec.name} {'/'.join(read)} problems of {folder}"
+    rows = ((f"{source}: problem {i}", row, None)
+            for i, row in enumerate(generate_rows(count, seed=0, exclude=public), start=1))
+    records, reasons, _ = _collect(rows, "prosqa", source, skip_bad=skip_bad, limit=limit)
+    return LoadedDataset(name=spec.name, split=split, source=source, records=records, skip_reasons=reasons)
 
 
 def _offline_hint(spec: DatasetSpec, split: str) -> str:

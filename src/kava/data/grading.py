@@ -4,6 +4,8 @@
   (`kava.data.answers`); the prediction row keeps its historical form (a float ``answer``).
 - ``math`` (MATH-500): LaTeX equivalence through math-verify (`kava.data.math_answers`).
 - ``choice`` (AQuA-RAT): the option letter (`kava.data.choice_answers`).
+- ``concept`` (ProsQA): the one of the question's two concepts the output names
+  (`kava.data.concept_answers`).
 - ``digits`` (iCoT multiplication): the exact digit sequence after the answer marker
   (`kava.data.digit_answers`).
 
@@ -18,13 +20,14 @@ from dataclasses import dataclass
 
 from kava.data.answers import parse_gold
 from kava.data.choice_answers import LETTERS, extract_choice
+from kava.data.concept_answers import extract_concept
 from kava.data.digit_answers import normal_digits, read_digits
 from kava.data.math_answers import extract_math_answer, math_equal, parse_math
 from kava.data.records import Record
 
 __all__ = ["ANSWER_KINDS", "Graded", "check_gold", "grade"]
 
-ANSWER_KINDS = ("numeric", "math", "choice", "digits")
+ANSWER_KINDS = ("numeric", "math", "choice", "concept", "digits")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,10 @@ def check_gold(record: Record) -> None:
     elif kind == "digits":
         if normal_digits(record.answer) != record.answer:
             raise ValueError(f"gold answer {record.answer!r} must be digits separated by single spaces")
+    elif kind == "concept":
+        if len(record.options) != 2 or extract_concept(record.answer, record.options)[0] is None:
+            raise ValueError(f"gold answer {record.answer!r} must name exactly one of two concepts "
+                             f"(options {list(record.options)})")
     else:
         raise ValueError(f"unknown answer kind {kind!r}; expected one of {', '.join(ANSWER_KINDS)}")
 
@@ -72,4 +79,8 @@ def grade(record: Record, text: str) -> Graded:
     if record.answer_kind == "digits":
         digits, rule, flag = read_digits(text)
         return Graded(digits, flag is None and digits == record.answer, rule, flag)
+    if record.answer_kind == "concept":
+        concept, rule = extract_concept(text, record.options)
+        gold, _ = extract_concept(record.answer, record.options)
+        return Graded(concept, concept is not None and concept == gold, rule)
     raise ValueError(f"grade() scores math and choice records, not {record.answer_kind!r}")
