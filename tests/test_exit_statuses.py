@@ -198,7 +198,16 @@ def test_demo_stopped_by_sigterm_saves_a_checkpoint_and_exits_INTERRUPTED(tmp_pa
     assert [p.name for p in out.rglob("ckpt-*")] == ["ckpt-1"]
 
 
-def test_bench_stopped_by_ctrl_c_has_nothing_to_save_and_exits_ABORTED(tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt, as in a terminal, whatever pytest inherited: a process
+    started in the background by a non-interactive shell ignores SIGINT."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_bench_stopped_by_ctrl_c_has_nothing_to_save_and_exits_ABORTED(tmp_path, monkeypatch, capsys, ctrl_c_raises):
     """Bench measures, then writes its report at the end: an interrupted bench keeps nothing, so
     a Ctrl-C stops it at once (there is no --resume)."""
     from kava.benchmark import bench
@@ -207,19 +216,18 @@ def test_bench_stopped_by_ctrl_c_has_nothing_to_save_and_exits_ABORTED(tmp_path,
     for run, _ in bench.INFERENCE_RUNS.values():
         (demo / "runs" / f"{run}-seed0" / "final").mkdir(parents=True)
     monkeypatch.setattr(bench, "_demo_models", lambda: os.kill(os.getpid(), signal.SIGINT))  # Ctrl-C while building
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     assert main(["bench", "--demo", str(demo), "--out", str(tmp_path / "bench")]) == exits.ABORTED
     assert capsys.readouterr().err.strip().splitlines()[-1] == "kava bench: interrupted"
     assert not (tmp_path / "bench" / "report.json").exists()
 
 
-def test_infer_stopped_by_ctrl_c_writes_no_answers_and_exits_ABORTED(trained, tmp_path, monkeypatch, capsys):
+def test_infer_stopped_by_ctrl_c_writes_no_answers_and_exits_ABORTED(trained, tmp_path, monkeypatch, capsys,
+                                                                     ctrl_c_raises):
     """A batch of questions is answered, then written: interrupted, it keeps nothing."""
     from kava.evaluation import answering
 
     (tmp_path / "questions.txt").write_text("1 + 1?\n2 + 2?\n")
     signal_after(monkeypatch, answering, "answer_questions", calls=1, sig=signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     argv = ["infer", "--model", str(trained / "run" / "final"), "--input", str(tmp_path / "questions.txt"),
             "--output", str(tmp_path / "answers.jsonl"), "--max-new-tokens", "2"]
     assert main(argv) == exits.ABORTED
