@@ -15,7 +15,9 @@ Recipe (why each step):
 5. While training, every run is evaluated a few times on a fixed validation subset: its learning
    curve (validation accuracy against training time, evaluation excluded).
 
-This module is the synthetic-task backend: the settings (`DemoSettings`) and one run (`train_run`).
+This module is the demo's backend: the settings (`DemoSettings`) and one run (`train_run`), on the
+synthetic task (`kava.demo.task`) or, with ``DemoSettings.dataset`` (``kava demo --task``), on a
+registered one (`kava.demo.dataset_tasks`: mult4, mult5, prosqa).
 `kava demo` runs it as a preset grid of `kava sweep` (`kava.experiments.demo_preset`), which keeps
 each run's record (``metrics.json``) and writes the report.
 """
@@ -95,6 +97,10 @@ class DemoSettings:
     # KavaConfig knobs set on top of every latent method's config (a sweep's ablation variant,
     # e.g. {"eviction": "crop"}); empty for the demo itself, so its runs' identities are unchanged.
     method_overrides: dict[str, Any] = field(default_factory=dict)
+    # The task: None is the synthetic word problems above (``task``); a name of
+    # `kava.demo.dataset_tasks.DATASET_TASKS` (mult4, mult5, prosqa) trains and scores on that
+    # registered dataset instead (``kava demo --task``), and ``task`` is then unused.
+    dataset: str | None = None
 
     @classmethod
     def full(cls) -> "DemoSettings":
@@ -108,11 +114,12 @@ class DemoSettings:
     def curriculum_knobs(self, curriculum: str) -> dict[str, int]:
         """A curriculum's schedule over the latent phase, as the curriculum sets it
         (`kava.curricula.Curriculum.demo_knobs`; Coconut: its stages share the phase equally; iCoT:
-        the whole trace gone after 60 % of it). The task's traces are 20–30 tokens in 2–3 steps."""
+        the whole trace gone after 60 % of it). The synthetic task's traces are 20–30 tokens in 2–3
+        steps; a dataset task's longest trace is measured on its records (`DatasetTask.trace_tokens`)."""
         from kava.curricula import lookup
 
         kind = lookup(curriculum)
-        return {} if kind is None else kind.demo_knobs(self.steps["latent"], TRACE_TOKENS)
+        return {} if kind is None else kind.demo_knobs(self.steps["latent"], trace_tokens(self))
 
     def method_config(self, method: str) -> KavaConfig:
         """The method's preset, fully fine-tuned; a latent method's with the demo's latent recipe,
@@ -126,6 +133,15 @@ class DemoSettings:
             over.update(self.curriculum_knobs(METHODS[method].knobs.get("curriculum", "none")))
             over.update(self.method_overrides)
         return preset(method, **over)
+
+
+def trace_tokens(s: DemoSettings) -> int:
+    """The longest trace of the settings' task, in its tokenizer's tokens (iCoT's demo schedule)."""
+    if s.dataset is None:
+        return TRACE_TOKENS
+    from kava.demo.dataset_tasks import dataset_task
+
+    return dataset_task(s.dataset).trace_tokens
 
 
 def demo_model(tokenizer, config: KavaConfig, seed: int, lm_state: dict[str, torch.Tensor] | None = None) -> KavaModel:
@@ -186,26 +202,39 @@ def trained_task(run_dir: str | Path) -> TaskConfig:
     """The task a demo run was trained on, from the configuration its folder records."""
     path = Path(run_dir) / RUN_CONFIG
     try:
-        task = json.loads(path.read_text())["settings"]["task"]
+        settings = json.loads(path.read_text())["settings"]
+        task = settings["task"]
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} missing: {run_dir} is not a demo run folder") from None
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{path} does not record the demo task ({type(e).__name__}: {e})") from None
+    if settings.get("dataset") is not None:
+        raise ValueError(f"{run_dir} was trained on the dataset {settings['dataset']!r}, not the synthetic task")
     return TaskConfig(**task)
 
 
 @dataclass
 class DemoData:
     """What every run of one demo shares: the task, its fixed test set, the training stream and
-    the learning curve's evaluation (None without curves). Built once, not once per run."""
+    the learning curve's evaluation (None without curves), the tokenizer and the data's name on
+    the models' cards. Built once, not once per run. ``task`` is the synthetic task, or None for a
+    dataset task (`kava.demo.dataset_tasks`)."""
 
-    task: SyntheticTask
+    task: SyntheticTask | None
     test: list[Record]
     stream: Callable[[int, int], Iterator]
     curve_eval: Callable[[KavaModel], dict[str, float]] | None
+    tokenizer: Callable[[], Any] = build_tokenizer  # a fresh one per model (kava adds its special tokens to it)
+    dataset: str = DEMO_DATASET
 
     @classmethod
     def build(cls, s: DemoSettings) -> "DemoData":
+        if s.dataset is not None:
+            from kava.demo.dataset_tasks import dataset_task
+
+            source = dataset_task(s.dataset)
+            curve_eval = _curve_eval(s, source.valid_set(s.curve_valid_size)) if s.curve_points else None
+            return cls(None, source.test_set(s.test_size), source.stream(), curve_eval, source.new_tokenizer, s.dataset)
         task = SyntheticTask(s.task)
         curve_eval = _curve_eval(s, task.valid_set(s.curve_valid_size)) if s.curve_points else None
         return cls(task, task.test_set(s.test_size), engine_stream(task), curve_eval)
@@ -230,7 +259,7 @@ def run_identity(s: DemoSettings, method: str, seed: int) -> dict[str, Any]:
     from kava.training.engine import plain_config
 
     return as_json({"method": s.method_config(method).to_dict(), "train": plain_config(train_config(s, method, seed)),
-                    "task": asdict(s.task)})
+                    "task": asdict(s.task), **({"dataset": s.dataset} if s.dataset is not None else {})})
 
 
 def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data: DemoData, *,
@@ -253,18 +282,18 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
         raise ValueError(f"{method} starts from the CoT model of seed {seed}: train or load it first")
     cfg = train_config(s, method, seed)
     init = cot_model.lm.state_dict() if latent else None
-    model = demo_model(build_tokenizer(), s.method_config(method), seed, init)
+    model = demo_model(data.tokenizer(), s.method_config(method), seed, init)
     print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
     # Evaluating does not change the trained model: the curve's cadence stays out of the run's identity.
     curve_cfg = replace(cfg, eval_every=max(1, cfg.max_steps // s.curve_points)) if data.curve_eval else cfg
     result = train(model, data.stream, curve_cfg, output_dir=run_dir, eval_fn=data.curve_eval, resume=resume,
-                   progress=progress, dataset=DEMO_DATASET)
+                   progress=progress, dataset=data.dataset)
     if result.interrupted:
         raise StoppedAfterSaving(f"stopped while training {method}; checkpoint in {result.checkpoint}")
     record: dict[str, Any] = {**_timings(result.history), "summary": None}
     if evaluate_test:
         ev = evaluate(model, data.test, batch_size=s.eval_batch_size, progress=progress)
         write_results(ev, run_dir / "eval")
-        write_card(result.final_dir, result={**ev.summary, "dataset": DEMO_DATASET, "split": "test"})
+        write_card(result.final_dir, result={**ev.summary, "dataset": data.dataset, "split": "test"})
         record["summary"] = ev.summary
     return record, model

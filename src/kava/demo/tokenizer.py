@@ -38,21 +38,26 @@ DEFAULT_ANSWER_PROMPT = "The answer is:"
 MAX_POSITIONS = 512
 
 
-def _vocab(words: Iterable[str]) -> dict[str, int]:
-    """Special tokens first (fixed ids), then space, punctuation, and each number and word bare and after a space."""
+def _vocab(words: Iterable[str], punctuation: Iterable[str] = ()) -> dict[str, int]:
+    """Special tokens first (fixed ids), then space, punctuation (``punctuation``'s marks after the
+    fixed ones), and each number and word bare and after a space."""
     words = [*NUMBERS, *sorted(set(words))]
-    tokens = [PAD, BOS, EOS, UNK, SPACE, *PUNCTUATION, *words, *(SPACE + w for w in words)]
+    marks = [*PUNCTUATION, *sorted(set(punctuation) - set(PUNCTUATION))]
+    tokens = [PAD, BOS, EOS, UNK, SPACE, *marks, *words, *(SPACE + w for w in words)]
     return {t: i for i, t in enumerate(tokens)}
 
 
-def build_tokenizer(answer_prompt: str = DEFAULT_ANSWER_PROMPT) -> PreTrainedTokenizerFast:
-    """The demo tokenizer: every word the task generator can emit plus the words of ``answer_prompt``.
+def build_tokenizer(answer_prompt: str = DEFAULT_ANSWER_PROMPT, *, words: Iterable[str] | None = None,
+                    punctuation: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+    """The demo tokenizer: every word the task generator can emit (or ``words``: those of another
+    task, `kava.demo.dataset_tasks`) plus the words of ``answer_prompt``; ``punctuation`` adds marks
+    to the fixed ones (each a token of its own). The defaults give the synthetic task's tokenizer.
 
     With ``add_special_tokens=True`` it prepends ``<s>`` (as Llama does), so callers that detect
     the leading special ids find the bos token; it never appends ``</s>``.
     """
-    words = {*vocabulary(), *re.findall(r"[A-Za-z]+", answer_prompt)}
-    tok = Tokenizer(models.WordLevel(_vocab(words), unk_token=UNK))
+    words = {*(vocabulary() if words is None else words), *re.findall(r"[A-Za-z]+", answer_prompt)}
+    tok = Tokenizer(models.WordLevel(_vocab(words, punctuation), unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Metaspace(replacement=SPACE, prepend_scheme="never"),

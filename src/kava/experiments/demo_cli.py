@@ -11,6 +11,7 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from kava.demo.dataset_tasks import SYNTHETIC, TASK_CHOICES
     from kava.methods import demo_methods
 
     default, full = demo_methods(), demo_methods(full=True)
@@ -24,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated subset to train and compare (default {','.join(default)}, or all "
                              f"{len(full)} with --full), e.g. cot,pccot: a latent method always trains the CoT run it "
                              "starts from")
+    parser.add_argument("--task", choices=TASK_CHOICES, default=SYNTHETIC,
+                        help="what the models learn: the synthetic word problems (default), iCoT's 4x4 or 5x5 "
+                             "multiplication (mult4, mult5) or Coconut's ProsQA (prosqa), from the data folder "
+                             "($KAVA_DATA_DIR); mult5 has no public test split and is refused")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1, or 3 with --full)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--resume", action="store_true",
@@ -31,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kava.demo.dataset_tasks import dataset_of
     from kava.demo.run import DemoSettings
     from kava.experiments import demo_preset
     from kava.experiments.sweep import SweepError
@@ -57,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
             return exits.BAD_INPUT
         settings.seeds = tuple(range(args.seeds))
     settings.threads = args.threads
+    settings.dataset = dataset_of(args.task)
     try:
         demo_preset.run_demo(args.out, settings, resume=args.resume, command=_command(args))
     except (FileExistsError, ValueError, SweepError, FolderInUse) as e:
@@ -70,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _command(args: argparse.Namespace) -> str:
     """The command line that names this demo's grid (recorded in OUT/sweep.json)."""
-    flags = [f for f, on in (("--full", args.full), ("--long", args.long)) if on]
+    flags = [f"--task {args.task}"] if args.task != "synthetic" else []
+    flags += [f for f, on in (("--full", args.full), ("--long", args.long)) if on]
     flags += [f"--methods {args.methods}"] if args.methods is not None else []
     flags += [f"--seeds {args.seeds}"] if args.seeds is not None else []
     return " ".join(["kava demo", *flags])

@@ -27,6 +27,7 @@ def run_demo(out_dir: str | Path, settings=None, *, progress: bool = True, resum
     """
     import torch
 
+    from kava.demo.dataset_tasks import check_task
     from kava.demo.run import DemoSettings
     from kava.experiments.grid import demo_plan
     from kava.experiments.reports import format_table
@@ -34,6 +35,7 @@ def run_demo(out_dir: str | Path, settings=None, *, progress: bool = True, resum
     from kava.experiments.sweep import DemoRunner, run_sweep
 
     s = settings or DemoSettings()
+    check_task(s.dataset)  # one line before anything is written (mult5 without its test split, say)
     if s.threads:
         torch.set_num_threads(s.threads)
     out = Path(out_dir)

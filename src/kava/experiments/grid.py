@@ -6,7 +6,8 @@ A grid file::
     base: demo                      # the CPU demo's recipe, or a `kava train` config (path, relative
                                     # to the grid file) followed by `kava eval` with the `eval` section
     settings: {steps_latent: 300}   # changes to the base recipe for every run (demo: DemoSettings
-                                    # fields, steps_<phase> / lr_<phase>, method knobs; train: knobs)
+                                    # fields, steps_<phase> / lr_<phase>, task (synthetic, mult4,
+                                    # mult5, prosqa), method knobs; train: knobs)
     eval: {dataset: gsm8k}          # train base only: `kava eval` of each trained model
     methods: [kava, pccot]
     seeds: [0, 1, 2]
@@ -133,6 +134,12 @@ def demo_plan(settings, command: str = "kava demo") -> Plan:
 
 
 def _demo_plan(plan: Plan, base, methods, seeds, variants, combos, cot_from, fail) -> Plan:
+    from kava.demo.dataset_tasks import check_task
+
+    try:
+        check_task(base.dataset)  # before any run: a task the demo cannot score is refused at once
+    except ValueError as e:
+        fail("settings.task", str(e))
     latent = [m for m in methods if METHODS[m].latent]
     for seed in seeds:
         cot_name = None
@@ -182,9 +189,12 @@ def demo_settings(config: dict[str, Any]):
 
 
 def _demo_settings(base, changes: dict[str, Any]):
-    """``base`` with ``changes``: DemoSettings fields, ``steps_<phase>`` / ``lr_<phase>``, or method
-    knobs (set on the latent methods' configs). A name both DemoSettings and KavaConfig know goes to
+    """``base`` with ``changes``: DemoSettings fields, ``steps_<phase>`` / ``lr_<phase>``, ``task``
+    (a `kava.demo.dataset_tasks.TASK_CHOICES` name, as ``kava demo --task``), or method knobs (set
+    on the latent methods' configs). A name both DemoSettings and KavaConfig know goes to
     DemoSettings, which applies it the demo's way (e.g. T = 0 stays pause's own)."""
+    from kava.demo.dataset_tasks import DATASET_TASKS, dataset_of
+
     demo_fields = {f.name for f in fields(base)} - {"methods", "seeds", "method_overrides", "threads", "task"}
     knobs = {f.name for f in fields(KavaConfig)} - {"method"}
     s = replace(base, steps=dict(base.steps), lr=dict(base.lr), method_overrides=dict(base.method_overrides))
@@ -192,6 +202,14 @@ def _demo_settings(base, changes: dict[str, Any]):
         phase = key.partition("_")[2]
         if key.startswith(("steps_", "lr_")) and phase in s.steps:
             getattr(s, key.partition("_")[0])[phase] = value
+        elif key == "task":
+            if not isinstance(value, str):
+                raise ConfigError(f"task: expected a task name, got {value!r}")
+            s.dataset = dataset_of(value)
+        elif key == "dataset":
+            if value is not None and value not in DATASET_TASKS:
+                raise ConfigError(f"dataset: expected one of {', '.join(DATASET_TASKS)} (or null), got {value!r}")
+            s.dataset = value
         elif key in demo_fields:
             setattr(s, key, value)
         elif key in knobs:

@@ -151,7 +151,8 @@ def commands(plan: Plan, out: str | Path, extra: list[str]) -> list[str]:
 # --------------------------------------------------------------------------- runners
 
 class DemoRunner:
-    """Runs of the demo base: the demo's own `train_run` on its synthetic task, a latent method
+    """Runs of the demo base: the demo's own `train_run` on its task (synthetic, or a registered
+    one: ``DemoSettings.dataset``), a latent method
     starting from its seed's CoT model (a run of this sweep, or of ``--cot-from``'s folder).
 
     Besides the test summary a run's record keeps its learning curve (``curve``, what its
@@ -167,7 +168,8 @@ class DemoRunner:
         from kava.demo.run import DemoData, train_run
 
         s = demo_settings(spec.config)
-        key = json.dumps([spec.config["settings"][k] for k in ("task", "test_size", "curve_points", "curve_valid_size")])
+        key = json.dumps([spec.config["settings"].get(k) for k in ("task", "dataset", "test_size", "curve_points",
+                                                                    "curve_valid_size")])
         if key not in self._data:  # variants share the task and its test set: built once
             self._data[key] = DemoData.build(s)
         data = self._data[key]
@@ -175,7 +177,8 @@ class DemoRunner:
         record, _ = train_run(run_dir, s, spec.method, spec.seed, data, cot_model=cot_model, resume=True,
                               progress=self.progress)
         return {**record, "curve_start_s": cot_metrics["train_time_s"] if cot_metrics else 0.0,
-                "setting": {"model": "demo tiny Llama", "train_data": "synthetic", "eval_data": "synthetic test"},
+                "setting": {"model": "demo tiny Llama", "train_data": s.dataset or "synthetic",
+                            "eval_data": f"{s.dataset or 'synthetic'} test"},
                 **({"cot_run": str(self.cot_dir(spec))} if spec.cot else {})}
 
     def cot_dir(self, spec: RunSpec) -> Path:
