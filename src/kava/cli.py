@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "lm-eval": ("kava.evaluation.harness_cli", "lm-evaluation-harness with the kava model type and kava's offline tasks"),
     "infer": ("kava.infer_cli", "ask a trained model questions: interactive, from a file, or from stdin"),
     "inspect": ("kava.inspection.cli", "look inside a latent model: latents read as tokens, kept trace tokens, K/V match"),
-    "demo": ("kava.experiments.demo_cli", "train and compare KaVa, CoT and No-CoT on a synthetic task, on CPU"),
+    "demo": ("kava.experiments.demo_cli", "train and compare KaVa, CoT and No-CoT on a small task from scratch, on CPU (a preset sweep)"),
     "demo-diagnose": ("kava.demo.diagnose_cli", "why a demo's latents help or not: latent ablation, teacher-cache oracle"),
     "bench": ("kava.benchmark.cli", "time training steps and answers of KaVa beside the baselines (paired medians)"),
     "sweep": ("kava.experiments.sweep_cli", "run a grid of runs (methods, ablation variants, knobs, seeds), resumable"),
