@@ -190,31 +190,34 @@ class DemoRunner:
         from kava.model.kava_model import KavaModel
 
         cot_dir = self.cot_dir(spec)
-        problem = cot_problem(cot_dir, s, spec.seed)
-        if problem:
+        try:
+            metrics = cot_record(cot_dir, s, spec.seed)
+        except ValueError as e:
             hint = "" if Path(spec.cot).is_absolute() else f"; run it first (--only {spec.cot})"
-            raise SweepError(f"{spec.name}: {problem}{hint}")
-        return KavaModel.from_pretrained(cot_dir / "final"), read_metrics(cot_dir)
+            raise SweepError(f"{spec.name}: {e}{hint}") from None
+        return KavaModel.from_pretrained(cot_dir / "final"), metrics
 
 
-def cot_problem(cot_dir: Path, s, seed: int) -> str | None:
-    """Why ``cot_dir`` cannot start the latent runs of settings ``s`` (a `DemoSettings`) for
-    ``seed``: not a finished demo CoT run, or one trained otherwise; None if it can."""
+def cot_record(cot_dir: Path, s, seed: int) -> dict[str, Any]:
+    """The record of the finished demo CoT run ``cot_dir`` that starts the latent runs of settings
+    ``s`` (a `DemoSettings`) for ``seed``; a `ValueError` says why it cannot (not finished, not a
+    demo CoT run, or trained otherwise)."""
     from kava.demo.run import run_identity
 
     try:
         metrics = read_metrics(cot_dir)
     except ValueError as e:
-        return f"its CoT run {cot_dir} is not finished ({e})"
+        raise ValueError(f"its CoT run {cot_dir} is not finished ({e})") from None
     config = in_current_form(metrics["config"])
     if config.get("base") != "demo" or config.get("method") != "cot":
-        return f"{cot_dir} is not a demo CoT run"
+        raise ValueError(f"{cot_dir} is not a demo CoT run")
     recorded, wanted = run_identity(demo_settings(config), "cot", seed), run_identity(s, "cot", seed)
     if recorded != wanted:
         from kava.runtime.outputs import differences
 
-        return f"the CoT run {cot_dir} was trained with other settings ({'; '.join(differences(recorded, wanted)[:3])})"
-    return None
+        raise ValueError(f"the CoT run {cot_dir} was trained with other settings "
+                         f"({'; '.join(differences(recorded, wanted)[:3])})")
+    return metrics
 
 
 def check_cot_sources(plan: Plan) -> list[str]:
@@ -225,9 +228,10 @@ def check_cot_sources(plan: Plan) -> list[str]:
         if not spec.cot or not Path(spec.cot).is_absolute() or spec.cot in seen:
             continue
         seen.add(spec.cot)
-        problem = cot_problem(Path(spec.cot), demo_settings(spec.config), spec.seed)
-        if problem:
-            problems.append(f"--cot-from: {problem}")
+        try:
+            cot_record(Path(spec.cot), demo_settings(spec.config), spec.seed)
+        except ValueError as e:
+            problems.append(f"--cot-from: {e}")
     return problems
 
 
