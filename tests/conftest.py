@@ -41,7 +41,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 _SHARED_DATA = (Path(__file__).resolve().parents[1] / ".." / "shared" / "data").resolve()
 if not os.environ.get("KAVA_DATA_DIR"):
     os.environ["KAVA_DATA_DIR"] = str(_SHARED_DATA)
-DATA_DIR = Path(os.environ["KAVA_DATA_DIR"]).expanduser()
+DATA_DIR = Path(os.environ["KAVA_DATA_DIR"]).expanduser().resolve()  # as the loader records it: links resolved
 
 CORPUS = [
     "Tom has 12 apples. He gets 7 more. How many apples does he have?",
