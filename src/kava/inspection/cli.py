@@ -2,7 +2,9 @@
 
 Prints a text report and writes into ``--out``: ``inspection.json`` (everything), ``report.txt``
 (the printed report) and, with a reference trace (``--steps``), ``kept_tokens.html`` and
-``kv_similarity.png``. Files of an earlier inspection in ``--out`` are replaced. Bad input (a
+``kv_similarity.png``. With ``--dataset`` instead of ``--question`` it reads the latents of many
+questions against their written traces (`kava.inspection.readout`): ``readout.json`` and
+``latent_readout.png``. Files of an earlier inspection in ``--out`` are replaced. Bad input (a
 missing or damaged model, a model without latents, an ``--out`` that is a file) is one line on
 stderr, exit status 2.
 """
@@ -15,12 +17,21 @@ import sys
 from pathlib import Path
 
 JSON_FILE, REPORT_FILE, HTML_FILE, PNG_FILE = "inspection.json", "report.txt", "kept_tokens.html", "kv_similarity.png"
+READOUT_JSON, READOUT_PNG = "readout.json", "latent_readout.png"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a trained latent model: a run folder, a checkpoint, or a "
                         "model / exported folder")
-    parser.add_argument("--question", required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--question", help="one question: its latents pass by pass, and with --steps the teacher's cache")
+    which.add_argument("--dataset", help="a dataset name or file: each latent slot's reading against the written "
+                       "traces of its questions, position by position (with a chance baseline)")
+    parser.add_argument("--split", default=None, help="--dataset's split, e.g. valid (default: the dataset's "
+                        "evaluation split; a file is one split)")
+    parser.add_argument("--limit", type=int, default=500, help="--dataset: its first N questions (default 500)")
+    parser.add_argument("--data-dir", default=None, help="--dataset: folder a registered dataset is read from "
+                        "(default: $KAVA_DATA_DIR, else its hub id)")
     parser.add_argument("--steps", nargs="+", default=None, metavar="STEP",
                         help='a reference trace, one argument per step ("<<14/2=7>>" "<<7*3=21>>"): enables the '
                         "kept-token view and the K/V similarity")
@@ -36,11 +47,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         out = _check_out(Path(args.out))
-        result = _inspect(args)
+        model = _load(args)
+        result = _readout(model, args) if args.dataset is not None else _inspect(model, args)
     except (ValueError, OSError) as exc:
         print(f"kava inspect: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exits.BAD_INPUT
-    write_outputs(result, out)
+    if args.dataset is not None:
+        write_readout(result, out)
+    else:
+        write_outputs(result, out)
     return exits.OK
 
 
@@ -71,18 +86,49 @@ def _check_out(out: Path) -> Path:
     return out
 
 
-def _inspect(args: argparse.Namespace):
+def write_readout(result, out: Path) -> None:
+    """Print each slot's best-read position and write the JSON and the figure."""
+    from kava.inspection.readout import save_readout_figure
+
+    print(f"latent read-out over {result.questions} questions (top-1 token after the {result.pass_label} pass)")
+    print("slot  best position  match  chance  in own sequence  in next question's")
+    for m, (p, rate, chance) in enumerate(result.best()):
+        print(f"z{m + 1:<4} {p:>4} {result.labels[p]:>8}  {rate:5.3f}  {chance:6.3f}  "
+              f"{result.in_own[m].item():15.3f}  {result.in_other[m].item():18.3f}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / READOUT_JSON).write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n")
+    save_readout_figure(result, out / READOUT_PNG)
+    print(f"wrote {READOUT_JSON}, {READOUT_PNG} to {out}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace):
     from kava.config import ConfigError
-    from kava.inspection.api import check_latent_model, inspect_question
+    from kava.inspection.api import check_latent_model
     from kava.model.kava_model import KavaModel
     from kava.model.persistence import check_model_dir, find_model_dir
 
     if args.top_k < 1:
         raise ValueError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.limit < 2:
+        raise ValueError(f"--limit must be >= 2 (a read-out compares each question with the next), got {args.limit}")
     try:
         check_model_dir(find_model_dir(args.model))
         model = KavaModel.from_pretrained(args.model, device=args.device)
     except ConfigError as e:
         raise ValueError(f"--model {args.model}: {e}") from None
     check_latent_model(model)
+    return model
+
+
+def _inspect(model, args: argparse.Namespace):
+    from kava.inspection.api import inspect_question
+
     return inspect_question(model, args.question, args.steps, args.answer, args.top_k)
+
+
+def _readout(model, args: argparse.Namespace):
+    from kava.data.datasets import load_dataset
+    from kava.inspection.readout import latent_readout
+
+    data = load_dataset(args.dataset, args.split, limit=args.limit, data_dir=args.data_dir)
+    return latent_readout(model, data.records)
