@@ -78,11 +78,18 @@ def test_rerun_needs_resume_which_reuses_finished_runs(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps
 
 
-def test_resume_refuses_runs_made_with_other_settings(tmp_path):
+def test_resume_refuses_runs_made_with_other_settings_and_keeps_the_other_phases(tmp_path):
     run_demo(tmp_path, _small(), progress=False)
-    # A run records the demo's whole settings, so the first run of the grid (cot) is already refused.
-    with pytest.raises(SweepError, match=r"cot-seed0 holds a finished run with other settings \(settings.steps.nocot"):
-        run_demo(tmp_path, _small(steps={"nocot": 3, "cot": 2, "latent": 2}), progress=False, resume=True)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")}
+    steps = _small().steps
+    # Only the run of the changed phase is refused: cot-seed0 (first in the grid) is reused.
+    with pytest.raises(SweepError, match=r"nocot-seed0 holds a finished run with other settings \(settings.steps.nocot"):
+        run_demo(tmp_path, _small(steps={**steps, "nocot": steps["nocot"] + 1}), progress=False, resume=True)
+    with pytest.raises(SweepError, match=r"kava-seed0 holds a finished run with other settings \(settings.lr.latent"):
+        run_demo(tmp_path, _small(lr={**_small().lr, "latent": 5e-4}), progress=False, resume=True)
+    with pytest.raises(SweepError, match=r"cot-seed0 holds a finished run with other settings \(settings.steps.cot"):
+        run_demo(tmp_path, _small(steps={**steps, "cot": steps["cot"] + 1}), progress=False, resume=True)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.safetensors")} == stamps
 
 
 def test_runs_recorded_before_a_knob_existed_are_reused(tmp_path):

@@ -240,11 +240,16 @@ class DemoData:
         return cls(task, task.test_set(s.test_size), engine_stream(task), curve_eval)
 
 
+def phase_of(method: str) -> str:
+    """The training phase whose steps and lr a method's demo run uses: nocot, cot or latent."""
+    return "latent" if METHODS[method].latent else method
+
+
 def train_config(s: DemoSettings, method: str, seed: int):
     """The engine settings of one demo run (its phase's steps and lr)."""
     from kava.training.run_config import TrainConfig
 
-    phase = "latent" if METHODS[method].latent else method
+    phase = phase_of(method)
     return TrainConfig(
         batch_size=s.batch_size, micro_batch_size=s.batch_size, max_steps=s.steps[phase], lr=s.lr[phase],
         weight_decay=s.weight_decay, warmup_ratio=s.warmup_ratio, seed=seed, cpu=True,

@@ -77,6 +77,19 @@ def in_current_form(config: dict[str, Any]) -> dict[str, Any]:
     return as_json({**config, "settings": asdict(demo_settings(config)), "method_config": method_config})
 
 
+def own_phase(config: dict[str, Any]) -> dict[str, Any]:
+    """A demo run's configuration without the other phases' steps and lr, which it does not train
+    with (a latent run's CoT model is checked on its own, `cot_record`): changing the latent phase
+    does not void finished CoT runs."""
+    if config.get("base") != "demo":
+        return config
+    from kava.demo.run import phase_of
+
+    phase = phase_of(config["method"])
+    settings = {**config["settings"], **{k: {phase: config["settings"][k][phase]} for k in ("steps", "lr")}}
+    return {**config, "settings": settings}
+
+
 def finished(spec: RunSpec, run_dir: Path) -> bool:
     """Whether ``run_dir`` holds this run, finished. A finished run of other settings is an error:
     the grid changed under an existing folder, and reusing or overwriting it would both mislead."""
@@ -84,11 +97,11 @@ def finished(spec: RunSpec, run_dir: Path) -> bool:
         metrics = read_metrics(run_dir)
     except ValueError:
         return False
-    recorded = in_current_form(metrics["config"])
-    if recorded != spec.config:
+    recorded, wanted = own_phase(in_current_form(metrics["config"])), own_phase(spec.config)
+    if recorded != wanted:
         from kava.runtime.outputs import differences
 
-        diffs = differences(recorded, spec.config)
+        diffs = differences(recorded, wanted)
         raise SweepError(f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:3])}); "
                          "choose another --out or move it away")
     return True
