@@ -260,3 +260,29 @@ def test_math_and_aqua_breakdowns_are_in_the_report(tmp_path):
     assert "## Accuracy by level" in md and "| cot | 50.0 (6) |" in md
     assert "| nocot | 0 (2) | 3 (2) | 1 (0) | 20 % |" in md  # A, C, none; chance 20 %
     assert "| nocot |" not in md.split("## Accuracy by subject")[1].split("##")[0]
+
+
+def test_published_task_cells_are_read_right_from_method_md():
+    from kava.experiments.paper import TASKS
+
+    text = METHOD_MD.read_text()
+    section = text[text.index("## 13."):]
+    names = {"CoT": "cot", "No-CoT": "nocot", "iCoT": "icot", "pause token": "pause", "Coconut": "coconut"}
+    seen = {}
+    for line in section.splitlines():
+        m = re.match(r"\| ([^|]+?) \| (\d+\.\d) ± ", line)
+        if m and m.group(1) in names:
+            seen[("prosqa test", names[m.group(1)])] = float(m.group(2))
+    for n in (4, 5):
+        seen[(f"mult{n} test", "icot")] = 100 * float(re.search(rf"{n}×{n} (\d\.\d\d)", section).group(1))
+    assert seen == TASKS
+
+
+def test_a_task_run_gets_its_published_cell_and_source(tmp_path):
+    root = tmp_path / "runs-root"
+    task = {"model": "demo tiny Llama", "train_data": "mult4", "eval_data": "mult4 test"}
+    _run(root, "icot-seed0", "icot", 0, 0.5, setting=task)
+    _run(root, "kava-seed0", "kava", 0, 0.1, setting=task)
+    _, agg = write_report(root, tmp_path / "r")
+    assert agg["icot"]["paper_accuracy"] == 100.0 and agg["kava"]["paper_accuracy"] is None
+    assert "arXiv 2405.14838" in (tmp_path / "r" / "report.md").read_text()

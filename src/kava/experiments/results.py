@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kava.experiments.grid import BASE_VARIANT
-from kava.experiments.paper import paper_accuracy
+from kava.experiments.paper import paper_accuracy, published_source
 from kava.experiments.sweep import CONFIG_FILE, METRICS_FILE, PLAN_FILE, REQUIRED, read_metrics
 from kava.methods import in_order
 
@@ -148,7 +148,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     md = [f"# Report: {Path(runs_dir).resolve().name}", "",
           f"{len(found.runs)} evaluated run(s), {len(rows)} row(s); mean ± std over seeds."]
     if paper:
-        md.append("Paper accuracy: docs/method.md §9 (GSM8k test, mean of 3 seeds), where a row is a paper setting.")
+        md.append(published_source(found.runs[0].setting))
     md += ["", tables["markdown"] or "(no evaluated runs)", ""]
     md += breakdown_section({row: [r.summary for r in runs] for row, runs in rows.items()})
     if deltas:
