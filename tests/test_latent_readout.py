@@ -29,7 +29,8 @@ def test_counts_on_a_hand_made_case(model, monkeypatch):
     records = [mult_record(a, b, 4) for a, b in PAIRS[:3]]
     refs = [ro.reference_ids(model, r) for r in records]
     fixed = refs[0][0]
-    readings = torch.tensor([[ref[2], fixed, -5, -5] for ref in refs])
+    never = model.builder.bot_id  # a special token no trace holds
+    readings = torch.tensor([[ref[2], fixed, never, never] for ref in refs])
     monkeypatch.setattr(ro, "latent_readings", lambda m, q, b=100: (readings, "iter 3"))
     r = ro.latent_readout(model, records)
     P = max(map(len, refs))  # this tokenizer merges digits, so lengths differ
@@ -43,6 +44,7 @@ def test_counts_on_a_hand_made_case(model, monkeypatch):
         own = sum(len(refs[i]) > p and refs[i][p] == fixed for i in range(3)) / r.covered[p].item()
         assert r.match[1, p].item() == pytest.approx(own)
     assert (r.match[2:] == 0).all() and (r.in_own[2:] == 0).all() and r.in_own[0] == 1.0
+    assert r.common[1] == (model.tokenizer.decode([fixed]).strip(), 1.0)
     p, rate, chance = r.best()[0]
     lift = r.match[0] - r.chance[0]
     assert lift[p] == lift.max() and rate == r.match[0, p].item() and chance == r.chance[0, p].item()

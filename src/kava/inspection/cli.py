@@ -91,9 +91,11 @@ def write_readout(result, out: Path) -> None:
     from kava.inspection.readout import save_readout_figure
 
     print(f"latent read-out over {result.questions} questions (top-1 token after the {result.pass_label} pass)")
-    print("slot  best position  match  chance  in own sequence  in next question's")
+    print("slot  most common reading  best position above chance  match  chance  in own sequence  in next question's")
     for m, (p, rate, chance) in enumerate(result.best()):
-        print(f"z{m + 1:<4} {p:>4} {result.labels[p]:>8}  {rate:5.3f}  {chance:6.3f}  "
+        token, share = result.common[m]
+        where = f"{p:>4} {result.labels[p]:>8}  {rate:5.3f}  {chance:6.3f}" if rate > chance else f"{'none':>13}  {'—':>5}  {'—':>6}"
+        print(f"z{m + 1:<4} {token:>8} ({100 * share:5.1f} %)  {where:>27}  "
               f"{result.in_own[m].item():15.3f}  {result.in_other[m].item():18.3f}")
     out.mkdir(parents=True, exist_ok=True)
     (out / READOUT_JSON).write_text(json.dumps(result.to_json(), indent=1, ensure_ascii=False) + "\n")

@@ -31,6 +31,7 @@ class Readout:
     covered: torch.Tensor  # [P] questions whose sequences reach position p (all of them in a fixed format)
     in_own: torch.Tensor  # [M] share of slot m's readings that occur anywhere in the question's own sequence
     in_other: torch.Tensor  # [M] the same for the next question's sequence
+    common: list[tuple[str, float]]  # per slot: its most frequent reading and the share of questions
     questions: int
     pass_label: str  # which latent pass was read: the last one, the one the answer attends to
 
@@ -47,6 +48,7 @@ class Readout:
                 "chance": [[round(v, 4) for v in row] for row in self.chance.tolist()],
                 "in_own_sequence": [round(v, 4) for v in self.in_own.tolist()],
                 "in_next_sequence": [round(v, 4) for v in self.in_other.tolist()],
+                "most_common": [{"token": t, "share": round(f, 4)} for t, f in self.common],
                 "best": [{"slot": m + 1, "position": p, "label": self.labels[p], "match": round(r, 4), "chance": round(c, 4)}
                          for m, (p, r, c) in enumerate(self.best())]}
 
@@ -99,12 +101,15 @@ def latent_readout(model, records: Sequence[Record], batch_size: int = 100) -> R
     other = (readings[:, :, None] == nxt[:, None, :]).float().sum(0) / (nxt >= 0).sum(0).clamp(min=1)
     in_own = (readings[:, :, None] == seq[:, None, :]).any(-1).float().mean(0)
     in_other = (readings[:, :, None] == nxt[:, None, :]).any(-1).float().mean(0)
+    modes = readings.mode(dim=0).values
+    common = [(model.builder.tok.decode([int(t)]).strip() or "␣", float((readings[:, m] == t).float().mean()))
+              for m, t in enumerate(modes)]
     first = model.builder.tok
     n_trace = len(model.builder.cot_ids(records[0].steps, drop_last=False))
     labels = [first.decode([t]).strip() or "␣" for t in refs[0][:n_trace]]
     labels += [f"a{j}" for j in range(len(refs[0]) - n_trace)]
     labels += [f"p{p}" for p in range(len(labels), P)]
-    return Readout(labels, own, other, covered, in_own, in_other, N, label)
+    return Readout(labels, own, other, covered, in_own, in_other, common, N, label)
 
 
 def save_readout_figure(r: Readout, path: str | Path, title: str = "") -> None:
