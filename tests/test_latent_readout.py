@@ -44,7 +44,7 @@ def test_counts_on_a_hand_made_case(model, monkeypatch):
         own = sum(len(refs[i]) > p and refs[i][p] == fixed for i in range(3)) / r.covered[p].item()
         assert r.match[1, p].item() == pytest.approx(own)
     assert (r.match[2:] == 0).all() and (r.in_own[2:] == 0).all() and r.in_own[0] == 1.0
-    assert r.common[1] == (model.tokenizer.decode([fixed]).strip(), 1.0)
+    assert r.common[1] == (model.tokenizer.decode([fixed]).strip() or "␣", 1.0)  # a blank token shown as ␣
     p, rate, chance = r.best()[0]
     lift = r.match[0] - r.chance[0]
     assert lift[p] == lift.max() and rate == r.match[0, p].item() and chance == r.chance[0, p].item()
