@@ -74,3 +74,34 @@ def test_a_random_base_names_its_shape_and_claims_no_license(tmp_path):
     ("someone/unknown", None), (None, None)])
 def test_base_licenses(hub_id, license_id):
     assert base_license(hub_id) == license_id
+
+
+def test_datasets_names_the_training_data_and_evaluations_go_to_the_model_index(tmp_path):
+    """On the Hub `datasets` is what the model was trained on: an evaluation set is not added there."""
+    d = _folder(tmp_path, {"kind": "smollm2"})
+    write_card(d, training={"dataset": "gsm8k-train-aug", "steps": 2})
+    write_card(d, result={**SUMMARY, "dataset": "svamp"})
+    write_card(d, result={**SUMMARY, "dataset": "gsm8k-hard"})
+    card = ModelCard.load(d / CARD_FILE)
+    assert card.data.datasets == ["openai/gsm8k"]  # gsm8k-train-aug is derived from GSM8k's train split
+    assert [(r.dataset_name, r.dataset_type) for r in card.data.eval_results] == [
+        ("svamp", "ChilleD/SVAMP"), ("gsm8k-hard", "reasoning-machines/gsm-hard")]
+
+
+def test_a_limited_evaluation_keeps_its_count_and_stays_out_of_the_model_index(tmp_path):
+    d = _folder(tmp_path, {"kind": "smollm2"})
+    write_card(d, result={**SUMMARY, "dataset": "math500", "n": 3, "limit": 3, "accuracy": 0.0, "accuracy_ci95": [0.0, 0.56]})
+    card = ModelCard.load(d / CARD_FILE)
+    assert card.data.eval_results is None and "model-index" not in card.data.to_dict()
+    assert "| math500 | test | latent | 3 (the first; --limit 3) | 0.0 (0.0–56.0) |" in card.text
+    write_card(d, result=SUMMARY)  # a whole split is scored in the model-index beside it
+    assert [r.dataset_name for r in ModelCard.load(d / CARD_FILE).data.eval_results] == ["gsm8k"]
+
+
+@pytest.mark.parametrize("name, repo", [("gsm8k-aug", "whynlp/gsm8k-aug"), ("gsm8k-hard", "reasoning-machines/gsm-hard"),
+                                        ("svamp", "ChilleD/SVAMP"), ("math500", "HuggingFaceH4/MATH-500"),
+                                        ("mult4", None), ("prosqa", None), ("some/file.jsonl", None), (None, None)])
+def test_hub_repo_comes_from_the_registry(name, repo):
+    from kava.data.datasets import hub_repo
+
+    assert hub_repo(name) == repo

@@ -541,6 +541,16 @@ REGISTRY: dict[str, DatasetSpec] = {
 }
 
 
+def hub_repo(name: str | None) -> str | None:
+    """The Hub dataset a registered dataset comes from (its training split's source, else its
+    default split's), for a model card's ``datasets`` field; None for a file or generated data."""
+    spec = REGISTRY.get(name or "")
+    if spec is None:
+        return None
+    split = spec.splits.get("train") or spec.splits[spec.default_split]
+    return split.hub[0].repo if split.hub else None
+
+
 def dataset_names() -> list[str]:
     """The registered names, in registry order."""
     return list(REGISTRY)

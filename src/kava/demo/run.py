@@ -299,6 +299,8 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
     if evaluate_test:
         ev = evaluate(model, data.test, batch_size=s.eval_batch_size, progress=progress)
         write_results(ev, run_dir / "eval")
-        write_card(result.final_dir, result={**ev.summary, "dataset": data.dataset, "split": "test"})
+        # A dataset task's test set cut to test_size is a limited evaluation (the synthetic task's is whole).
+        write_card(result.final_dir, result={**ev.summary, "dataset": data.dataset, "split": "test",
+                                             "limit": s.test_size if s.dataset is not None else None})
         record["summary"] = ev.summary
     return record, model

@@ -108,7 +108,7 @@ def evaluate_checkpoint(
         except EvaluationStopped as e:
             raise EvaluationInterrupted(f"{e}; predictions so far in {out}") from e
         writer.finish(result)
-        _add_to_card(find_model_dir(model_dir), result.summary)
+        _add_to_card(find_model_dir(model_dir), {**result.summary, "limit": limit})
     return result.summary
 
 

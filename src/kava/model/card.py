@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kava.config import KavaConfig
+from kava.data.datasets import hub_repo
 from kava.model.loading import BASE_FILE
 from kava.runtime.outputs import write_atomic
 
@@ -40,11 +41,6 @@ LICENSES = {
     "Qwen/Qwen2.5-3B": "other",  # the Qwen Research license
     "Qwen/Qwen2.5": "apache-2.0",
     "mistralai/Mistral-7B": "apache-2.0",
-}
-# Registered dataset names → their Hub dataset ids (for the card's ``datasets`` field).
-HUB_DATASETS = {
-    "gsm8k": "openai/gsm8k", "gsm8k-aug": "whynlp/gsm8k-aug", "gsm8k-aug-nl": "whynlp/gsm8k-aug-nl",
-    "gsm8k-train-aug": "whynlp/gsm8k-aug", "svamp": "ChilleD/SVAMP", "gsm-hard": "reasoning-machines/gsm-hard",
 }
 MODE_TEXT = {
     "latent": "reasons in {M} continuous latent tokens refined over {T} Jacobi iterations, then writes the answer",
@@ -113,10 +109,11 @@ def _library(cfg: KavaConfig, exported: bool) -> str:
 def _result_row(summary: dict[str, Any]) -> dict[str, Any]:
     """The card's copy of a result; a dataset read from a file is named by the file's name (a
     card is shared, the machine's paths are not)."""
-    keys = ("split", "mode", "n", "accuracy", "accuracy_ci95", "mean_forward_passes",
+    keys = ("split", "mode", "n", "limit", "accuracy", "accuracy_ci95", "mean_forward_passes",
             "mean_generated_tokens", "mean_cache_tokens")
     name = summary.get("dataset")
-    return {"dataset": Path(name).name if name else "unnamed data", **{k: summary[k] for k in keys if k in summary}}
+    return {"dataset": Path(name).name if name else "unnamed data",
+            **{k: summary[k] for k in keys if summary.get(k) is not None}}
 
 
 def render(cfg: KavaConfig, base: dict[str, Any], facts: dict[str, Any], *, exported: bool = False) -> str:
@@ -129,21 +126,23 @@ def render(cfg: KavaConfig, base: dict[str, Any], facts: dict[str, Any], *, expo
     license_id = base_license(hub_id)
     training = facts.get("training", {})
     results = facts.get("results", [])
-    datasets = sorted({HUB_DATASETS[n] for n in [training.get("dataset"), *(r.get("dataset") for r in results)]
-                       if n in HUB_DATASETS})
+    # On the Hub `datasets` names the training data; evaluation sets belong in the model-index, and
+    # only a whole split there: a `--limit` evaluation stays in the card's table with its count.
+    trained_on = hub_repo(training.get("dataset"))
+    scored = [r for r in results if r.get("limit") is None]
     name = cfg.method if cfg.method == "kava" else f"kava-{cfg.method}"
     data = ModelCardData(
         base_model=hub_id,
         library_name=_library(cfg, exported),
         license=license_id or "other",
         tags=["kava", "latent-reasoning", cfg.method, *(["peft", "lora"] if cfg.lora_enabled else [])],
-        datasets=datasets or None,
+        datasets=[trained_on] if trained_on else None,
         model_name=name,
         eval_results=[
-            EvalResult(task_type="text-generation", dataset_type=HUB_DATASETS.get(r["dataset"], r["dataset"]),
+            EvalResult(task_type="text-generation", dataset_type=hub_repo(r["dataset"]) or r["dataset"],
                        dataset_name=r["dataset"], dataset_split=r.get("split"), metric_type="accuracy",
                        metric_value=round(100 * r["accuracy"], 2), metric_name=f"accuracy ({r.get('mode')} mode, %)")
-            for r in results
+            for r in scored
         ] or None,
     )
     sections = [
@@ -223,10 +222,15 @@ def _results(results: list[dict[str, Any]]) -> str:
         return ("## Results\n\nNot evaluated yet: `kava eval --model <this folder> --dataset gsm8k` adds its accuracy "
                 "and forward passes per answer here.")
     head = "| dataset | split | mode | questions | accuracy % (95% CI) | forward passes / answer | generated tokens |\n|---|---|---|---|---|---|---|"
-    rows = [f"| {r['dataset']} | {r.get('split') or ''} | {r.get('mode')} | {r.get('n')} | {100 * r['accuracy']:.1f} "
+    rows = [f"| {r['dataset']} | {r.get('split') or ''} | {r.get('mode')} | {_questions(r)} | {100 * r['accuracy']:.1f} "
             f"({100 * r['accuracy_ci95'][0]:.1f}–{100 * r['accuracy_ci95'][1]:.1f}) | {r.get('mean_forward_passes', 0):.1f} | "
             f"{r.get('mean_generated_tokens', 0):.1f} |" for r in results]
     return "## Results (`kava eval`)\n\n" + "\n".join([head, *rows])
+
+
+def _questions(row: dict[str, Any]) -> str:
+    """A result's question count; a `--limit` evaluation says it read only the split's first ones."""
+    return f"{row.get('n')}" if row.get("limit") is None else f"{row.get('n')} (the first; --limit {row['limit']})"
 
 
 def _usage(cfg: KavaConfig, exported: bool) -> str:
