@@ -132,6 +132,20 @@ def build_model(name: str = "kava", arch: str = "llama", *, seed: int = 0, pertu
     return model.eval()
 
 
+def save_kava_and_cot(tmp_path_factory) -> dict:
+    """Tiny KaVa (M = 4) and CoT models saved with all weights, as `kava train` leaves them:
+    {"kava": folder, "cot": folder}."""
+    from kava.model.loading import ModelSource
+
+    out = {}
+    for name in ("kava", "cot"):
+        model = build_model(name, finetune="full", perturb_lora=False, num_latents=4)
+        model.base_source = ModelSource("config", config=model.lm.config.to_dict())
+        out[name] = tmp_path_factory.mktemp(name) / "final"
+        model.save_pretrained(out[name])
+    return out
+
+
 def decoding_model(name: str, arch: str = "llama", **over) -> KavaModel:
     """The decoding tests' model: M = 4 and questions that finish at different steps."""
     return build_model(name, arch, finishing_eos=True, **{"num_latents": 4, **over})

@@ -8,17 +8,15 @@ from html.parser import HTMLParser
 import matplotlib.image
 import pytest
 import torch
-from conftest import build_model
+from conftest import build_model, save_kava_and_cot
 
 from kava.api import generate, inspect
 from kava.cli import main
 from kava.inspection.heatmap import save_heatmap
 from kava.inspection.kept_tokens import kept_mask
-from kava.model.loading import ModelSource
 from kava.inspection.page import kept_page
 from kava.inspection.similarity import cosine_map, kv_similarity
 from kava.model.teacher_compression import teacher_targets
-from kava.model.loading import ModelSource
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -203,13 +201,7 @@ def test_heatmap_png_is_valid_with_unmatched_slots(tmp_path, records, one_thread
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """Tiny KaVa and CoT models saved with all weights (as `kava train` leaves them)."""
-    out = {}
-    for name in ("kava", "cot"):
-        model = build_model(name, finetune="full", perturb_lora=False, num_latents=4)
-        model.base_source = ModelSource("config", config=model.lm.config.to_dict())
-        out[name] = tmp_path_factory.mktemp(name) / "final"
-        model.save_pretrained(out[name])
-    return out
+    return save_kava_and_cot(tmp_path_factory)
 
 
 def test_cli_writes_every_file(saved, records, tmp_path, capsys, one_thread):

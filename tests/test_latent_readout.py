@@ -6,13 +6,12 @@ import json
 
 import pytest
 import torch
-from conftest import build_model
+from conftest import build_model, save_kava_and_cot
 
 from kava.api import inspect
 from kava.cli import main
 from kava.data.multiplication import mult_line, mult_record
 from kava.inspection import readout as ro
-from kava.model.loading import ModelSource
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PAIRS = [(1234, 5678), (4321, 8765), (1111, 2222), (9876, 5432), (3141, 5926)]
@@ -79,12 +78,7 @@ def test_fewer_than_two_records_is_refused(model):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    out = {}
-    for name in ("kava", "cot"):
-        m = build_model(name, finetune="full", perturb_lora=False, num_latents=4)
-        m.base_source = ModelSource("config", config=m.lm.config.to_dict())
-        out[name] = tmp_path_factory.mktemp(name) / "final"
-        m.save_pretrained(out[name])
+    out = save_kava_and_cot(tmp_path_factory)
     data = tmp_path_factory.mktemp("data") / "mult.txt"
     data.write_text("".join(mult_line(a, b, 4) + "\n" for a, b in PAIRS))
     out["data"] = data

@@ -97,10 +97,11 @@ def latent_readout(model, records: Sequence[Record], batch_size: int = 100) -> R
         seq[i, :len(s)] = torch.tensor(s)
     nxt = seq.roll(-1, dims=0)
     covered = (seq >= 0).sum(0)
-    own = (readings[:, :, None] == seq[:, None, :]).float().sum(0) / covered.clamp(min=1)
-    other = (readings[:, :, None] == nxt[:, None, :]).float().sum(0) / (nxt >= 0).sum(0).clamp(min=1)
-    in_own = (readings[:, :, None] == seq[:, None, :]).any(-1).float().mean(0)
-    in_other = (readings[:, :, None] == nxt[:, None, :]).any(-1).float().mean(0)
+    hits_own = readings[:, :, None] == seq[:, None, :]  # [N, M, P]
+    hits_next = readings[:, :, None] == nxt[:, None, :]
+    own = hits_own.float().sum(0) / covered.clamp(min=1)
+    other = hits_next.float().sum(0) / (nxt >= 0).sum(0).clamp(min=1)
+    in_own, in_other = hits_own.any(-1).float().mean(0), hits_next.any(-1).float().mean(0)
     modes = readings.mode(dim=0).values
     common = [(model.builder.tok.decode([int(t)]).strip() or "␣", float((readings[:, m] == t).float().mean()))
               for m, t in enumerate(modes)]
