@@ -210,6 +210,8 @@ def _training(training: dict[str, Any]) -> str:
              + (f", {training['epochs']:.2f} epochs)" if training.get("epochs") is not None else ")"),
              f"- batch {train.get('batch_size')} (micro-batch {train.get('micro_batch_size')}), learning rate "
              f"{train.get('lr')}, weight decay {train.get('weight_decay')}, seed {train.get('seed')}"]
+    if training.get("checkpoint"):
+        lines.append(f"- model: {training['checkpoint']}")
     if training.get("train_time_s") is not None:
         processes = training.get("processes", 1)
         lines.append(f"- training time: {training['train_time_s'] / 60:.1f} min of steps on {processes} "

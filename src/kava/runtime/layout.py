@@ -5,6 +5,7 @@ sweep's run folder, which the backends that train it read too."""
 from __future__ import annotations
 
 FINAL = "final"  # <run>/final/: the finished model
+BEST = "best"  # <run>/best/: the model of the best validation evaluation (eval.keep_best)
 CHECKPOINTS = "checkpoints"  # <run>/checkpoints/ckpt-<step>/
 CHECKPOINT_PREFIX = "ckpt-"
 CHECKPOINT_MODEL = "model"  # <checkpoint>/model/: the model as it was at that step

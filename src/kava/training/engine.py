@@ -51,7 +51,7 @@ import torch
 from kava.config import ConfigError, KavaConfig
 from kava.data.records import Record
 from kava.runtime.disk import folder_bytes
-from kava.runtime.layout import CHECKPOINTS, FINAL
+from kava.runtime.layout import BEST, CHECKPOINTS, FINAL
 from kava.runtime.outputs import append_bytes, write_atomic
 from kava.model.card import write_card
 from kava.model.cache import enable_gradient_checkpointing
@@ -71,6 +71,7 @@ from kava.training.checkpoint import (
     save_checkpoint,
 )
 from kava.training import fsdp_cpu
+from kava.training.best import METRIC, Selection, read_selection
 from kava.training.data_order import RecordStream, count_tokens, data_source, order_from
 from kava.training.run_config import TrainConfig
 
@@ -98,6 +99,8 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
     dataset: str | None = None,
+    keep_best: bool = False,
+    eval_data: str | None = None,
 ) -> TrainResult:
     """Train ``model`` in place and return its per-step history.
 
@@ -110,6 +113,8 @@ def train(
     after that many steps of this call, as an interruption would. ``progress=False`` hides the
     progress bar (a log file then holds the run's messages, not thousands of bar redraws).
     ``dataset`` names the training data on ``final/``'s model card.
+    ``keep_best`` keeps ``best/``, the model of the evaluation with the highest ``eval_fn`` accuracy
+    (`kava.training.best`; ``eval_data`` names what the evaluation reads on its card).
 
     Writes ``output_dir/checkpoints/ckpt-<step>/``, ``history.jsonl``, ``tensorboard/`` and, when
     the run completes, ``final/`` (``KavaModel.from_pretrained`` loads it).
@@ -122,6 +127,8 @@ def train(
     total = cfg.total_steps(None if records is None else len(records))
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1, got {stop_after}")
+    if keep_best and eval_fn is None:
+        raise ValueError("keep_best needs an eval_fn: best/ is chosen by validation accuracy")
     accelerator, cfg = _make_accelerator(cfg, output_dir, model.config)
     main = accelerator.is_main_process
     ckpt_root = output_dir / CHECKPOINTS
@@ -155,6 +162,7 @@ def train(
     if cfg.report_to:
         accelerator.init_trackers("kava", config=_tracker_config(cfg, model.config))
 
+    best = read_selection(output_dir) if keep_best and start is not None else None
     order = order_from(records, stream, cfg.seed, state.samples_seen)
     bar = progress_display(total, "train", initial=state.step, disable=not (main and progress), dynamic_ncols=True)
     first_step, last_ckpt, stopping = state.step, start, False
@@ -179,6 +187,9 @@ def train(
             entry = {"step": state.step, **({"epoch": state.samples_seen / len(records)} if records else {}), **metrics}
             if eval_fn is not None and (state.step == total or (cfg.eval_every and state.step % cfg.eval_every == 0)):
                 entry.update(_evaluate(accelerator, prepared, eval_fn))
+                if keep_best:
+                    best = _keep_if_best(accelerator, prepared, output_dir, best, entry, eval_data, cfg, total,
+                                         _card_facts(state, [*history, entry], accelerator, dataset))
             history.append(entry)
             _log(accelerator, bar, output_dir / HISTORY_FILE, entry)
             if stopping or state.step == total or (cfg.save_every and state.step % cfg.save_every == 0):
@@ -188,18 +199,47 @@ def train(
     final_dir = None
     if state.step == total:
         final_dir = output_dir / FINAL
-        with full_parameters(accelerator, prepared, rank0_only=True):
-            if main:
-                # final/ is what the last checkpoint's model/ holds (and its card, kilobytes): about what the write needs.
-                with atomic_dir(final_dir, lambda: folder_bytes(last_ckpt / MODEL_DIR)) as tmp:
-                    accelerator.unwrap_model(prepared).save_pretrained(tmp)
-                    write_card(tmp, training=_card_facts(state, history, accelerator, dataset))
-        accelerator.wait_for_everyone()
+        which = f"final/: the last step ({total:,})"
+        kept = {} if best is None else {"checkpoint": f"{which}; best/ holds {best.describe(total)}", "best": asdict(best)}
+        _save_model(accelerator, prepared, final_dir, ckpt_root,
+                    {**_card_facts(state, history, accelerator, dataset), "checkpoint": which, **kept})
     elif main:
         print(f"stopped at step {state.step} of {total}; checkpoint {last_ckpt}; resume to continue", file=sys.stderr)
     accelerator.end_training()
     accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)  # drop the autocast patch on the caller's model
     return TrainResult(history, state.step, final_dir, last_ckpt, interrupted=state.step < total)
+
+
+def _keep_if_best(accelerator, model, output_dir: Path, best: Selection | None, entry: dict[str, float],
+                  eval_data: str | None, cfg: TrainConfig, total: int, facts: dict[str, Any]) -> Selection | None:
+    """Write ``best/`` when this evaluation beats ``best`` (decided on all processes together) and
+    return the selection ``best/`` now holds."""
+    key = f"eval/{METRIC}"
+    if key not in entry:
+        raise ValueError(f"keep_best: the evaluation returned {sorted(entry)} without {METRIC!r}")
+    if not _any_process(accelerator, best is None or best.beaten_by(entry[key])):
+        return best
+    best = Selection(int(entry["step"]), entry[key], eval_every=cfg.eval_every, data=eval_data)
+    facts.update(checkpoint=f"best/: {best.describe(total)}", selection=asdict(best))
+    _save_model(accelerator, model, output_dir / BEST, output_dir / CHECKPOINTS, facts, best.save)
+    return best
+
+
+def _save_model(accelerator, model, folder: Path, ckpt_root: Path, facts: dict[str, Any],
+                extra: Callable[[Path], None] | None = None) -> None:
+    """Write ``folder`` (``final/`` or ``best/``) atomically with its model card: the trained
+    tensors (``save_pretrained``), the card's training facts and ``extra(tmp)``'s files. All
+    processes call it (FSDP gathers the parameters); the main process writes."""
+    with full_parameters(accelerator, model, rank0_only=True):
+        if accelerator.is_main_process:
+            newest = latest_checkpoint(ckpt_root)
+            # About what the newest checkpoint's model/ holds (the card is kilobytes); the size the write needs.
+            with atomic_dir(folder, lambda: folder_bytes(newest / MODEL_DIR) if newest else 0) as tmp:
+                accelerator.unwrap_model(model).save_pretrained(tmp)
+                if extra is not None:
+                    extra(tmp)
+                write_card(tmp, training=facts)
+    accelerator.wait_for_everyone()
 
 
 # --------------------------------------------------------------------------- one step

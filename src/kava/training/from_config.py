@@ -60,7 +60,7 @@ def train_from_config(cfg, *, resume: bool = False, progress: bool = True, data_
         if main:
             _write_yaml(Path(cfg.output_dir) / RUN_CONFIG, cfg.to_dict())
         return train(model, data.records, cfg.train, output_dir=cfg.output_dir, eval_fn=eval_fn, resume=resume,
-                     progress=progress, dataset=cfg.data.name)
+                     progress=progress, dataset=cfg.data.name, **_best_options(cfg))
 
 
 def report_outcome(result: TrainResult, echo: Callable[[str], None] = print) -> None:
@@ -217,6 +217,16 @@ def make_eval_fn(cfg, data_dir: str | Path | None = None):
         return {"accuracy": s["accuracy"], "mean_forward_passes": s["mean_forward_passes"]}
 
     return eval_fn
+
+
+def _best_options(cfg) -> dict[str, Any]:
+    """The engine's best/ options from ``eval.keep_best``: kept, and what the validation reads (for its card)."""
+    spec = cfg.eval
+    if spec is None or not spec.keep_best:
+        return {}
+    split = f" [{spec.split}]" if spec.split else ""
+    first = f", the first {spec.limit:,} questions" if spec.limit else ""
+    return {"keep_best": True, "eval_data": f"{Path(spec.name).name}{split}{first}"}
 
 
 def _write_yaml(path: Path, data: dict) -> None:

@@ -183,6 +183,8 @@ class EvalSpec:
     limit: Int | None = Field(None, ge=1, description="evaluate the first this many questions")
     batch_size: Int = Field(16, ge=1, description="questions decoded together")
     max_new_tokens: Int | None = Field(None, ge=1, description="generation budget per answer; null: the mode's default")
+    keep_best: Bool = Field(False, description="keep best/: the model of the evaluation with the highest accuracy "
+                                               "(ties: the earlier), as the official Coconut protocol selects")
 
     def __post_init__(self) -> None:
         _dataset_split(self.name, self.split, "eval")
@@ -225,6 +227,10 @@ class RunConfig:
     train: Annotated[TrainConfig, BeforeValidator(_section)] = Field(
         default_factory=TrainConfig, description="training hyper-parameters")
     eval: EvalSpec | None = Field(None, description="validation while training; null: none")
+
+    def __post_init__(self) -> None:
+        if self.eval is not None and self.eval.keep_best and self.train.eval_every is None:
+            raise ConfigError("eval.keep_best: needs train.eval_every (validated only at the end, best/ would be final/)")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as YAML-ready plain data (written next to the run for the record)."""
