@@ -21,6 +21,7 @@ from kava.methods import METHODS, lookup
 from kava.runtime.validation import Bool, ConfigError, Int, Number, config_class, one_of
 
 LATENT_MODES = ("jacobi", "sequential")
+CE_AVERAGES = ("example", "token")
 KEY_SPACES = ("post_rope", "pre_rope")
 EVICTION_SCOPES = ("per_head", "shared")
 SNAPKV_POOLINGS = ("avgpool", "maxpool")
@@ -95,6 +96,11 @@ class KavaConfig:
         "post_rope", description="the keys the eviction's redundancy term compares")
     # §5 losses
     student_ce: Bool = Field(True, description="train the student's answer CE (L_S)")
+    # example: a short answer weighs as much as a long trace, and an example's term does not depend
+    # on its batch mates (tested). token: the official Coconut / iCoT / CODI code's loss, torch's
+    # CrossEntropyLoss mean over every target token of the micro-batch (coconut.py).
+    ce_average: Annotated[str, one_of(CE_AVERAGES)] = Field(
+        "example", description="the CEs' batch mean: example (each example's token mean, then their mean) or token (over every target token, as the official codes)")
     teacher_ce: Bool = Field(True, description="train the teacher's trace-and-answer CE (L_T)")
     alpha_codi: Number = Field(10.0, ge=0, title="α1", description="weight of the hidden-state distillation L_CODI; 0 skips it")
     alpha_kv: Number = Field(1.0, ge=0, title="α2", description="weight of the compressed-cache distillation L_KV; 0 skips it")

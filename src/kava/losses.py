@@ -109,6 +109,18 @@ def token_ce(
     return total / predicts.sum(-1).clamp(min=1)
 
 
+def batch_ce(per_example: torch.Tensor, target_mask: torch.Tensor, average: str) -> torch.Tensor:
+    """The batch's CE from `token_ce`'s per-example means: their mean (``example``), or the mean
+    over every target token of the batch (``token``: each example weighted by its token count,
+    torch's ``CrossEntropyLoss`` over the flattened batch)."""
+    if average == "example":
+        return per_example.mean()
+    if average != "token":
+        raise ValueError(f"unknown CE average {average!r}")
+    counts = target_mask[:, 1:].sum(-1).to(per_example.dtype)
+    return (per_example * counts).sum() / counts.sum().clamp(min=1)
+
+
 def masked_std_per_layer(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Population std over all but the first (layer) dim of x, counting entries where mask is set."""
     m = mask.to(x.dtype).expand_as(x)

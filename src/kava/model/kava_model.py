@@ -21,7 +21,7 @@ from torch import nn
 
 from kava.config import KavaConfig
 from kava.model.sequences import LATENT, SequenceBuilder, positions_from_mask
-from kava.losses import TERMS, DistillTerm, term_on, token_ce, weighted_total
+from kava.losses import TERMS, DistillTerm, batch_ce, term_on, token_ce, weighted_total
 from kava.model import arch, persistence
 from kava.model.cache import KV, cache_of, stack
 from kava.model.latent import LatentState, Observer, run_latents
@@ -187,12 +187,12 @@ class KavaModel(nn.Module):
         if cfg.uses_teacher:
             teacher, per_example["ce_teacher"], teacher_kv = teacher_pass(self, batch, cfg)
             if cfg.teacher_ce:
-                terms["ce_teacher"] = per_example["ce_teacher"].mean()
+                terms["ce_teacher"] = batch_ce(per_example["ce_teacher"], batch["t_ce_mask"], cfg.ce_average)
         if cfg.uses_student:
             with self.span("student"):
                 student, per_example["ce_student"] = self._student(batch, teacher_kv if cfg.shares_question_cache else None)
             if cfg.student_ce:
-                terms["ce_student"] = per_example["ce_student"].mean()
+                terms["ce_student"] = batch_ce(per_example["ce_student"], batch["s_ce_mask"], cfg.ce_average)
             for name, term in TERMS.items():  # the distillation terms and their logged baselines
                 if term.compute is not None and term_on(name, cfg):
                     value = term.compute(teacher, student, cfg)

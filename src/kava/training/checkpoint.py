@@ -73,7 +73,10 @@ def count_conflicts(saved: TrainerState, current: TrainerState) -> list[str]:
 
 def resume_conflicts(saved: TrainerState, current: TrainerState) -> list[str]:
     """Why ``current`` is not the run ``saved`` belongs to (empty: it is)."""
-    return differences(saved.train_config, current.train_config, NOT_TRAJECTORY) + count_conflicts(saved, current)
+    from kava.training.run_config import with_train_defaults
+
+    return (differences(with_train_defaults(saved.train_config), current.train_config, NOT_TRAJECTORY)
+            + count_conflicts(saved, current))
 
 
 # --------------------------------------------------------------------------- folders

@@ -127,6 +127,8 @@ def train(
     total = cfg.total_steps(None if records is None else len(records))
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after must be >= 1, got {stop_after}")
+    if cfg.reset_optimizer_every_epoch and records is None:
+        raise ConfigError("train.reset_optimizer_every_epoch: a record stream has no epochs")
     if keep_best and eval_fn is None:
         raise ValueError("keep_best needs an eval_fn: best/ is chosen by validation accuracy")
     accelerator, cfg = _make_accelerator(cfg, output_dir, model.config)
@@ -172,8 +174,9 @@ def train(
             step_records = list(islice(order, cfg.batch_size))
             if len(step_records) < cfg.batch_size:
                 raise ValueError("the record stream ended; a stream must be endless")
-            if schedule is not None and model.config.reset_optimizer_per_stage and schedule.resets_at(state.step):
-                optimizer.optimizer.state.clear()  # a new stage starts with fresh moments (Coconut's, iCoT's choice)
+            if (schedule is not None and model.config.reset_optimizer_per_stage and schedule.resets_at(state.step)) or (
+                    cfg.reset_optimizer_every_epoch and _starts_epoch(state.samples_seen, cfg.batch_size, len(records))):
+                optimizer.optimizer.state.clear()  # fresh moments and step count: a new AdamW (Coconut's, iCoT's choice)
             metrics = _train_step(accelerator, prepared, optimizer, scheduler, cfg, step_records, state.step)
             if schedule is not None:
                 metrics["stage"] = schedule.stage_at(state.step)
@@ -208,6 +211,12 @@ def train(
     accelerator.end_training()
     accelerator.unwrap_model(prepared, keep_fp32_wrapper=False)  # drop the autocast patch on the caller's model
     return TrainResult(history, state.step, final_dir, last_ckpt, interrupted=state.step < total)
+
+
+def _starts_epoch(position: int, batch_size: int, n_records: int) -> bool:
+    """Whether the step reading records from ``position`` on is the first to start in a new epoch
+    (an epoch boundary fell inside the previous step or at its end; the first step is fresh anyway)."""
+    return position > 0 and position // n_records > (position - batch_size) // n_records
 
 
 def _keep_if_best(accelerator, model, output_dir: Path, best: Selection | None, entry: dict[str, float],
@@ -253,10 +262,15 @@ def _train_step(accelerator, model, optimizer, scheduler, cfg: TrainConfig, step
     lr = optimizer.param_groups[0]["lr"]
     sums: dict[str, torch.Tensor] = {}
     tokens = torch.zeros((), device=accelerator.device)
-    for i in range(accum):
-        # Chunk k of the step's records goes to process k % world: a pure function of the step.
-        chunk = step_records[(i * world + rank) * micro : (i * world + rank + 1) * micro]
-        batch = {k: v.to(accelerator.device) for k, v in unwrapped.builder.training_batch(chunk, step).items()}
+    # Chunk k of the step's records goes to process k % world: a pure function of the step.
+    batches = [unwrapped.builder.training_batch(step_records[(i * world + rank) * micro : (i * world + rank + 1) * micro], step)
+               for i in range(accum)]
+    if cfg.max_train_length is not None and _any_process(
+            accelerator, max(sequence_length(b) for b in batches) > cfg.max_train_length):
+        scheduler.step()  # the step counts (lr schedule and curriculum clock go on), as iCoT's removal counter does
+        return {"skipped": 1.0, "lr": lr, "tokens_per_s": 0.0, "max_memory_gb": _peak_memory_gb(accelerator.device)}
+    for batch in batches:
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.accumulate(model):
             out = model(batch)
             accelerator.backward(out.loss)
@@ -276,6 +290,14 @@ def _train_step(accelerator, model, optimizer, scheduler, cfg: TrainConfig, step
     metrics.update(lr=lr, grad_norm=float(grad_norm), tokens_per_s=accelerator.reduce(tokens, "sum").item())
     metrics["max_memory_gb"] = _peak_memory_gb(accelerator.device)
     return metrics
+
+
+def sequence_length(batch: dict[str, torch.Tensor]) -> int:
+    """The longest sequence a training batch feeds the model, padded: the teacher's ``[bos] Q C' P A
+    [eos]``, else the student's prefix and answer (its latents aside)."""
+    if "t_input_ids" in batch:
+        return batch["t_input_ids"].shape[1]
+    return batch["s_prefix_ids"].shape[1] + batch["s_answer_ids"].shape[1]
 
 
 def _peak_memory_gb(device: torch.device) -> float:

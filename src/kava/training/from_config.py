@@ -120,11 +120,13 @@ def check_resume(cfg, fitted, n_records: int, world: int) -> None:
     )
     from kava.runtime.layout import CHECKPOINTS
     from kava.training.engine import plain_config
+    from kava.training.run_config import with_train_defaults
 
     out = Path(cfg.output_dir)
     diffs = []
     if (out / RUN_CONFIG).is_file():
         saved = yaml.safe_load((out / RUN_CONFIG).read_text())
+        saved["train"] = with_train_defaults(saved.get("train") or {})
         diffs = differences(saved, cfg.to_dict(), ("output_dir", "eval", *NOT_TRAJECTORY))
     ckpt = latest_checkpoint(out / CHECKPOINTS)
     if ckpt is not None:

@@ -60,6 +60,10 @@ class TrainConfig:
     eval_every: Int | None = Field(None, ge=1, description="validate every this many steps (needs an eval section)")
     save_every: Int | None = Field(500, ge=1, description="checkpoint every this many steps; the last step is always saved")
     keep_last: Int = Field(2, ge=1, description="checkpoints kept on disk")
+    max_train_length: Int | None = Field(
+        None, ge=1, description="skip a step whose longest padded training sequence is longer (no update; the step counts), as official iCoT's max_len_train")
+    reset_optimizer_every_epoch: Bool = Field(
+        False, description="a fresh AdamW (moments and step count) at the first step of every epoch, as official Coconut (reset_optimizer)")
     report_to: tuple[Annotated[str, one_of(TRACKERS)], ...] = Field(
         ("tensorboard",), description="accelerate trackers the losses are logged to")
 
@@ -274,6 +278,13 @@ def apply_override(data: dict[str, Any], item: str) -> None:
             raise ConfigError(f"override {key}: {'.'.join(parents[: i + 1])} is not a section")
         node = child
     node[last] = value
+
+
+def with_train_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved train section with the settings added since it was written at their defaults (it
+    ran with them), so a resume compares like with like."""
+    defaults = {k: _plain(v) for k, v in dataclasses.asdict(TrainConfig()).items()}
+    return {**defaults, **saved}
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
