@@ -135,3 +135,26 @@ def test_a_step_longer_than_max_train_length_is_skipped_as_icots_max_len_train(t
         assert unchanged == skipped[k], k
     straight = train(training_model(), TRAIN_RECORDS, cfg, output_dir=tmp_path / "straight")
     assert [e["lr"] for e in result.history] == [e["lr"] for e in straight.history]  # the schedule counts every step
+
+
+def test_coconut_from_stage_1_refuses_a_source_that_is_not_cot_trained(tmp_path):
+    from pathlib import Path
+
+    from kava.config import ConfigError, preset
+    from kava.model.persistence import CONFIG_FILE
+    from kava.training.from_config import check_cot_start
+    from kava.training.run_config import load_run_config
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "llama1b-aug-coconut.yaml"
+    with pytest.raises(ConfigError, match="model.source: Coconut from stage 1 starts from a CoT-trained model"):
+        check_cot_start(load_run_config(config))  # the shipped file names the instruct model
+    cot, kava = tmp_path / "cot-export", tmp_path / "kava-export"
+    for folder, name in ((cot, "cot"), (kava, "kava")):
+        folder.mkdir()
+        preset(name).save(folder / CONFIG_FILE)  # what save_pretrained and --export write
+    check_cot_start(load_run_config(config, [f"model.source={cot}"]))  # a kava CoT export
+    with pytest.raises(ConfigError, match="is not a kava CoT model"):
+        check_cot_start(load_run_config(config, [f"model.source={kava}"]))
+    check_cot_start(load_run_config(config, ["model.cot_trained=true"]))  # declared, trained outside kava
+    check_cot_start(load_run_config(config, ["method.start_stage=0"]))  # the run trains the CoT stage itself
+    check_cot_start(load_run_config(config, ["method={preset: kava}"]))  # KaVa trains its teacher jointly

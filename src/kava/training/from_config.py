@@ -100,6 +100,7 @@ def check_start(cfg, resume: bool, main: bool, data_dir: str | Path | None = Non
         if not torch.cuda.is_available():
             raise ConfigError(f"train.cpu: {world} processes without a GPU need train.cpu: true")
     data = load_records(cfg, data_dir)
+    check_cot_start(cfg)
     if resume:
         check_resume(cfg, fitted, len(data), world)
     return data, make_eval_fn(cfg, data_dir)
@@ -138,6 +139,34 @@ def check_resume(cfg, fitted, n_records: int, world: int) -> None:
                           "resume with its settings, or train into a new output_dir")
     if ckpt is not None:
         check_model_dir(ckpt / MODEL_DIR)
+
+
+def check_cot_start(cfg) -> None:
+    """Refuse, in one line, a run whose method expects a CoT-trained start from a source that is not one.
+
+    Coconut from stage 1 on (``method.start_stage >= 1``) skips the stage that teaches the trace:
+    the official run loads a CoT-trained checkpoint (``load_model_path``). Started from an instruct
+    model it trains for days towards a number that is not Coconut's, so kava refuses rather than
+    warns (a warning scrolls past in a cluster log). A source is CoT-trained when it is a kava model
+    folder or export of the ``cot`` preset (its ``kava_config.json``), or when the config declares it
+    (``model.cot_trained: true``, for a model trained outside kava); ``method.start_stage: 0`` trains
+    the CoT stage in the run instead."""
+    method = cfg.method
+    if method.curriculum != "coconut" or method.start_stage == 0 or cfg.model.cot_trained:
+        return
+    import json
+
+    from kava.model.persistence import CONFIG_FILE
+
+    source = cfg.model.source
+    config = Path(source) / CONFIG_FILE if isinstance(source, str) else None
+    if config is not None and config.is_file() and json.loads(config.read_text()).get("method") == "cot":
+        return
+    shown = "a random model" if isinstance(source, dict) else repr(source)
+    raise ConfigError(f"model.source: Coconut from stage {method.start_stage} starts from a CoT-trained model (the "
+                      f"official run loads one), and {shown} is not a kava CoT model; pass model.source=<a `kava train "
+                      f"--export` of a cot run>, declare an outside one with model.cot_trained=true, or train the CoT "
+                      f"stage too with method.start_stage=0")
 
 
 # --------------------------------------------------------------------------- building blocks

@@ -108,6 +108,7 @@ class ModelSpec:
         description="a hub id, a local folder, a .gguf file, smollm2, or {config: {...}} for a random model")
     tokenizer: str | None = Field(None, description="a random model's tokenizer source: smollm2, a folder or a hub id")
     dtype: Annotated[str, one_of(DTYPES)] = Field("float32", description="the weights' dtype; compute precision is train.mixed_precision")
+    cot_trained: Bool = Field(False, description="declare model.source fine-tuned on the traces outside kava (a Coconut run's start); kava's own CoT exports are recognised without it")
 
     def __post_init__(self) -> None:
         if isinstance(self.source, dict):
