@@ -158,3 +158,27 @@ def test_coconut_from_stage_1_refuses_a_source_that_is_not_cot_trained(tmp_path)
     check_cot_start(load_run_config(config, ["model.cot_trained=true"]))  # declared, trained outside kava
     check_cot_start(load_run_config(config, ["method.start_stage=0"]))  # the run trains the CoT stage itself
     check_cot_start(load_run_config(config, ["method={preset: kava}"]))  # KaVa trains its teacher jointly
+
+
+def test_new_rows_copy_a_named_tokens_row_as_official_coconut(records):
+    """Official Coconut (run.py): ``embeddings.weight.data[token_id] = embeddings.weight.data[target_id]``
+    for the latent, start and end tokens, target ``<<``; kava's ``copy:<text>`` does the same."""
+    from kava.config import ConfigError
+    from kava.model.sequences import SPECIAL_TOKENS
+
+    model = build_model("coconut", num_latents=6, new_rows_init="copy:<")
+    tok = model.tokenizer
+    (target,) = tok.encode("<", add_special_tokens=False)
+    new_ids = torch.tensor([tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS])
+    with torch.no_grad():
+        rows, row = model.embed(new_ids.view(1, -1))[0], model.embed(torch.tensor([[target]]))[0, 0]
+    for r in rows:
+        torch.testing.assert_close(r, row, rtol=0, atol=0)
+    default = build_model("coconut", num_latents=6)
+    with torch.no_grad():
+        rows = default.embed(new_ids.view(1, -1))[0]
+    assert not torch.equal(rows[0], rows[1])  # mean: distinct rows near the mean embedding
+    with pytest.raises(ConfigError, match="method.new_rows_init: 'abc' is 3 tokens"):
+        build_model("coconut", num_latents=6, new_rows_init="copy:abc")
+    with pytest.raises(Exception, match="expected mean or copy"):
+        build_model("coconut", num_latents=6, new_rows_init="copy:")

@@ -22,6 +22,12 @@ from kava.runtime.validation import Bool, ConfigError, Int, Number, config_class
 
 LATENT_MODES = ("jacobi", "sequential")
 CE_AVERAGES = ("example", "token")
+
+
+def _rows_init(value: str) -> str:
+    if value != "mean" and not (value.startswith("copy:") and value[len("copy:"):]):
+        raise ValueError(f"expected mean or copy:<token text>, got {value!r}")
+    return value
 KEY_SPACES = ("post_rope", "pre_rope")
 EVICTION_SCOPES = ("per_head", "shared")
 SNAPKV_POOLINGS = ("avgpool", "maxpool")
@@ -131,6 +137,10 @@ class KavaConfig:
     lora_dropout_masks: Annotated[str, one_of(LORA_DROPOUT_MASKS)] = Field(
         "per_adapter", description="per_adapter: each adapted layer draws its own mask (PEFT); per_input: layers reading one tensor share it")
     lora_targets: tuple[str, ...] = Field(DEFAULT_LORA_TARGETS, description="module names that get LoRA adapters")
+    # mean: in-distribution and distinct rows. copy:<text>: official Coconut (run.py) starts
+    # <|latent|>, <|start-latent|> and <|end-latent|> as copies of the row of "<<".
+    new_rows_init: Annotated[str, AfterValidator(_rows_init)] = Field(
+        "mean", description="the new tokens' rows: mean (the mean embedding plus seeded noise) or copy:<text> (each a copy of that single token's row, as official Coconut's copy:<<)")
     seed: Int = Field(0, description="draws the new token rows' initialisation, the random eviction and iCoT's removal smoothing")
     extra: dict[str, Any] = Field(default_factory=dict, description="free-form notes saved with the config")
 

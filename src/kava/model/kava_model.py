@@ -30,7 +30,7 @@ from kava.model.lora_dropout import share_dropout_masks
 from kava.model.projection import LatentProjection
 from kava.model.rope import unrotate_keys
 from kava.model.teacher_compression import TeacherTargets, states_at, teacher_pass
-from kava.model.tokens import ExtendedEmbedding, add_special_tokens
+from kava.model.tokens import ExtendedEmbedding, add_special_tokens, rows_source
 
 
 @dataclass
@@ -93,7 +93,8 @@ class KavaModel(nn.Module):
         else:
             self.peft = None
             self.lm = lm
-        self.embedding = ExtendedEmbedding(self.lm.get_input_embeddings(), first_new, seed=config.seed)
+        self.embedding = ExtendedEmbedding(self.lm.get_input_embeddings(), first_new, seed=config.seed,
+                                           copy_of=rows_source(tokenizer, config.new_rows_init))
         if config.lora_enabled:
             self.embedding.base.weight.requires_grad_(False)
         self.projection = LatentProjection(hidden, config.projection_dim) if config.use_projection else None

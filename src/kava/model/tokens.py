@@ -11,8 +11,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kava.config import ConfigError
 from kava.model.sequences import SPECIAL_TOKENS
 from kava.model.arch import embedding_scale
+
+
+def rows_source(tokenizer, setting: str) -> int | None:
+    """The token id whose row the new rows copy under ``method.new_rows_init: copy:<text>`` (None for
+    ``mean``); the text must be one token of this tokenizer."""
+    if setting == "mean":
+        return None
+    text = setting[len("copy:"):]
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) != 1:
+        raise ConfigError(f"method.new_rows_init: {text!r} is {len(ids)} tokens in this tokenizer, not one; "
+                         "name a single token or use mean")
+    return ids[0]
 
 
 def add_special_tokens(tokenizer) -> int:
@@ -42,7 +56,8 @@ class ExtendedEmbedding(nn.Module):
     (Gemma multiplies by √hidden inside the embedding), so a new token enters at the same scale.
     """
 
-    def __init__(self, base: nn.Embedding, first_new_id: int, n_new: int = len(SPECIAL_TOKENS), seed: int = 0):
+    def __init__(self, base: nn.Embedding, first_new_id: int, n_new: int = len(SPECIAL_TOKENS), seed: int = 0,
+                 copy_of: int | None = None):
         super().__init__()
         if first_new_id > base.num_embeddings:
             raise ValueError(
@@ -54,9 +69,11 @@ class ExtendedEmbedding(nn.Module):
         self.first_new_id = first_new_id
         self.scale = embedding_scale(base)
         w = base.weight.detach().float()
-        g = torch.Generator().manual_seed(seed)
-        # Start near the mean embedding, each row distinct, so new tokens begin in-distribution.
-        init = w.mean(0, keepdim=True) + 0.02 * w.std() * torch.randn(n_new, w.shape[1], generator=g)
+        if copy_of is not None:  # every new row a copy of one token's (official Coconut's choice)
+            init = w[copy_of].expand(n_new, -1).clone()
+        else:  # near the mean embedding, each row distinct, so new tokens begin in-distribution
+            g = torch.Generator().manual_seed(seed)
+            init = w.mean(0, keepdim=True) + 0.02 * w.std() * torch.randn(n_new, w.shape[1], generator=g)
         self.new_rows = nn.Parameter(init.to(base.weight.dtype))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
