@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from kava.experiments.grid import BASE_VARIANT
+from kava.experiments.method_pairs import method_pairs
+from kava.experiments.method_pairs import section as pairs_section
 from kava.experiments.paper import paper_accuracy, published_source
 from kava.experiments.sweep import CONFIG_FILE, METRICS_FILE, PLAN_FILE, REQUIRED, read_metrics
 from kava.methods import in_order
@@ -153,6 +155,8 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     md += breakdown_section({row: [r.summary for r in runs] for row, runs in rows.items()})
     if deltas:
         md += _paired_section(deltas, paper)
+    pairs = method_pairs(Path(runs_dir) / "runs", found.runs)
+    md += pairs_section(pairs)
     spread = _spread(accuracy)
     if spread:
         md += _spread_section(spread)
@@ -175,6 +179,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
                                                "learning_curves": curves,
                                                "notes": found.notes, "plots": plots,
                                                "paired_differences": deltas, "spread_test": spread,
+                                               "method_pairs": pairs,
                                                "final_losses": losses})
     return found, agg
 
