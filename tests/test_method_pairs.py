@@ -10,12 +10,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from kava.experiments.method_pairs import correctness, method_pairs, paired_difference, section, t975
+from kava.experiments.method_pairs import method_pairs, paired_difference, scores, section, t975
 
 
-def answers(*bits: str) -> dict[int, bool]:
-    """``"1101"`` → question index → correct."""
-    return {i: c == "1" for i, c in enumerate(bits[0])}
+def answers(*bits: str) -> dict[int, float]:
+    """``"1101"`` → question index → score (1: correct)."""
+    return {i: float(c == "1") for i, c in enumerate(bits[0])}
 
 
 def test_t_quantiles():
@@ -55,12 +55,12 @@ def test_pairing_by_question_narrows_the_interval():
 
 
 def test_only_shared_seeds_and_questions_are_compared():
-    a = {0: {0: True, 1: True, 7: True}, 3: {0: True}}
-    b = {0: {0: False, 1: True}, 5: {0: False}}
+    a = {0: {0: 1.0, 1: 1.0, 7: 1.0}, 3: {0: 1.0}}
+    b = {0: {0: 0.0, 1: 1.0}, 5: {0: 0.0}}
     p = paired_difference(a, b)
     assert p["seeds"] == [0] and p["per_seed"] == {0: 0.5} and p["questions"] == [2]
     with pytest.raises(ValueError, match="share no seed"):
-        paired_difference({0: {0: True}}, {1: {0: True}})
+        paired_difference({0: {0: 1.0}}, {1: {0: 1.0}})
 
 
 def _run(root, name, method, seed, bits=None):
@@ -89,4 +89,18 @@ def test_a_damaged_prediction_line_names_file_and_line(tmp_path):
     (folder / "eval").mkdir(parents=True)
     (folder / "eval" / "predictions.jsonl").write_text('{"index": 0, "correct": true}\n{"index": 1}\n')
     with pytest.raises(ValueError, match=r"predictions.jsonl: line 2 is not a prediction"):
-        correctness(folder)
+        scores(folder)
+
+
+def test_digit_tasks_are_also_paired_on_the_digits_right(tmp_path):
+    """Exact match is 0 for both; the digits say KaVa got 3 of 4 at their place where PCCoT got 1."""
+    def run(name, method, said):
+        folder = tmp_path / name
+        (folder / "eval").mkdir(parents=True)
+        row = {"index": 0, "gold": "1 2 3 4", "answer": said, "answer_kind": "digits", "correct": said == "1 2 3 4"}
+        (folder / "eval" / "predictions.jsonl").write_text(json.dumps(row) + "\n")
+        return SimpleNamespace(name=name, method=method, seed=0, variant="base")
+
+    pairs = method_pairs(tmp_path, [run("kava-seed0", "kava", "1 2 3 9"), run("pccot-seed0", "pccot", "1 9 9")])
+    assert pairs["kava − pccot"]["mean"] == 0.0
+    assert pairs["kava − pccot (digits)"]["mean"] == 0.5  # 3/4 − 1/4; a missing digit counts wrong

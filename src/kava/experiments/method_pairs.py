@@ -43,23 +43,31 @@ def t975(df: int) -> float:
     return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
-def correctness(run_folder: str | Path) -> dict[int, bool]:
-    """Question index → answered correctly, from a run's test predictions."""
+def scores(run_folder: str | Path) -> dict[str, dict[int, float]]:
+    """Per-question scores from a run's test predictions: ``exact`` (1 for a correct answer, else 0)
+    and, when every answer is a digit sequence (multiplication), ``digits``: the share of the gold
+    answer's digits said at their position (exact match is 0 for every method short of the task's
+    end, so the digits are where methods differ)."""
     path = Path(run_folder) / PREDICTIONS
-    out = {}
+    exact, digits = {}, {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-                out[int(row["index"])] = bool(row["correct"])
-            except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}: line {n} is not a prediction with index and correct ({e})") from None
-    return out
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            q = int(row["index"])
+            exact[q] = float(bool(row["correct"]))
+            if row.get("answer_kind") == "digits":
+                gold, said = row["gold"].split(), (row.get("answer") or "").split()
+                digits[q] = sum(i < len(said) and said[i] == g for i, g in enumerate(gold)) / len(gold)
+        except (ValueError, KeyError, TypeError, ZeroDivisionError) as e:
+            raise ValueError(f"{path}: line {n} is not a prediction with index and correct ({e})") from None
+    return {"exact": exact, **({"digits": digits} if digits and len(digits) == len(exact) else {})}
 
 
-def paired_difference(a: dict[int, dict[int, bool]], b: dict[int, dict[int, bool]],
+def paired_difference(a: dict[int, dict[int, float]], b: dict[int, dict[int, float]],
                       resamples: int = BOOTSTRAP, rng_seed: int = 0) -> dict[str, Any]:
-    """Accuracy of ``a`` minus ``b`` (seed → question → correct), over the seeds both have and, per
+    """Mean score of ``a`` minus ``b`` (seed → question → score in [0, 1]), over the seeds both have and, per
     seed, the questions both answered; the mean, the per-seed differences and both 95 % intervals
     (module docstring). Raises ValueError when they share no seed or a seed shares no question."""
     import numpy as np
@@ -112,8 +120,11 @@ def method_pairs(runs_root: str | Path, runs: list[Any]) -> dict[str, dict[str, 
             if missing:  # said in the report, not skipped silently
                 out[f"{first} − {second}"] = {"missing": missing}
                 continue
-            read = {m: {s: correctness(f) for s, f in by_seed.items()} for m, by_seed in folders.items()}
-            out[f"{first} − {second}"] = paired_difference(read[first], read[second])
+            read = {m: {s: scores(f) for s, f in by_seed.items()} for m, by_seed in folders.items()}
+            for measure in ("exact", "digits"):
+                if all(measure in by_seed for m in read.values() for by_seed in m.values()):
+                    out[f"{first} − {second}" + ("" if measure == "exact" else " (digits)")] = paired_difference(
+                        *({s: v[measure] for s, v in read[m].items()} for m in (first, second)))
     return out
 
 
@@ -129,7 +140,8 @@ def section(pairs: dict[str, dict[str, Any]]) -> list[str]:
         return "— (one seed)" if ci is None else f"[{pct(ci[0])}, {pct(ci[1])}]"
 
     lines = ["## KaVa against PCCoT and CODI, paired by seed and question", "",
-             "Accuracy difference in points, on the test questions both runs of a seed answered. Intervals (95 %): "
+             "Accuracy difference in points, on the test questions both runs of a seed answered; (digits): the share "
+             "of the product's digits right at their position, where exact match cannot tell methods apart. Intervals (95 %): "
              "over seeds, Student's t on the per-seed differences; over seeds and questions, a paired two-level "
              "bootstrap (`kava.experiments.method_pairs`).", "",
              "| pair | seeds | questions per seed | difference | over seeds | over seeds and questions | per seed |",
