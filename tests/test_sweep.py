@@ -244,6 +244,29 @@ def test_real_tiny_train_base_sweep(tmp_path, one_thread, capsys):
     assert (out / "report" / "loss_curves.png").is_file()
 
 
+@pytest.mark.slow
+def test_a_train_base_sweep_evaluates_best_when_asked(tmp_path, one_thread):
+    from pathlib import Path
+
+    from kava.training.best import read_selection
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "tiny-cpu.yaml"
+    settings = ("{train.max_steps: 3, train.save_every: 3, train.report_to: [], train.eval_every: 1, "
+                "eval.name: gsm8k, eval.limit: 2, eval.max_new_tokens: 4, eval.keep_best: true}")
+    grid = _grid(tmp_path, f"base: {config}\nsettings: {settings}\nmethods: [kava]\n"
+                           "eval: {dataset: gsm8k, limit: 2, batch_size: 2, max_new_tokens: 4, checkpoint: best}\n")
+    out = tmp_path / "o"
+    assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
+    run = out / "runs" / "kava-seed0"
+    assert json.loads((run / "metrics.json").read_text())["setting"]["checkpoint"] == "best"
+    assert read_selection(run / "train") is not None
+    assert "/train/best" in json.loads((run / "eval" / "eval_run.json").read_text())["model"]
+    with pytest.raises(GridError, match="eval.checkpoint: best needs the run config's eval.keep_best"):
+        load_grid(_grid(tmp_path, f"base: {config}\nmethods: [kava]\neval: {{dataset: gsm8k, checkpoint: best}}\n"))
+    with pytest.raises(GridError, match="eval.checkpoint: expected one of final, best"):
+        load_grid(_grid(tmp_path, f"base: {config}\nmethods: [kava]\neval: {{dataset: gsm8k, checkpoint: last}}\n"))
+
+
 def test_a_refused_training_start_stops_a_train_base_sweep_in_one_line_naming_the_run(tmp_path, capsys):
     """The sweep calls `train_from_config` itself: its refusal becomes the sweep's one-line error (status 2)."""
     from pathlib import Path

@@ -8,7 +8,8 @@ A grid file::
     settings: {steps_latent: 300}   # changes to the base recipe for every run (demo: DemoSettings
                                     # fields, steps_<phase> / lr_<phase>, task (synthetic, mult4,
                                     # mult5, prosqa), method knobs; train: knobs)
-    eval: {dataset: gsm8k}          # train base only: `kava eval` of each trained model
+    eval: {dataset: gsm8k}          # train base only: `kava eval` of each trained model (checkpoint:
+                                    # final, or best: the run config's eval.keep_best model)
     methods: [kava, pccot]
     seeds: [0, 1, 2]
     knobs:                          # Cartesian product: every combination is a configuration
@@ -43,7 +44,8 @@ from kava.runtime.validation import read_yaml_mapping
 
 BASE_VARIANT = "base"
 TOP_KEYS = ("base", "settings", "eval", "methods", "seeds", "knobs", "variants")
-EVAL_KEYS = ("dataset", "split", "limit", "batch_size", "max_new_tokens")
+EVAL_KEYS = ("dataset", "split", "limit", "batch_size", "max_new_tokens", "checkpoint")
+CHECKPOINTS = ("final", "best")  # which model of a trained run is evaluated (best/: eval.keep_best)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
 
 
@@ -248,9 +250,12 @@ def _train_plan(path, config_path: Path, methods, seeds, settings, eval_raw, var
                     for key, value in {**settings, **knobs}.items():
                         _set(data, key if "." in key else f"method.{key}", value)
                     try:
-                        run_config_from_dict(copy.deepcopy(data))
+                        resolved = run_config_from_dict(copy.deepcopy(data))
                     except ConfigError as e:
                         fail(f"variants.{variant}" if changes else ("knobs" if combo else "settings"), str(e))
+                    if evaluation["checkpoint"] == "best" and not (resolved.eval and resolved.eval.keep_best):
+                        fail("eval.checkpoint", f"best needs the run config's eval.keep_best: true (run {name} keeps "
+                                                "no best/ model)")
                     config = {"base": "train", "method": method, "seed": seed, "variant": label, "knobs": knobs,
                               "run_config": data, "eval": evaluation}
                     plan.runs.append(RunSpec(name, method, seed, label, knobs, as_json(config)))
@@ -273,7 +278,9 @@ def _eval_spec(raw: Any, fail) -> dict[str, Any]:
         value = spec.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             fail(f"eval.{key}", f"expected an integer >= 1, got {value!r}")
-    return {"split": None, "limit": None, "batch_size": 16, "max_new_tokens": None, **spec}
+    if spec.get("checkpoint", "final") not in CHECKPOINTS:
+        fail("eval.checkpoint", f"expected one of {', '.join(CHECKPOINTS)}, got {spec['checkpoint']!r}")
+    return {"split": None, "limit": None, "batch_size": 16, "max_new_tokens": None, "checkpoint": "final", **spec}
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from kava.experiments.grid import GridError, Plan, RunSpec, demo_settings
 from kava.runtime.outputs import as_json
 
+from kava.runtime.layout import BEST, FINAL
 from kava.runtime.layout import RUN_CONFIG as CONFIG_FILE
 from kava.runtime.layout import RUN_METRICS as METRICS_FILE
 from kava.runtime.stop import StoppedAfterSaving
@@ -65,8 +66,10 @@ def read_metrics(run_dir: Path) -> dict[str, Any]:
 
 
 def in_current_form(config: dict[str, Any]) -> dict[str, Any]:
-    """A recorded demo-run configuration with the knobs and settings added since it was written at
-    their defaults (the behaviour it ran with): a new knob does not void finished runs."""
+    """A recorded run configuration with the knobs and settings added since it was written at their
+    defaults (the behaviour it ran with): a new knob does not void finished runs."""
+    if config.get("base") == "train":
+        return {**config, "eval": {"checkpoint": "final", **config["eval"]}}
     if config.get("base") != "demo":
         return config
     from dataclasses import asdict
@@ -273,8 +276,8 @@ def train_runner(out: Path, progress: bool = True) -> Runner:
         main = os.environ.get("RANK", "0") == "0"
         if main:
             write_atomic(config_path, yaml.safe_dump(config, sort_keys=False))
-        model_dir = run_dir / "train" / "final"
-        if not model_dir.is_dir():
+        final_dir = run_dir / "train" / FINAL
+        if not final_dir.is_dir():
             try:
                 result = train_from_config(load_run_config(config_path), resume=True, progress=progress)
             except (RefusedStart, *INPUT_ERRORS) as e:
@@ -285,6 +288,7 @@ def train_runner(out: Path, progress: bool = True) -> Runner:
         if not main:
             return None
         ev, eval_dir = spec.config["eval"], run_dir / "eval"
+        model_dir = run_dir / "train" / (BEST if ev.get("checkpoint") == "best" else FINAL)
         if not (eval_dir / SUMMARY_FILE).is_file():
             import torch
 
@@ -305,7 +309,8 @@ def train_runner(out: Path, progress: bool = True) -> Runner:
                 "train_time_s": sum(e.get("step_time_s", 0.0) for e in history),
                 "setting": {"model": model if isinstance(model, str) else "random config",
                             "train_data": config["data"]["name"], "eval_data": ev["dataset"],
-                            "eval_split": ev["split"], "eval_limit": ev["limit"]}}
+                            "eval_split": ev["split"], "eval_limit": ev["limit"],
+                            "checkpoint": ev.get("checkpoint", "final")}}
 
     return run
 
