@@ -105,6 +105,10 @@ def bad_sweep(tmp):
     return ["sweep", str(tmp / "nowhere.yaml"), "--out", str(tmp / "sweep")], "nowhere.yaml"
 
 
+def bad_reproduce(tmp):
+    return ["reproduce", str(tmp / "nowhere.yaml"), "--out", str(tmp / "table")], "nowhere.yaml"
+
+
 def bad_plan(tmp):
     return ["plan", "--config", str(tmp / "nowhere.yaml")], "nowhere.yaml"
 
@@ -115,6 +119,7 @@ def bad_report(tmp):
 
 BAD_INPUT = {"train": bad_train, "eval": bad_eval, "lm-eval": bad_lm_eval, "infer": bad_infer, "inspect": bad_inspect,
              "demo": bad_demo, "demo-diagnose": bad_demo_diagnose, "bench": bad_bench, "sweep": bad_sweep,
+             "reproduce": bad_reproduce,
              "plan": bad_plan, "report": bad_report}
 
 

@@ -81,7 +81,7 @@ def test_method_pairs_reads_each_runs_predictions_and_names_missing_ones(tmp_pat
     assert pairs["kava − codi"] == {"missing": ["runs/codi-seed0"]}
     text = "\n".join(section(pairs))
     assert "| kava − pccot | 1 | 4 | +50.0 | — (one seed) |" in text
-    assert "not paired: no eval/predictions.jsonl in runs/codi-seed0" in text
+    assert "not paired: no test predictions in runs/codi-seed0" in text
 
 
 def test_a_damaged_prediction_line_names_file_and_line(tmp_path):

@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "demo-diagnose": ("kava.demo.diagnose_cli", "why a demo's latents help or not: latent ablation, teacher-cache oracle"),
     "bench": ("kava.benchmark.cli", "time training steps and answers of KaVa beside the baselines (paired medians)"),
     "sweep": ("kava.experiments.sweep_cli", "run a grid of runs (methods, ablation variants, knobs, seeds), resumable"),
+    "reproduce": ("kava.experiments.reproduce_cli", "a results table from one file: rows, seeds, test sets, which row starts from which"),
     "plan": ("kava.training.plan_cli", "estimate a run config's memory per device, disk and steps without loading weights"),
     "report": ("kava.experiments.report_cli", "tables and plots over a folder of runs: mean ± std over seeds, paper beside"),
 }

@@ -79,6 +79,7 @@ class Plan:
     base: str  # "demo" or "train"
     runs: list[RunSpec] = field(default_factory=list)
     preset: str | None = None  # the command of a grid built in code; None for a grid file
+    title: str | None = None  # a table file's title (`kava.experiments.table`)
 
     def run(self, name: str) -> RunSpec:
         for spec in self.runs:

@@ -43,12 +43,12 @@ def t975(df: int) -> float:
     return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
 
 
-def scores(run_folder: str | Path) -> dict[str, dict[int, float]]:
+def scores(run_folder: str | Path, test: str | None = None) -> dict[str, dict[int, float]]:
     """Per-question scores from a run's test predictions: ``exact`` (1 for a correct answer, else 0)
     and, when every answer is a digit sequence (multiplication), ``digits``: the share of the gold
     answer's digits said at their position (exact match is 0 for every method short of the task's
-    end, so the digits are where methods differ)."""
-    path = Path(run_folder) / PREDICTIONS
+    end, so the digits are where methods differ). ``test``: a table run's test set (its own folder)."""
+    path = predictions(run_folder, test)
     exact, digits = {}, {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -103,9 +103,15 @@ def paired_difference(a: dict[int, dict[int, float]], b: dict[int, dict[int, flo
     return out
 
 
-def method_pairs(runs_root: str | Path, runs: list[Any]) -> dict[str, dict[str, Any]]:
+def predictions(run_folder: str | Path, test: str | None = None) -> Path:
+    """A run's test predictions: ``eval/predictions.jsonl``, or a table run's ``eval/<test>/``."""
+    return Path(run_folder) / (PREDICTIONS if test is None else PREDICTIONS.parent / test / PREDICTIONS.name)
+
+
+def method_pairs(runs_root: str | Path, runs: list[Any], test: str | None = None) -> dict[str, dict[str, Any]]:
     """``"kava − pccot"`` → `paired_difference` for each pair of `PAIRS` whose base-recipe runs are
-    among ``runs`` (`kava.experiments.results.RunResult`, their folders under ``runs_root``)."""
+    among ``runs`` (`kava.experiments.results.RunResult`, their folders under ``runs_root``;
+    ``test``: a table's test set)."""
     from kava.experiments.grid import BASE_VARIANT
 
     by_method: dict[str, dict[int, str]] = {}
@@ -116,11 +122,12 @@ def method_pairs(runs_root: str | Path, runs: list[Any]) -> dict[str, dict[str, 
     for first, second in PAIRS:
         if first in by_method and second in by_method:
             folders = {m: {s: Path(runs_root) / name for s, name in by_method[m].items()} for m in (first, second)}
-            missing = sorted(f"runs/{f.name}" for m in folders.values() for f in m.values() if not (f / PREDICTIONS).is_file())
+            missing = sorted(f"runs/{f.name}" for m in folders.values() for f in m.values()
+                             if not predictions(f, test).is_file())
             if missing:  # said in the report, not skipped silently
                 out[f"{first} − {second}"] = {"missing": missing}
                 continue
-            read = {m: {s: scores(f) for s, f in by_seed.items()} for m, by_seed in folders.items()}
+            read = {m: {s: scores(f, test) for s, f in by_seed.items()} for m, by_seed in folders.items()}
             for measure in ("exact", "digits"):
                 if all(measure in by_seed for m in read.values() for by_seed in m.values()):
                     out[f"{first} − {second}" + ("" if measure == "exact" else " (digits)")] = paired_difference(
@@ -148,7 +155,7 @@ def section(pairs: dict[str, dict[str, Any]]) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for name, p in pairs.items():
         if "missing" in p:
-            lines.append(f"| {name} | not paired: no {PREDICTIONS} in {', '.join(p['missing'])} | | | | | |")
+            lines.append(f"| {name} | not paired: no test predictions in {', '.join(p['missing'])} | | | | | |")
             continue
         per_seed = ", ".join(f"{s}: {pct(v)}" for s, v in p["per_seed"].items())
         questions = sorted(set(p["questions"]))

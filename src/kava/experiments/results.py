@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,13 @@ class RunResult:
     curve: dict[str, Any] | None = None  # a demo run's learning curve: {seed, start_s, points}
     train_time_s: float | None = None  # training steps alone (evaluations excluded), across resumes
     curve_eval_time_s: float = 0.0
+    summaries: dict[str, dict[str, Any]] | None = None  # a table run's summary per test set
+
+    def on(self, test: str) -> "RunResult":
+        """This run as tested on ``test`` (one of a table run's test sets)."""
+        if not self.summaries or test not in self.summaries:
+            raise ValueError(f"runs/{self.name} was not tested on {test}")
+        return replace(self, summary=self.summaries[test], setting={**self.setting, "eval_data": test})
 
     @property
     def row(self) -> str:
@@ -87,12 +94,14 @@ def _read_run(folder: Path) -> RunResult:
     history = next((h for h in (folder / HISTORY, folder / "train" / HISTORY) if h.is_file()), None)
     curve = {"seed": m["seed"], "start_s": m.get("curve_start_s", 0.0), "points": m["curve"]} if m.get("curve") else None
     return RunResult(folder.name, m["method"], m["seed"], m["variant"], m["knobs"], m["summary"],
-                     m.get("setting", {}), history, curve, m.get("train_time_s"), m.get("curve_eval_time_s", 0.0))
+                     m.get("setting", {}), history, curve, m.get("train_time_s"), m.get("curve_eval_time_s", 0.0),
+                     m.get("summaries"))
 
 
-def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dict[str, Any]]:
+def write_report(runs_dir: str | Path, out: str | Path, test: str | None = None) -> tuple[Collection, dict[str, Any]]:
     """Tables (report.md, table.csv, table.tex), summary.json and the PNG plots of ``runs_dir`` in
-    ``out``; returns what was collected and the aggregate (row → metric → {mean, std, n})."""
+    ``out``; returns what was collected and the aggregate (row → metric → {mean, std, n}).
+    ``test``: a table's test set, the runs' results on it (`RunResult.on`)."""
     from kava.experiments.reports import (
         aggregate,
         breakdown_section,
@@ -107,6 +116,8 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     )
 
     found = collect(runs_dir)
+    if test is not None:
+        found.runs = [r.on(test) for r in found.runs]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list[RunResult]] = {}
@@ -155,7 +166,7 @@ def write_report(runs_dir: str | Path, out: str | Path) -> tuple[Collection, dic
     md += breakdown_section({row: [r.summary for r in runs] for row, runs in rows.items()})
     if deltas:
         md += _paired_section(deltas, paper)
-    pairs = method_pairs(Path(runs_dir) / "runs", found.runs)
+    pairs = method_pairs(Path(runs_dir) / "runs", found.runs, test)
     md += pairs_section(pairs)
     spread = _spread(accuracy)
     if spread:

@@ -258,20 +258,16 @@ def train_runner(out: Path, progress: bool = True) -> Runner:
     print goes to the run's log; a refused start or an interruption stops the sweep (`SweepError`)."""
 
     def run(spec: RunSpec, run_dir: Path) -> dict[str, Any] | None:
+        """Train (or continue) the run, then test its model on each test set."""
         import yaml
 
-        from kava.evaluation.results import SETTINGS_FILE, SUMMARY_FILE
-        from kava.evaluation.resumable import (
-            EvaluationInterrupted,
-            EvaluationRefused,
-            evaluate_checkpoint,
-            summary_line,
-        )
         from kava.runtime.outputs import write_atomic
         from kava.training.from_config import INPUT_ERRORS, RefusedStart, report_outcome, train_from_config
         from kava.training.run_config import load_run_config
 
         config = dict(spec.config["run_config"], output_dir=str(run_dir / "train"))
+        if spec.config.get("start_from"):  # a table row trained from an earlier row's model (Coconut from CoT)
+            config["model"] = {**config["model"], "source": str(start_export(out, spec)), "tokenizer": None}  # its own
         config_path = run_dir / "run_config.yaml"
         main = os.environ.get("RANK", "0") == "0"
         if main:
@@ -287,32 +283,74 @@ def train_runner(out: Path, progress: bool = True) -> Runner:
                 raise StoppedAfterSaving(f"{spec.name}: training stopped (checkpoint {result.checkpoint})")
         if not main:
             return None
-        ev, eval_dir = spec.config["eval"], run_dir / "eval"
-        model_dir = run_dir / "train" / (BEST if ev.get("checkpoint") == "best" else FINAL)
-        if not (eval_dir / SUMMARY_FILE).is_file():
-            import torch
-
-            try:
-                summary = evaluate_checkpoint(
-                    model_dir, ev["dataset"], split=ev["split"], limit=ev["limit"], batch_size=ev["batch_size"],
-                    out=eval_dir, resume=(eval_dir / SETTINGS_FILE).is_file(), max_new_tokens=ev["max_new_tokens"],
-                    device="cuda" if torch.cuda.is_available() else "cpu", progress=progress)
-            except EvaluationRefused as e:
-                raise SweepError(f"{spec.name}: evaluation refused to start: {e}") from None
-            except EvaluationInterrupted as e:
-                raise StoppedAfterSaving(f"{spec.name}: evaluation stopped ({e})") from None
-            print(summary_line(summary))
-            print(f"wrote {eval_dir}")
+        tests = spec.config.get("tests")  # a table's test sets: eval/<dataset>/ each; a grid's one: eval/
+        summaries = {}
+        for ev in tests or [spec.config["eval"]]:
+            eval_dir = run_dir / "eval" / ev["dataset"] if tests else run_dir / "eval"
+            summaries[ev["dataset"]] = _evaluated(spec, run_dir / "train", ev, eval_dir, progress)
+        first = (tests or [spec.config["eval"]])[0]
         history = [json.loads(line) for line in (run_dir / "train" / "history.jsonl").read_text().splitlines() if line]
-        model = config["model"]["source"]
-        return {"summary": json.loads((eval_dir / SUMMARY_FILE).read_text()),
+        model = spec.config["run_config"]["model"]["source"]  # the row's base (a start's export is a path)
+        return {"summary": summaries[first["dataset"]], **({"summaries": summaries} if tests else {}),
                 "train_time_s": sum(e.get("step_time_s", 0.0) for e in history),
                 "setting": {"model": model if isinstance(model, str) else "random config",
-                            "train_data": config["data"]["name"], "eval_data": ev["dataset"],
-                            "eval_split": ev["split"], "eval_limit": ev["limit"],
-                            "checkpoint": ev.get("checkpoint", "final")}}
+                            "train_data": config["data"]["name"], "eval_data": first["dataset"],
+                            "eval_split": first["split"], "eval_limit": first["limit"],
+                            "checkpoint": first.get("checkpoint", "final")}}
 
     return run
+
+
+def _evaluated(spec: RunSpec, train_dir: Path, ev: dict[str, Any], eval_dir: Path, progress: bool) -> dict[str, Any]:
+    """The summary of ``kava eval`` of the run's model (``ev["checkpoint"]``: final/ or best/) on one
+    test set, evaluated into ``eval_dir`` unless it is there (an interrupted evaluation resumes)."""
+    from kava.evaluation.results import SETTINGS_FILE, SUMMARY_FILE
+    from kava.evaluation.resumable import EvaluationInterrupted, EvaluationRefused, evaluate_checkpoint, summary_line
+
+    model_dir = train_dir / (BEST if ev.get("checkpoint") == "best" else FINAL)
+    if not (eval_dir / SUMMARY_FILE).is_file():
+        import torch
+
+        try:
+            summary = evaluate_checkpoint(
+                model_dir, ev["dataset"], split=ev["split"], limit=ev["limit"], batch_size=ev["batch_size"],
+                out=eval_dir, resume=(eval_dir / SETTINGS_FILE).is_file(), max_new_tokens=ev["max_new_tokens"],
+                device="cuda" if torch.cuda.is_available() else "cpu", progress=progress)
+        except EvaluationRefused as e:
+            raise SweepError(f"{spec.name}: evaluation refused to start: {e}") from None
+        except EvaluationInterrupted as e:
+            raise StoppedAfterSaving(f"{spec.name}: evaluation stopped ({e})") from None
+        print(summary_line(summary))
+        print(f"wrote {eval_dir}")
+    return json.loads((eval_dir / SUMMARY_FILE).read_text())
+
+
+def start_export(out: Path, spec: RunSpec) -> Path:
+    """The merged export of the model ``spec`` starts from (a finished run of this table, its
+    tested checkpoint), written once into that run's folder (``export/``)."""
+    from kava.training.from_config import export_trained
+    from kava.training.run_config import load_run_config
+
+    start = spec.config["start_from"]
+    start_dir = Path(out) / "runs" / start
+    try:
+        metrics = read_metrics(start_dir)
+    except ValueError as e:
+        raise SweepError(f"{spec.name}: starts from {start}, which is not finished ({e}); run it first "
+                         f"(--only {start})") from None
+    export = start_dir / "export"
+    if os.environ.get("RANK", "0") != "0":  # one process of a launch exports; the others wait for it
+        import time
+
+        while not (export / "config.json").is_file():
+            time.sleep(5)
+        return export.resolve()
+    if not (export / "config.json").is_file():
+        checkpoint = metrics["config"].get("eval", {}).get("checkpoint", "final")
+        trained = start_dir / "train" / (BEST if checkpoint == "best" else FINAL)
+        print(f"exporting {trained} (merged) for {spec.name}")
+        export_trained(load_run_config(start_dir / "run_config.yaml"), trained, export)
+    return export.resolve()
 
 
 # --------------------------------------------------------------------------- helpers

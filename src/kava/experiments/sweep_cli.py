@@ -28,50 +28,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kava.runtime import exits
-    from kava.config import ConfigError
     from kava.experiments.grid import load_grid
-    from kava.experiments.sweep import (
-        DemoRunner,
-        SweepError,
-        check_cot_sources,
-        commands,
-        finished,
-        run_sweep,
-        train_runner,
-    )
+    from kava.experiments.sweep import SweepError, check_cot_sources, commands
+
+    def load():
+        plan = load_grid(args.grid, args.cot_from)
+        problems = check_cot_sources(plan)
+        if problems:
+            raise SweepError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        return plan
+
+    def lines(plan) -> list[str]:
+        return commands(plan, args.out, ["--cot-from", str(args.cot_from)] if args.cot_from else [])
+
+    def report() -> int:
+        from kava.experiments.report_cli import report as write
+
+        return write(args.out, args.out / "report", strict=False)
+
+    return run_plan(args, "kava sweep", load, lines, report)
+
+
+def run_plan(args: argparse.Namespace, prog: str, load, command_lines, report, describe=None) -> int:
+    """What ``kava sweep`` and ``kava reproduce`` share: load the plan (`load()`), then print its
+    commands (``--print-commands``: `command_lines(plan)`), list its runs (``--dry-run``, each with
+    `describe(spec)` when given), or run them (``--only``: some) and, after a whole run, `report()`.
+    Bad input is one line (status 2); an interruption says how to resume (status 75)."""
+    from kava.config import ConfigError
+    from kava.experiments.sweep import DemoRunner, SweepError, finished, run_sweep, train_runner
+    from kava.runtime import exits
     from kava.runtime.outputs import FolderInUse
     from kava.runtime.stop import StoppedAfterSaving
 
     try:
-        plan = load_grid(args.grid, args.cot_from)
+        plan = load()
         for name in args.only or []:
             plan.run(name)
-        problems = check_cot_sources(plan)
-        if problems:
-            raise SweepError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
         if args.print_commands:
-            extra = ["--cot-from", str(args.cot_from)] if args.cot_from else []
-            print("\n".join(commands(plan, args.out, extra)))
+            print("\n".join(command_lines(plan)))
             return exits.OK
         if args.dry_run:
+            todo = 0
             for spec in plan.runs:
-                state = "finished" if finished(spec, args.out / "runs" / spec.name) else "to run"
-                print(f"{spec.name}\t{state}")
-            todo = sum(not finished(s, args.out / "runs" / s.name) for s in plan.runs)
+                done = finished(spec, args.out / "runs" / spec.name)
+                todo += not done
+                print("\t".join([spec.name, "finished" if done else "to run", *([describe(spec)] if describe else [])]))
             print(f"{len(plan.runs)} runs ({plan.base} base), {todo} to run", file=sys.stderr)
             return exits.OK
         runner = DemoRunner(args.out, not args.no_progress) if plan.base == "demo" else train_runner(args.out, not args.no_progress)
         done = run_sweep(plan, args.out, runner, args.only)
     except (ConfigError, SweepError, FolderInUse) as e:
-        print(f"kava sweep: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"{prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return exits.BAD_INPUT
     except StoppedAfterSaving as e:
-        print(f"\nkava sweep: interrupted. {e}. Run the same command again to resume.", file=sys.stderr)
+        print(f"\n{prog}: interrupted. {e}. Run the same command again to resume.", file=sys.stderr)
         return exits.INTERRUPTED
     print(f"ran {len(done['ran'])}, skipped {len(done['skipped'])} finished run(s)", file=sys.stderr)
-    if not args.only:
-        from kava.experiments.report_cli import report
-
-        return report(args.out, args.out / "report", strict=False)
-    return exits.OK
+    return report() if not args.only else exits.OK

@@ -71,26 +71,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export(cfg, out: Path, source: Path | None) -> int:
-    from kava.config import ConfigError, KavaConfig
     from kava.runtime.layout import FINAL
-    from kava.model.persistence import CONFIG_FILE, check_model_dir, find_model_dir
-    from kava.model.loading import ModelSource
+    from kava.model.persistence import find_model_dir
     from kava.runtime import exits
-    from kava.training.export import export_merged
-    from kava.training.from_config import build_model
+    from kava.training.from_config import export_trained
 
     try:
         trained = find_model_dir(source or Path(cfg.output_dir) / FINAL)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"--from: {e}") from None
-    check_model_dir(trained)
-    model = build_model(cfg, KavaConfig.load(trained / CONFIG_FILE))
-    saved = ModelSource.read(trained)
-    if saved != model.base_source:
-        raise ConfigError(f"model.source: {trained} was trained on {saved and saved.to_json()}, "
-                          f"the run config names {model.base_source.to_json()}")
-    model.load_trained(trained)
-    print(f"wrote {export_merged(model, out, trained_dir=trained)}")
+    print(f"wrote {export_trained(cfg, trained, out)}")
     return exits.OK
 
 

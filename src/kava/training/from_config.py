@@ -202,6 +202,26 @@ def build_model(cfg, method=None, before_weights: Callable[[Any], None] | None =
         return KavaModel(lm, tokenizer, method or cfg.method, base_source=source)
 
 
+def export_trained(cfg, trained: str | Path, out: str | Path) -> Path:
+    """Merge the model trained in ``trained`` (a run's ``final/``, ``best/`` or a checkpoint's
+    ``model/``) into the base `cfg` names and write the standalone folder ``out``
+    (`kava.training.export.export_merged`); a model trained on another base is a `ConfigError`."""
+    from kava.config import KavaConfig
+    from kava.model.loading import ModelSource
+    from kava.model.persistence import CONFIG_FILE, check_model_dir
+    from kava.training.export import export_merged
+
+    trained = Path(trained)
+    check_model_dir(trained)
+    model = build_model(cfg, KavaConfig.load(trained / CONFIG_FILE))
+    saved = ModelSource.read(trained)
+    if saved != model.base_source:
+        raise ConfigError(f"model.source: {trained} was trained on {saved and saved.to_json()}, "
+                          f"the run config names {model.base_source.to_json()}")
+    model.load_trained(trained)
+    return export_merged(model, out, trained_dir=trained)
+
+
 def _warn_if_too_big(cfg, tokenizer, records) -> None:
     """One line on stderr when the planner says the run does not fit this machine's device
     (`kava.training.plan.fit_warning`: a meta model and a sample of the records, no weights)."""
