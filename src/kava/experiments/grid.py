@@ -92,19 +92,12 @@ def load_grid(path: str | Path, cot_from: str | Path | None = None) -> Plan:
     """Read and check a grid file into its `Plan`; ``cot_from`` (demo base) is a demo output folder
     whose ``runs/cot-seed<S>`` the latent runs start from instead of CoT runs of the sweep's own."""
     path = Path(path)
-    raw = read_yaml_mapping(path, missing=f"{path}: no such grid file", expected=f"with the keys {', '.join(TOP_KEYS)}",
-                            error=GridError)
-    fail = _failer(path)
-    unknown = sorted(str(k) for k in raw if k not in TOP_KEYS)
-    if unknown:
-        fail(unknown[0], f"unknown key (known: {', '.join(TOP_KEYS)})")
+    raw, fail = read_checked(path, "grid", TOP_KEYS)
     methods = _names(raw.get("methods"), "methods", fail)
     for m in methods:
         if m not in PRESETS:
             fail("methods", f"{m!r} is not one of {', '.join(PRESETS)}")
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        fail("seeds", f"expected a list of integers, got {seeds!r}")
+    seeds = read_seeds(raw, fail)
     settings = _mapping(raw.get("settings"), "settings", fail)
     variants = {BASE_VARIANT: {}} | _variants(raw.get("variants"), fail)
     combos = _product(raw.get("knobs"), fail)
@@ -295,6 +288,24 @@ def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 # --------------------------------------------------------------------------- shared parsing
+
+def read_checked(path: Path, kind: str, keys: tuple[str, ...]):
+    """A grid-like file's mapping (a `GridError` for a missing file or an unknown key) and its `fail`."""
+    raw = read_yaml_mapping(path, missing=f"{path}: no such {kind} file", expected=f"with the keys {', '.join(keys)}",
+                            error=GridError)
+    fail = _failer(path)
+    unknown = sorted(str(k) for k in raw if k not in keys)
+    if unknown:
+        fail(unknown[0], f"unknown key (known: {', '.join(keys)})")
+    return raw, fail
+
+
+def read_seeds(raw: dict[str, Any], fail) -> list[int]:
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        fail("seeds", f"expected a list of integers, got {seeds!r}")
+    return seeds
+
 
 def _failer(path: Path):
     def fail(key: str, message: str):

@@ -31,9 +31,10 @@ from typing import Any
 
 import yaml
 
-from kava.experiments.grid import BASE_VARIANT, CHECKPOINTS, GridError, Plan, RunSpec, _eval_spec, _failer, _set
+from kava.config import ConfigError
+from kava.experiments.grid import (BASE_VARIANT, CHECKPOINTS, Plan, RunSpec, _eval_spec, _set, read_checked,
+                                   read_seeds)
 from kava.runtime.outputs import as_json
-from kava.runtime.validation import read_yaml_mapping
 
 TOP_KEYS = ("title", "seeds", "checkpoint", "test", "settings", "rows")
 ROW_KEYS = ("config", "method", "start_from", "settings")
@@ -44,22 +45,15 @@ def load_table(path: str | Path) -> Plan:
     from kava.training.run_config import run_config_from_dict
 
     path = Path(path)
-    raw = read_yaml_mapping(path, missing=f"{path}: no such table file", expected=f"with the keys {', '.join(TOP_KEYS)}",
-                            error=GridError)
-    fail = _failer(path)
-    unknown = sorted(str(k) for k in raw if k not in TOP_KEYS)
-    if unknown:
-        fail(unknown[0], f"unknown key (known: {', '.join(TOP_KEYS)})")
-    seeds = raw.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        fail("seeds", f"expected a list of integers, got {seeds!r}")
+    raw, fail = read_checked(path, "table", TOP_KEYS)
+    seeds = read_seeds(raw, fail)
     checkpoint = raw.get("checkpoint", "final")
     if checkpoint not in CHECKPOINTS:
         fail("checkpoint", f"expected one of {', '.join(CHECKPOINTS)}, got {checkpoint!r}")
     tests = raw.get("test")
     if not isinstance(tests, list) or not tests:
         fail("test", f"expected a list of test sets like {{dataset: gsm8k}}, got {tests!r}")
-    tests = [_eval_spec({**t, "checkpoint": checkpoint} if isinstance(t, dict) else t, _failer(path)) for t in tests]
+    tests = [_eval_spec({**t, "checkpoint": checkpoint} if isinstance(t, dict) else t, fail) for t in tests]
     names = [t["dataset"] for t in tests]
     if len(set(names)) != len(names):
         fail("test", f"a test set is listed twice ({names})")
@@ -74,9 +68,7 @@ def load_table(path: str | Path) -> Plan:
             data = _row_config(path, row, spec, settings, seed, fail)
             try:
                 resolved = run_config_from_dict(copy.deepcopy(data))
-            except GridError:
-                raise
-            except Exception as e:  # ConfigError and pydantic's: one line naming the row
+            except ConfigError as e:
                 fail(f"rows.{row}", str(e))
             if checkpoint == "best" and not (resolved.eval and resolved.eval.keep_best):
                 fail(f"rows.{row}", "checkpoint: best needs the row's config to keep best/ (eval.keep_best: true "
