@@ -36,10 +36,11 @@ def _small(dataset: str | None, **over) -> DemoSettings:
 
 def test_the_default_settings_are_unchanged_but_for_the_new_key():
     s = asdict(DemoSettings())
-    assert s.pop("dataset") is None
+    assert s.pop("dataset") is None and s.pop("model") == {}
     assert json.loads(json.dumps(s)) == DEFAULT_SETTINGS
     assert trace_tokens(DemoSettings()) == TRACE_TOKENS == 30
-    assert "dataset" not in run_identity(DemoSettings(), "cot", 0)  # the synthetic runs' identity as before
+    identity = run_identity(DemoSettings(), "cot", 0)
+    assert "dataset" not in identity and "model" not in identity  # the synthetic runs' identity as before
     # A run recorded before the field existed reads as one with the field at its default: still reused.
     import copy
 
@@ -48,7 +49,7 @@ def test_the_default_settings_are_unchanged_but_for_the_new_key():
 
     for spec in demo_plan(DemoSettings()).runs:
         old = copy.deepcopy(spec.config)
-        del old["settings"]["dataset"]
+        del old["settings"]["dataset"], old["settings"]["model"]
         assert in_current_form(old) == spec.config
 
 
@@ -141,4 +142,36 @@ def test_task_flag_and_grid_setting(tmp_path, monkeypatch):
     # A variant cannot change the task: the latent runs share their seed's CoT run.
     grid.write_text("base: demo\nmethods: [kava]\nvariants: {m: {task: mult4}}\n")
     with pytest.raises(GridError, match="changes the CoT run"):
+        load_grid(grid)
+
+
+def test_model_shape_knob_trains_that_shape_and_is_part_of_the_identity(tmp_path):
+    from kava.experiments.grid import GridError, load_grid
+    from kava.model.kava_model import KavaModel
+
+    shape = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+             "intermediate_size": 96}
+    settings = _small("mult4", methods=("kava",), model=shape)
+    run_demo(tmp_path, settings, progress=False, command="kava demo --task mult4")
+    for method in ("cot", "kava"):
+        lm = KavaModel.from_pretrained(tmp_path / "runs" / f"{method}-seed0" / "final").lm.config
+        assert {k: getattr(lm, k) for k in shape} == shape, method
+    assert run_identity(settings, "cot", 0)["model"] == shape
+    assert run_identity(settings, "cot", 0) != run_identity(_small("mult4"), "cot", 0)
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("base: demo\nsettings: {task: mult4, model: {hidden_size: 256, num_hidden_layers: 2}}\nmethods: [icot]\n")
+    assert {r.config["settings"]["model"]["hidden_size"] for r in load_grid(grid).runs} == {256}
+    for bad, where in [("{depth: 2}", "model.depth: not a model knob"),
+                       ("{num_hidden_layers: 0}", "model.num_hidden_layers: expected a positive integer, got 0"),
+                       ("{hidden_size: 100}", "model.hidden_size 100 is not an even multiple of num_attention_heads 4"),
+                       ("{hidden_size: 36}", "model.hidden_size 36 is not an even multiple"),
+                       ("{num_key_value_heads: 3}", "model.num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
+                       ("[2]", "model: expected a mapping")]:
+        grid.write_text(f"base: demo\nsettings: {{task: mult4, model: {bad}}}\nmethods: [icot]\n")
+        with pytest.raises(GridError) as e:
+            load_grid(grid)
+        assert f"{grid}: settings: " in str(e.value) and where in str(e.value) and "\n" not in str(e.value)
+    grid.write_text("base: demo\nsettings: {task: mult4}\nmethods: [kava]\nvariants: {w: {model: {hidden_size: 64}}}\n")
+    with pytest.raises(GridError, match="variants.w: changes the CoT run"):
         load_grid(grid)

@@ -101,6 +101,13 @@ class DemoSettings:
     # `kava.demo.dataset_tasks.DATASET_TASKS` (mult4, mult5, prosqa) trains and scores on that
     # registered dataset instead (``kava demo --task``), and ``task`` is then unused.
     dataset: str | None = None
+    # The tiny Llama's shape: `MODEL_KNOBS` fields over `tiny_llama_config`'s (empty: its 4 layers,
+    # width 128, ~1M parameters). On multiplication the published iCoT model that learns 4×4 is a
+    # 2-layer, width-768 one (Bai et al. 2025); this is how a grid trains that shape here.
+    model: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_model_knobs(self.model)
 
     @classmethod
     def full(cls) -> "DemoSettings":
@@ -144,13 +151,37 @@ def trace_tokens(s: DemoSettings) -> int:
     return dataset_task(s.dataset).trace_tokens
 
 
-def demo_model(tokenizer, config: KavaConfig, seed: int, lm_state: dict[str, torch.Tensor] | None = None) -> KavaModel:
-    """A fresh tiny Llama, or one holding ``lm_state`` (the CoT model's weights) before kava wraps it,
-    so the new special-token rows start from the trained embeddings rather than random ones."""
+MODEL_KNOBS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads")
+
+
+def check_model_knobs(model: dict[str, Any]) -> None:
+    """ValueError (one line, naming the knob) unless ``model`` is a valid shape override of the tiny Llama."""
+    if not isinstance(model, dict):
+        raise ValueError(f"model: expected a mapping of {', '.join(MODEL_KNOBS)}, got {model!r}")
+    for key, value in model.items():
+        if key not in MODEL_KNOBS:
+            raise ValueError(f"model.{key}: not a model knob; choose from {', '.join(MODEL_KNOBS)}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"model.{key}: expected a positive integer, got {value!r}")
+    default = tiny_llama_config(1)
+    shape = {k: getattr(default, k) for k in MODEL_KNOBS} | model
+    width, heads, kv_heads = shape["hidden_size"], shape["num_attention_heads"], shape["num_key_value_heads"]
+    if width % heads or (width // heads) % 2:  # rotary embeddings need an even head width
+        raise ValueError(f"model.hidden_size {width} is not an even multiple of num_attention_heads {heads} "
+                         "(each head's width must be even)")
+    if heads % kv_heads:
+        raise ValueError(f"model.num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}")
+
+
+def demo_model(tokenizer, config: KavaConfig, seed: int, lm_state: dict[str, torch.Tensor] | None = None,
+               shape: dict[str, int] | None = None) -> KavaModel:
+    """A fresh tiny Llama (``shape``: `MODEL_KNOBS` overrides), or one holding ``lm_state`` (the CoT
+    model's weights) before kava wraps it, so the new special-token rows start from the trained
+    embeddings rather than random ones."""
     torch.manual_seed(seed)
     from transformers import LlamaForCausalLM
 
-    lm_config = tiny_llama_config(len(tokenizer) + 3)
+    lm_config = tiny_llama_config(len(tokenizer) + 3, **(shape or {}))
     lm = LlamaForCausalLM(lm_config)
     if lm_state is not None:
         lm.load_state_dict(lm_state)
@@ -264,7 +295,8 @@ def run_identity(s: DemoSettings, method: str, seed: int) -> dict[str, Any]:
     from kava.training.engine import plain_config
 
     return as_json({"method": s.method_config(method).to_dict(), "train": plain_config(train_config(s, method, seed)),
-                    "task": asdict(s.task), **({"dataset": s.dataset} if s.dataset is not None else {})})
+                    "task": asdict(s.task), **({"dataset": s.dataset} if s.dataset is not None else {}),
+                    **({"model": s.model} if s.model else {})})
 
 
 def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data: DemoData, *,
@@ -287,7 +319,7 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
         raise ValueError(f"{method} starts from the CoT model of seed {seed}: train or load it first")
     cfg = train_config(s, method, seed)
     init = cot_model.lm.state_dict() if latent else None
-    model = demo_model(data.tokenizer(), s.method_config(method), seed, init)
+    model = demo_model(data.tokenizer(), s.method_config(method), seed, init, s.model)
     print(f"[seed {seed}] training {method} for {cfg.max_steps} steps", flush=True)
     # Evaluating does not change the trained model: the curve's cadence stays out of the run's identity.
     curve_cfg = replace(cfg, eval_every=max(1, cfg.max_steps // s.curve_points)) if data.curve_eval else cfg

@@ -190,10 +190,12 @@ def _demo_settings(base, changes: dict[str, Any]):
     on the latent methods' configs). A name both DemoSettings and KavaConfig know goes to
     DemoSettings, which applies it the demo's way (e.g. T = 0 stays pause's own)."""
     from kava.demo.dataset_tasks import DATASET_TASKS, dataset_of
+    from kava.demo.run import check_model_knobs
 
     demo_fields = {f.name for f in fields(base)} - {"methods", "seeds", "method_overrides", "threads", "task"}
     knobs = {f.name for f in fields(KavaConfig)} - {"method"}
-    s = replace(base, steps=dict(base.steps), lr=dict(base.lr), method_overrides=dict(base.method_overrides))
+    s = replace(base, steps=dict(base.steps), lr=dict(base.lr), method_overrides=dict(base.method_overrides),
+                model=dict(base.model))
     for key, value in changes.items():
         phase = key.partition("_")[2]
         if key.startswith(("steps_", "lr_")) and phase in s.steps:
@@ -212,6 +214,7 @@ def _demo_settings(base, changes: dict[str, Any]):
             s.method_overrides[key] = value
         else:
             raise ConfigError(f"{key!r} is neither a demo setting, steps_<phase> / lr_<phase>, nor a method knob")
+    check_model_knobs(s.model)  # set above by attribute, which skips DemoSettings' own check
     return s
 
 
