@@ -30,7 +30,8 @@ with open(sys.argv[2], "w") as f:
         if r.get("step", 0) % 10 == 0:
             f.write(json.dumps({k: (r[k] if k == "step" else float(f"{r[k]:.4g}")) for k in keep if k in r}) + "\n")
 PY
-      if [[ $n == cot-* && -d $d/final ]]; then
+      # (a MODELS_DIR that is SWEEP_DIR itself already holds the model: copying it onto itself would delete it)
+      if [[ $n == cot-* && -d $d/final && $(realpath -m "$models") != $(realpath -m "$src") ]]; then
         mkdir -p "$models/runs/$n"; rm -rf "$models/runs/$n/final"; cp -r "$d/final" "$models/runs/$n/"
       fi
     done ;;
