@@ -280,3 +280,47 @@ def test_a_refused_training_start_stops_a_train_base_sweep_in_one_line_naming_th
     err = capsys.readouterr().err
     assert err.startswith("kava sweep: error: kava-seed0: training refused to start: output_dir: ") and err.count("\n") == 1
     assert "is a file, not a folder" in err and not (out / "runs" / "kava-seed0" / "metrics.json").exists()
+
+
+def test_a_new_test_size_scores_the_finished_runs_again_without_training(tmp_path, one_thread, capsys):
+    """test_size only picks test problems: the finished models are scored on the new set (their
+    first answers unchanged), what they recorded of training is kept, and no training step runs."""
+    text = """
+base: demo
+settings: {steps_cot: 2, steps_latent: 2, batch_size: 4, test_size: 4, eval_batch_size: 4, num_latents: 3,
+           num_iterations: 1, curve_points: 0}
+methods: [kava]
+seeds: [0]
+"""
+    out = tmp_path / "o"
+    assert main(["sweep", str(_grid(tmp_path, text)), "--out", str(out), "--no-progress"]) == 0
+    runs = {n: out / "runs" / n for n in ("cot-seed0", "kava-seed0")}
+    before = {n: json.loads((r / "metrics.json").read_text()) for n, r in runs.items()}
+    answers = {n: [json.loads(line)["answer"] for line in (r / "eval" / "predictions.jsonl").read_text().splitlines()]
+               for n, r in runs.items()}
+    history = {n: (r / "history.jsonl").read_text() for n, r in runs.items()}
+    grid = _grid(tmp_path, text.replace("test_size: 4", "test_size: 6"))
+    capsys.readouterr()
+    assert main(["sweep", str(grid), "--out", str(out), "--dry-run"]) == 0
+    assert [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()] == ["to score again"] * 2
+    assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
+    assert capsys.readouterr().out.count("scoring its final model again") == 2
+    for n, r in runs.items():
+        after = json.loads((r / "metrics.json").read_text())
+        assert after["summary"]["n"] == 6 and after["config"]["settings"]["test_size"] == 6
+        assert after["train_time_s"] == before[n]["train_time_s"] and (r / "history.jsonl").read_text() == history[n]
+        rows = [json.loads(line) for line in (r / "eval" / "predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == 6 and [row["answer"] for row in rows[:4]] == answers[n]
+    assert "cot_run" in json.loads((runs["kava-seed0"] / "metrics.json").read_text())
+    assert main(["sweep", str(grid), "--out", str(out), "--no-progress"]) == 0
+    assert "ran 0, skipped 2" in capsys.readouterr().err
+    # A training setting still refuses the folder; a run without its final model cannot be scored again.
+    assert main(["sweep", str(_grid(tmp_path, text.replace("steps_latent: 2", "steps_latent: 3"))), "--out", str(out),
+                 "--only", "kava-seed0"]) == 2
+    assert "other settings (settings.steps.latent: 2 -> 3" in capsys.readouterr().err
+    import shutil
+
+    shutil.rmtree(runs["kava-seed0"] / "final")
+    assert main(["sweep", str(_grid(tmp_path, text.replace("test_size: 4", "test_size: 5"))), "--out", str(out),
+                 "--only", "kava-seed0", "--no-progress"]) == 2
+    assert "kava-seed0:" in (err := capsys.readouterr().err) and "final model is missing" in err

@@ -310,7 +310,6 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
     from its last checkpoint. The result: ``train_time_s``, the learning ``curve`` and what its
     evaluations cost, and the test ``summary`` (None without ``evaluate_test``).
     """
-    from kava.evaluation.evaluate import evaluate, write_results
     from kava.training.engine import train
 
     run_dir = Path(run_dir)
@@ -329,10 +328,26 @@ def train_run(run_dir: str | Path, s: DemoSettings, method: str, seed: int, data
         raise StoppedAfterSaving(f"stopped while training {method}; checkpoint in {result.checkpoint}")
     record: dict[str, Any] = {**_timings(result.history), "summary": None}
     if evaluate_test:
-        ev = evaluate(model, data.test, batch_size=s.eval_batch_size, progress=progress)
-        write_results(ev, run_dir / "eval")
-        # A dataset task's test set cut to test_size is a limited evaluation (the synthetic task's is whole).
-        write_card(result.final_dir, result={**ev.summary, "dataset": data.dataset, "split": "test",
-                                             "limit": s.test_size if s.dataset is not None else None})
-        record["summary"] = ev.summary
+        record["summary"] = score_run(run_dir, s, data, model, progress=progress)
     return record, model
+
+
+def score_run(run_dir: str | Path, s: DemoSettings, data: DemoData, model: KavaModel | None = None, *,
+              progress: bool = True) -> dict[str, Any]:
+    """Score a trained demo run on its test set: predictions in ``<run>/eval/``, the result on its
+    final model's card; returns the summary. Without ``model`` the run's ``final/`` model is loaded,
+    so a finished run is re-scored on another test set without training again (`kava sweep`)."""
+    from kava.evaluation.evaluate import evaluate, write_results
+    from kava.runtime.layout import FINAL
+
+    final = Path(run_dir) / FINAL
+    if model is None:
+        if not final.is_dir():
+            raise FileNotFoundError(f"{final}: the run's final model is missing, so it cannot be scored again")
+        model = KavaModel.from_pretrained(final)
+    ev = evaluate(model, data.test, batch_size=s.eval_batch_size, progress=progress)
+    write_results(ev, Path(run_dir) / "eval")
+    # A dataset task's test set cut to test_size is a limited evaluation (the synthetic task's is whole).
+    write_card(final, result={**ev.summary, "dataset": data.dataset, "split": "test",
+                              "limit": s.test_size if s.dataset is not None else None})
+    return ev.summary

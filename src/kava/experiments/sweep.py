@@ -35,6 +35,13 @@ PLAN_FILE = "sweep.json"
 # What a finished run's summary must hold (`kava.experiments.reports.METRICS`): the report reads these.
 REQUIRED = ("accuracy", "mean_forward_passes", "mean_generated_tokens", "mean_cache_tokens", "mean_latency_s")
 
+# What a run folder holds of its run (`run_state`).
+TO_RUN, FINISHED, TO_SCORE = "to run", "finished", "to score again"
+# Demo settings that say only how a trained model is scored (which test problems, in what batches):
+# the training data never depends on them (every held-out problem is kept out of it), so a change
+# re-scores the finished runs from their final models in seconds.
+SCORING = ("test_size", "eval_batch_size")
+
 # A runner trains and evaluates one run in its folder and returns what metrics.json records
 # beside the config: {"summary": evaluation summary, "train_time_s", "setting": {...}}; None on a
 # process that is not the main one of a multi-process launch (it writes nothing).
@@ -93,21 +100,30 @@ def own_phase(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "settings": settings}
 
 
-def finished(spec: RunSpec, run_dir: Path) -> bool:
-    """Whether ``run_dir`` holds this run, finished. A finished run of other settings is an error:
-    the grid changed under an existing folder, and reusing or overwriting it would both mislead."""
+def run_state(spec: RunSpec, run_dir: Path) -> str:
+    """What ``run_dir`` holds of this run: `TO_RUN` (nothing finished), `FINISHED`, or `TO_SCORE`
+    (finished, but the grid now scores it on another test set: its model is scored again, not
+    retrained). A finished run of other training settings is an error: the grid changed under an
+    existing folder, and reusing or overwriting it would both mislead."""
     try:
         metrics = read_metrics(run_dir)
     except ValueError:
-        return False
+        return TO_RUN
     recorded, wanted = own_phase(in_current_form(metrics["config"])), own_phase(spec.config)
-    if recorded != wanted:
-        from kava.runtime.outputs import differences
+    if recorded == wanted:
+        return FINISHED
+    from kava.runtime.outputs import differences
 
-        diffs = differences(recorded, wanted)
+    diffs = differences(recorded, wanted, ignore=SCORING if spec.config.get("base") == "demo" else ())
+    if diffs:
         raise SweepError(f"{run_dir} holds a finished run with other settings ({'; '.join(diffs[:3])}); "
                          "choose another --out or move it away")
-    return True
+    return TO_SCORE
+
+
+def finished(spec: RunSpec, run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds this run, finished and scored as the grid asks (`run_state`)."""
+    return run_state(spec, run_dir) == FINISHED
 
 
 def run_sweep(plan: Plan, out: str | Path, runner: Runner, only: list[str] | None = None,
@@ -125,16 +141,17 @@ def run_sweep(plan: Plan, out: str | Path, runner: Runner, only: list[str] | Non
     done: dict[str, list[str]] = {"ran": [], "skipped": []}
     for i, spec in enumerate(specs, 1):
         run_dir = out / "runs" / spec.name
-        if finished(spec, run_dir):
+        state = run_state(spec, run_dir)
+        if state == FINISHED:
             echo(f"[{i}/{len(specs)}] {spec.name}: finished, skipped")
             done["skipped"].append(spec.name)
             continue
-        echo(f"[{i}/{len(specs)}] {spec.name}: running")
+        echo(f"[{i}/{len(specs)}] {spec.name}: " + ("running" if state == TO_RUN else "scoring its final model again"))
         with _owned(run_dir, main):
             if main:
                 _write_json(run_dir / CONFIG_FILE, spec.config)
             with _logged(run_dir / LOG_FILE, main):
-                result = runner(spec, run_dir)
+                result = runner(spec, run_dir) if state == TO_RUN else runner.score_again(spec, run_dir)
             if main and result is not None:
                 _write_json(run_dir / METRICS_FILE, {"name": spec.name, "method": spec.method, "seed": spec.seed,
                                                      "variant": spec.variant, "knobs": spec.knobs,
@@ -181,14 +198,10 @@ class DemoRunner:
         self._data: dict[str, Any] = {}
 
     def __call__(self, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
-        from kava.demo.run import DemoData, train_run
+        from kava.demo.run import train_run
 
         s = demo_settings(spec.config)
-        key = json.dumps([spec.config["settings"].get(k) for k in ("task", "dataset", "test_size", "curve_points",
-                                                                    "curve_valid_size")])
-        if key not in self._data:  # variants share the task and its test set: built once
-            self._data[key] = DemoData.build(s)
-        data = self._data[key]
+        data = self.data(spec)
         cot_model, cot_metrics = self.cot_model(spec, s) if spec.cot else (None, None)
         record, _ = train_run(run_dir, s, spec.method, spec.seed, data, cot_model=cot_model, resume=True,
                               progress=self.progress)
@@ -196,6 +209,29 @@ class DemoRunner:
                 "setting": {"model": "demo tiny Llama", "train_data": s.dataset or "synthetic",
                             "eval_data": f"{s.dataset or 'synthetic'} test"},
                 **({"cot_run": str(self.cot_dir(spec))} if spec.cot else {})}
+
+    def score_again(self, spec: RunSpec, run_dir: Path) -> dict[str, Any]:
+        """A finished run scored on the grid's test set now (`TO_SCORE`): its final model is
+        evaluated, what it recorded of its training is kept."""
+        from kava.demo.run import score_run
+
+        header = ("name", "method", "seed", "variant", "knobs", "config")
+        record = {k: v for k, v in read_metrics(run_dir).items() if k not in header}
+        try:
+            summary = score_run(run_dir, demo_settings(spec.config), self.data(spec), progress=self.progress)
+        except FileNotFoundError as e:
+            raise SweepError(f"{spec.name}: {e}") from None
+        return {**record, "summary": summary}
+
+    def data(self, spec: RunSpec):
+        """The task and test set of the run's settings (a `DemoData`), built once for the runs that share them."""
+        from kava.demo.run import DemoData
+
+        key = json.dumps([spec.config["settings"].get(k) for k in ("task", "dataset", "test_size", "curve_points",
+                                                                    "curve_valid_size")])
+        if key not in self._data:
+            self._data[key] = DemoData.build(demo_settings(spec.config))
+        return self._data[key]
 
     def cot_dir(self, spec: RunSpec) -> Path:
         return Path(spec.cot) if Path(spec.cot).is_absolute() else self.out / "runs" / spec.cot

@@ -6,6 +6,8 @@
     kava sweep GRID.yaml --out DIR --only kava-crop-seed1
 
 Running the same command again resumes: finished runs are skipped, an interrupted one continues.
+A demo grid whose test set changed (test_size, eval_batch_size) scores its finished runs' final
+models again instead of training them again.
 After a whole sweep (no --only) the report is written to DIR/report (`kava report`).
 """
 
@@ -55,7 +57,7 @@ def run_plan(args: argparse.Namespace, prog: str, load, command_lines, report, d
     `describe(spec)` when given), or run them (``--only``: some) and, after a whole run, `report()`.
     Bad input is one line (status 2); an interruption says how to resume (status 75)."""
     from kava.config import ConfigError
-    from kava.experiments.sweep import DemoRunner, SweepError, finished, run_sweep, train_runner
+    from kava.experiments.sweep import FINISHED, DemoRunner, SweepError, run_state, run_sweep, train_runner
     from kava.runtime import exits
     from kava.runtime.outputs import FolderInUse
     from kava.runtime.stop import StoppedAfterSaving
@@ -70,9 +72,9 @@ def run_plan(args: argparse.Namespace, prog: str, load, command_lines, report, d
         if args.dry_run:
             todo = 0
             for spec in plan.runs:
-                done = finished(spec, args.out / "runs" / spec.name)
-                todo += not done
-                print("\t".join([spec.name, "finished" if done else "to run", *([describe(spec)] if describe else [])]))
+                state = run_state(spec, args.out / "runs" / spec.name)
+                todo += state != FINISHED
+                print("\t".join([spec.name, state, *([describe(spec)] if describe else [])]))
             print(f"{len(plan.runs)} runs ({plan.base} base), {todo} to run", file=sys.stderr)
             return exits.OK
         runner = DemoRunner(args.out, not args.no_progress) if plan.base == "demo" else train_runner(args.out, not args.no_progress)
