@@ -75,11 +75,35 @@ def test_the_shipped_evictions_grid_reuses_the_ablation_grids_kept_base_and_cot_
             assert finished(plan.run(name), kept / name), name
 
 
+def test_more_seeds_adds_seeds_to_some_methods_with_their_cot_runs(tmp_path):
+    plan = load_grid(_grid(tmp_path, "base: demo\nmethods: [nocot, kava, pccot]\nseeds: [0]\n"
+                                     "more_seeds: {kava: [1, 2], pccot: [2]}\n"))
+    assert [r.name for r in plan.runs] == ["cot-seed0", "nocot-seed0", "kava-seed0", "pccot-seed0",
+                                           "cot-seed1", "kava-seed1", "cot-seed2", "kava-seed2", "pccot-seed2"]
+    assert plan.run("kava-seed1").cot == "cot-seed1" and plan.run("kava-seed2").config["seed"] == 2
+    (tmp_path / "base.yaml").write_text("output_dir: x\nmodel: m\nmethod: {preset: kava}\ndata: {name: gsm8k-aug}\n"
+                                        "train: {batch_size: 8, micro_batch_size: 8, epochs: 1}\n")
+    train = load_grid(_grid(tmp_path, "base: base.yaml\neval: {dataset: gsm8k}\nmethods: [kava, pccot]\n"
+                                      "seeds: [0]\nmore_seeds: {pccot: [0, 1]}\n"))
+    assert [r.name for r in train.runs] == ["kava-seed0", "pccot-seed0", "pccot-seed1"]
+
+
+def test_the_shipped_mult4_grid_has_three_seeds_of_every_method_and_five_of_kava_and_pccot():
+    plan = load_grid(Path(__file__).resolve().parents[1] / "configs" / "sweeps" / "mult4.yaml")
+    seeds = {m: sorted(r.seed for r in plan.runs if r.method == m) for m in {r.method for r in plan.runs}}
+    assert seeds == {"cot": [0, 1, 2, 3, 4], "kava": [0, 1, 2, 3, 4], "pccot": [0, 1, 2, 3, 4],
+                     **{m: [0, 1, 2] for m in ("nocot", "codi", "pause", "icot", "coconut")}}
+    assert {r.config["settings"]["test_size"] for r in plan.runs} == {1000}  # all the public 4×4 test problems
+
+
 @pytest.mark.parametrize(("text", "where"), [
     ("base: demo\nmethods: [kava]\nvariants: {bad: {eviction: nope}}\n", "variants.bad: method.eviction: 'nope' is not one of"),
     ("base: demo\nmethods: [kava]\nvariants: {bad: {no_such_knob: 1}}\n", "variants.bad: 'no_such_knob' is neither"),
     ("base: demo\nmethods: [kava, nope]\n", "methods: 'nope' is not one of"),
     ("base: demo\nmethods: [kava]\nseeds: 3\n", "seeds: expected a list of integers"),
+    ("base: demo\nmethods: [kava]\nmore_seeds: {codi: [1]}\n", "more_seeds.codi: not one of the grid's methods (kava)"),
+    ("base: demo\nmethods: [kava]\nmore_seeds: {kava: 1}\n", "more_seeds.kava: expected a list of integers"),
+    ("base: demo\nmethods: [kava]\nmore_seeds: [1]\n", "more_seeds: expected a mapping"),
     ("base: demo\nmethods: [kava]\nknobs: {num_latents: 4}\n", "knobs.num_latents: expected a non-empty list"),
     ("base: demo\nmethods: [kava]\nmodels: []\n", "models: unknown key"),
     ("base: nowhere.yaml\nmethods: [kava]\n", "base: no such kava train config"),

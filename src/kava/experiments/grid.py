@@ -12,13 +12,14 @@ A grid file::
                                     # final, or best: the run config's eval.keep_best model)
     methods: [kava, pccot]
     seeds: [0, 1, 2]
+    more_seeds: {kava: [3, 4]}      # further seeds for some methods (each still from its seed's CoT run)
     knobs:                          # Cartesian product: every combination is a configuration
       num_latents: [4, 8]
     variants:                       # one-at-a-time changes from the base recipe (an ablation)
       crop: {eviction: crop}
       no-projection: {use_projection: false}
 
-Runs = methods × variants (``base`` first, always) × knob combinations × seeds. With the demo base
+Runs = methods × variants (``base`` first, always) × knob combinations × the method's seeds. With the demo base
 the variants and knobs change the latent methods only (``nocot`` and ``cot`` keep the base
 recipe), and every latent run starts from the CoT run of its seed. With a train base a bare knob
 is a method knob (``eviction``) and a dotted one a config key (``train.lr``).
@@ -43,7 +44,7 @@ from kava.runtime.outputs import as_json
 from kava.runtime.validation import read_yaml_mapping
 
 BASE_VARIANT = "base"
-TOP_KEYS = ("base", "settings", "eval", "methods", "seeds", "knobs", "variants")
+TOP_KEYS = ("base", "settings", "eval", "methods", "seeds", "more_seeds", "knobs", "variants")
 EVAL_KEYS = ("dataset", "split", "limit", "batch_size", "max_new_tokens", "checkpoint")
 CHECKPOINTS = ("final", "best")  # which model of a trained run is evaluated (best/: eval.keep_best)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=-]*$")
@@ -97,7 +98,7 @@ def load_grid(path: str | Path, cot_from: str | Path | None = None) -> Plan:
     for m in methods:
         if m not in PRESETS:
             fail("methods", f"{m!r} is not one of {', '.join(PRESETS)}")
-    seeds = read_seeds(raw, fail)
+    seeds = _method_seeds(read_seeds(raw, fail), raw.get("more_seeds"), methods, fail)
     settings = _mapping(raw.get("settings"), "settings", fail)
     variants = {BASE_VARIANT: {}} | _variants(raw.get("variants"), fail)
     combos = _product(raw.get("knobs"), fail)
@@ -126,7 +127,7 @@ def demo_plan(settings, command: str = "kava demo") -> Plan:
     its seeds, under the base recipe, each latent run starting from its seed's CoT run."""
     fail = _failer(Path(command))
     return _demo_plan(Plan(Path(command), "demo", preset=command), settings, list(settings.methods),
-                      list(settings.seeds), {BASE_VARIANT: {}}, [{}], None, fail)
+                      {m: list(settings.seeds) for m in settings.methods}, {BASE_VARIANT: {}}, [{}], None, fail)
 
 
 def _demo_plan(plan: Plan, base, methods, seeds, variants, combos, cot_from, fail) -> Plan:
@@ -136,15 +137,16 @@ def _demo_plan(plan: Plan, base, methods, seeds, variants, combos, cot_from, fai
         check_task(base.dataset)  # before any run: a task the demo cannot score is refused at once
     except ValueError as e:
         fail("settings.task", str(e))
-    latent = [m for m in methods if METHODS[m].latent]
-    for seed in seeds:
+    for seed in dict.fromkeys(s for m in methods for s in seeds[m]):
+        here = [m for m in methods if seed in seeds[m]]
+        latent = [m for m in here if METHODS[m].latent]
         cot_name = None
         if latent and cot_from is None:
             cot_name = f"cot-seed{seed}"
             plan.runs.append(_demo_run(base, "cot", seed, BASE_VARIANT, {}, None))
         elif latent:
             cot_name = str(Path(cot_from).resolve() / "runs" / f"cot-seed{seed}")
-        for method in methods:
+        for method in here:
             if not METHODS[method].latent:  # nocot, cot: the base recipe (a variant would repeat it)
                 if not any(r.name == f"{method}-seed{seed}" for r in plan.runs):
                     plan.runs.append(_demo_run(base, method, seed, BASE_VARIANT, {}, None))
@@ -237,7 +239,7 @@ def _train_plan(path, config_path: Path, methods, seeds, settings, eval_raw, var
         for variant, changes in variants.items():
             for combo in combos:
                 knobs = _merge(changes, combo, f"variants.{variant}", fail)
-                for seed in seeds:
+                for seed in seeds[method]:
                     label = _label(variant, combo)
                     name = _run_name(method, label, seed)
                     data = copy.deepcopy(base)
@@ -308,6 +310,18 @@ def read_seeds(raw: dict[str, Any], fail) -> list[int]:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         fail("seeds", f"expected a list of integers, got {seeds!r}")
     return seeds
+
+
+def _method_seeds(seeds: list[int], more: Any, methods: list[str], fail) -> dict[str, list[int]]:
+    """Each method's seeds: the grid's ``seeds`` and its ``more_seeds`` (a method that wants more
+    seeds than the rest, e.g. five for KaVa and PCCoT, three for the others)."""
+    more = _mapping(more, "more_seeds", fail)
+    for method, extra in more.items():
+        if method not in methods:
+            fail(f"more_seeds.{method}", f"not one of the grid's methods ({', '.join(methods)})")
+        if not isinstance(extra, list) or not extra or not all(isinstance(s, int) and not isinstance(s, bool) for s in extra):
+            fail(f"more_seeds.{method}", f"expected a list of integers, got {extra!r}")
+    return {m: list(dict.fromkeys([*seeds, *more.get(m, [])])) for m in methods}
 
 
 def _failer(path: Path):
