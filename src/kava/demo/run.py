@@ -35,7 +35,7 @@ import torch
 from kava.config import KavaConfig, preset
 from kava.data.records import Record
 from kava.demo.task import SyntheticTask, TaskConfig
-from kava.demo.tokenizer import build_tokenizer, tiny_llama_config
+from kava.demo.tokenizer import UNK_ID, build_tokenizer, tiny_llama_config
 from kava.methods import METHODS, demo_methods, lookup
 from kava.model.card import write_card
 from kava.model.kava_model import KavaModel
@@ -163,7 +163,7 @@ def check_model_knobs(model: dict[str, Any]) -> None:
             raise ValueError(f"model.{key}: not a model knob; choose from {', '.join(MODEL_KNOBS)}")
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"model.{key}: expected a positive integer, got {value!r}")
-    default = tiny_llama_config(1)
+    default = tiny_llama_config(UNK_ID + 1)  # the smallest vocabulary that holds the special ids
     shape = {k: getattr(default, k) for k in MODEL_KNOBS} | model
     width, heads, kv_heads = shape["hidden_size"], shape["num_attention_heads"], shape["num_key_value_heads"]
     if width % heads or (width // heads) % 2:  # rotary embeddings need an even head width
