@@ -4,7 +4,8 @@ Exact-match accuracy hides how far a model is: a 4×4 product has 8 digits, writ
 first in iCoT's format, and the lowest one is a single digit product (a0·b0 mod 10) while the middle
 ones need every partial product and carry. For every run of a sweep folder this reads the test
 predictions (``runs/<run>/eval/predictions.jsonl``) and prints, per answer position, the share of
-questions whose digit there equals the gold one (a missing digit counts wrong), as a Markdown table.
+questions whose digit there equals the gold one (a missing digit counts wrong), as a Markdown table,
+then the same averaged over each method's seeds.
 
     python benchmarks/studies/digit_positions.py outputs/mult4 > docs/results/mult4/digit_positions.md
 """
@@ -46,6 +47,16 @@ def main() -> None:
     print("|---|---|" + "---|" * width)
     for name, n, acc in table:
         print(f"| {name} | {n} | " + " | ".join(f"{100 * a:.1f}" for a in acc) + " |")
+    # The same by method, averaged over its seeds (runs named <method>-seed<S>): one seed's digit
+    # shares swing by tens of points, so the method comparison reads the mean.
+    by_method: dict[str, list[list[float]]] = {}
+    for name, _, acc in table:
+        by_method.setdefault(name.rsplit("-seed", 1)[0], []).append(acc + [0.0] * (width - len(acc)))
+    print("\n| method | seeds | " + " | ".join(f"digit {i}" for i in range(width)) + " |")
+    print("|---|---|" + "---|" * width)
+    for method, runs in by_method.items():
+        means = [sum(col) / len(runs) for col in zip(*runs)]
+        print(f"| {method} | {len(runs)} | " + " | ".join(f"{100 * m:.1f}" for m in means) + " |")
 
 
 if __name__ == "__main__":
